@@ -1,0 +1,516 @@
+//! The policy cache (SPEC 5): answers without waiting when it can, resolves at most
+//! once per domain at a time, and never lets a failure evict a policy it still trusts.
+//!
+//! - this file: [`PolicyCache`], the per-domain state machine and single-flight;
+//! - [`refresh`]: the background task that refreshes policies before they expire (5.5);
+//! - [`store`]: the on-disk copy that survives restarts (5.8).
+
+pub mod refresh;
+pub mod store;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use lru::LruCache;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::mta_sts::policy::parse_policy;
+use crate::mta_sts::record::select_record;
+use crate::mta_sts::Policy;
+use crate::resolver::{DnsError, FetchError, Resolvers};
+
+/// Wall-clock seconds since the Unix epoch. A trait so tests can move time.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> u64;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+/// SPEC 5.6: back-off after a DNS error with nothing cached.
+pub const DNS_ERROR_BACKOFF: u64 = 60;
+/// SPEC 5.6: back-off after a failed fetch, per TXT id.
+pub const FETCH_FAILURE_BACKOFF: u64 = 300;
+/// SPEC 5.6: bounds of the negative cache.
+pub const NEGATIVE_TTL_MIN: u64 = 60;
+pub const NEGATIVE_TTL_MAX: u64 = 3600;
+/// Used when a "no record" answer carried no SOA to take a negative TTL from.
+pub const NEGATIVE_TTL_DEFAULT: u64 = 300;
+/// SPEC 5.5: refresh at least daily.
+pub const MAX_REFRESH_INTERVAL: u64 = 86_400;
+
+/// A policy we trust, with what we need to keep trusting it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedPolicy {
+    pub policy: Policy,
+    /// The TXT id the policy was fetched under (SPEC 5.2).
+    pub id: String,
+    /// Unix time of the last successful fetch: the `max_age` clock (SPEC 5.1).
+    pub fetched: u64,
+}
+
+impl CachedPolicy {
+    /// SPEC 5.1: usable until `fetched + max_age`.
+    pub fn expires(&self) -> u64 {
+        self.fetched.saturating_add(u64::from(self.policy.max_age))
+    }
+
+    pub fn usable(&self, now: u64) -> bool {
+        now < self.expires()
+    }
+
+    /// SPEC 5.5: when to refresh proactively: at three quarters of `max_age`, and at
+    /// least daily.
+    pub fn refresh_at(&self) -> u64 {
+        let max_age = u64::from(self.policy.max_age);
+        let after = (max_age - max_age / 4).min(MAX_REFRESH_INTERVAL);
+        self.fetched.saturating_add(after)
+    }
+}
+
+/// Per-domain state.
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    /// The last policy fetched; used only while [`CachedPolicy::usable`].
+    policy: Option<Arc<CachedPolicy>>,
+    /// Last TXT id check (or its start, for one in flight): SPEC 5.4.
+    checked: u64,
+    /// With no usable policy: answer `NOTFOUND ` without resolving until then
+    /// (negative cache and back-off, SPEC 5.6).
+    quiet_until: u64,
+    /// A fetch under this TXT id failed; do not retry it before the time (SPEC 5.6).
+    failed: Option<(String, u64)>,
+    /// The last problem logged, so a broken domain logs when it changes, not every check.
+    last_problem: Option<String>,
+}
+
+impl Entry {
+    fn usable(&self, now: u64) -> Option<&Arc<CachedPolicy>> {
+        self.policy.as_ref().filter(|p| p.usable(now))
+    }
+}
+
+/// Tunables, replaced on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// SPEC 5.4.
+    pub recheck: Duration,
+    /// How long an answer may wait for a resolution with nothing cached; must stay well
+    /// inside Postfix's 100 s (SPEC 1.5, 3.6).
+    pub answer_timeout: Duration,
+}
+
+type SharedResolution = Shared<BoxFuture<'static, Option<Arc<CachedPolicy>>>>;
+
+/// The cache. Cheap to share: `Arc<PolicyCache>`.
+pub struct PolicyCache {
+    entries: Mutex<LruCache<String, Entry>>,
+    /// SPEC 3.6: one resolution per domain at a time, shared by every waiter.
+    inflight: Mutex<HashMap<String, SharedResolution>>,
+    resolvers: RwLock<Resolvers>,
+    settings: RwLock<CacheSettings>,
+    clock: Arc<dyn Clock>,
+    /// Set when a policy changed since the last save; [`store`] clears it.
+    dirty: AtomicBool,
+    /// Woken on every policy change so the saver can write soon.
+    changed: Notify,
+}
+
+/// How a lookup was answered, for `query` and the tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Policy(Arc<CachedPolicy>),
+    NoPolicy,
+}
+
+impl PolicyCache {
+    pub fn new(
+        size: usize,
+        settings: CacheSettings,
+        resolvers: Resolvers,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<PolicyCache> {
+        Arc::new(PolicyCache {
+            entries: Mutex::new(LruCache::new(cap(size))),
+            inflight: Mutex::new(HashMap::new()),
+            resolvers: RwLock::new(resolvers),
+            settings: RwLock::new(settings),
+            clock,
+            dirty: AtomicBool::new(false),
+            changed: Notify::new(),
+        })
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// SIGHUP: new resolvers, settings and size; the entries stay (SPEC 7.3).
+    pub fn reconfigure(&self, size: usize, settings: CacheSettings, resolvers: Resolvers) {
+        *self.resolvers.write().unwrap() = resolvers;
+        *self.settings.write().unwrap() = settings;
+        self.entries.lock().unwrap().resize(cap(size));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The answer path. Returns at once when the cache knows the domain (starting a
+    /// background TXT re-check when one is due, SPEC 5.4); otherwise waits for the one
+    /// shared resolution, at most `answer_timeout`.
+    pub async fn lookup(self: &Arc<Self>, domain: &str) -> Lookup {
+        let now = self.clock.now();
+        let recheck = self.settings.read().unwrap().recheck.as_secs();
+        let cached = {
+            let mut entries = self.entries.lock().unwrap();
+            match entries.get_mut(domain) {
+                Some(entry) => match entry.usable(now).cloned() {
+                    Some(policy) => {
+                        if now >= entry.checked.saturating_add(recheck) {
+                            // Marked now, so the hits that follow do not start another.
+                            entry.checked = now;
+                            drop(entries);
+                            drop(self.resolve_shared(domain, false));
+                        }
+                        return Lookup::Policy(policy);
+                    }
+                    None if now < entry.quiet_until => return Lookup::NoPolicy,
+                    None => None::<()>,
+                },
+                None => None,
+            }
+        };
+        debug_assert!(cached.is_none());
+        let timeout = self.settings.read().unwrap().answer_timeout;
+        match tokio::time::timeout(timeout, self.resolve_shared(domain, false)).await {
+            Ok(Some(p)) => Lookup::Policy(p),
+            Ok(None) => Lookup::NoPolicy,
+            Err(_) => {
+                log::warn!("{domain}: no answer within {timeout:?}; answering NOTFOUND, resolution continues");
+                Lookup::NoPolicy
+            }
+        }
+    }
+
+    /// Start (or join) the resolution of `domain`. It runs in its own task, so it
+    /// completes and updates the cache even if every waiter goes away.
+    pub fn resolve_shared(self: &Arc<Self>, domain: &str, refresh: bool) -> SharedResolution {
+        let mut inflight = self.inflight.lock().unwrap();
+        if let Some(running) = inflight.get(domain) {
+            return running.clone();
+        }
+        let this = Arc::clone(self);
+        let owned = domain.to_string();
+        let task = tokio::spawn(async move {
+            let result = this.resolve(&owned, refresh).await;
+            this.inflight.lock().unwrap().remove(&owned);
+            result
+        });
+        let shared = async move { task.await.unwrap_or(None) }.boxed().shared();
+        inflight.insert(domain.to_string(), shared.clone());
+        shared
+    }
+
+    /// One resolution: TXT, then a fetch when the id is new, the policy unknown or a
+    /// proactive `refresh` is due. Updates the entry; returns the usable policy, if any.
+    async fn resolve(&self, domain: &str, refresh: bool) -> Option<Arc<CachedPolicy>> {
+        let resolvers = self.resolvers.read().unwrap().clone();
+        let (cached, failed) = {
+            let now = self.clock.now();
+            let entries = self.entries.lock().unwrap();
+            match entries.peek(domain) {
+                Some(e) => (e.usable(now).cloned(), e.failed.clone()),
+                None => (None, None),
+            }
+        };
+        let txt_name = format!("_mta-sts.{domain}");
+        let discovery = match resolvers.txt.lookup_txt(&txt_name).await {
+            Ok(records) => select_record(&records).map_err(|e| Problem::Record(e.to_string())),
+            Err(DnsError::NoRecords { negative_ttl, .. }) => Err(Problem::NoRecord(negative_ttl)),
+            Err(DnsError::Failed(e)) => Err(Problem::Dns(e)),
+        };
+        let now = self.clock.now();
+        match discovery {
+            Ok(record) => {
+                let unchanged = cached.as_ref().is_some_and(|c| c.id == record.id);
+                let backing_off = failed
+                    .as_ref()
+                    .is_some_and(|(id, until)| *id == record.id && now < *until);
+                if (unchanged && !refresh) || backing_off {
+                    self.update(domain, |e| {
+                        e.checked = now;
+                        if !unchanged {
+                            e.quiet_until = e.quiet_until.max(failed.as_ref().map_or(0, |f| f.1));
+                        }
+                    });
+                    return cached;
+                }
+                if let Some(c) = &cached {
+                    if !unchanged {
+                        log::info!(
+                            "{domain}: TXT id changed from {} to {}, fetching the policy",
+                            c.id,
+                            record.id
+                        );
+                    }
+                }
+                self.fetch(domain, record.id, cached, &resolvers).await
+            }
+            Err(problem) => {
+                if let Some(c) = cached {
+                    // SPEC 5.3: nothing in DNS takes away a policy we still trust.
+                    self.note_problem(domain, now, &problem, Some(&c));
+                    if refresh {
+                        // SPEC 5.5: refresh regardless of the TXT record's state.
+                        let id = c.id.clone();
+                        return self.fetch(domain, id, Some(c), &resolvers).await;
+                    }
+                    return Some(c);
+                }
+                self.note_problem(domain, now, &problem, None);
+                None
+            }
+        }
+    }
+
+    /// Fetch and parse; store the policy on success, keep the cached one on failure.
+    async fn fetch(
+        &self,
+        domain: &str,
+        id: String,
+        cached: Option<Arc<CachedPolicy>>,
+        resolvers: &Resolvers,
+    ) -> Option<Arc<CachedPolicy>> {
+        let result = match resolvers.fetch.fetch(domain).await {
+            Ok(body) => parse_policy(&body).map_err(|e| FetchError::Parse(e.to_string())),
+            Err(e) => Err(e),
+        };
+        let now = self.clock.now();
+        match result {
+            Ok(policy) => {
+                if policy.max_age_clamped {
+                    log::info!("{domain}: max_age above one year, clamped to {}", policy.max_age);
+                }
+                let fresh = Arc::new(CachedPolicy {
+                    policy,
+                    id,
+                    fetched: now,
+                });
+                log_policy_change(domain, cached.as_deref(), &fresh);
+                self.update(domain, |e| {
+                    e.policy = Some(Arc::clone(&fresh));
+                    e.checked = now;
+                    e.quiet_until = 0;
+                    e.failed = None;
+                    e.last_problem = None;
+                });
+                self.mark_dirty();
+                Some(fresh)
+            }
+            Err(err) => {
+                let retry = now + FETCH_FAILURE_BACKOFF;
+                let problem = Problem::Fetch(err);
+                self.note_problem(domain, now, &problem, cached.as_deref());
+                self.update(domain, |e| {
+                    e.failed = Some((id.clone(), retry));
+                    if cached.is_none() {
+                        e.quiet_until = retry;
+                    }
+                });
+                cached
+            }
+        }
+    }
+
+    /// Record a failed or empty resolution: set the negative cache or back-off when
+    /// nothing is cached, and log once per distinct problem (SPEC 7.2).
+    fn note_problem(&self, domain: &str, now: u64, problem: &Problem, kept: Option<&CachedPolicy>) {
+        let text = problem.to_string();
+        let mut first = false;
+        self.update(domain, |e| {
+            e.checked = now;
+            if kept.is_none() {
+                e.policy = None;
+                e.quiet_until = now + problem.backoff();
+            }
+            if e.last_problem.as_deref() != Some(text.as_str()) {
+                first = true;
+                e.last_problem = Some(text.clone());
+            }
+        });
+        if !first {
+            return;
+        }
+        match (kept, problem) {
+            (Some(c), _) => log::warn!(
+                "{domain}: {text}; keeping the cached {} policy (id {}) until it expires in {} s",
+                c.policy.mode,
+                c.id,
+                c.expires().saturating_sub(now)
+            ),
+            (None, Problem::NoRecord(_)) => log::debug!("{domain}: no MTA-STS policy ({text})"),
+            (None, _) => log::warn!("{domain}: {text}; no policy, retrying in {} s", problem.backoff()),
+        }
+    }
+
+    fn update(&self, domain: &str, f: impl FnOnce(&mut Entry)) {
+        let mut entries = self.entries.lock().unwrap();
+        if let Some(e) = entries.get_mut(domain) {
+            f(e);
+        } else {
+            let mut e = Entry::default();
+            f(&mut e);
+            entries.put(domain.to_string(), e);
+        }
+    }
+
+    fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// Domains whose policy is due for a proactive refresh (SPEC 5.5), not already
+    /// backing off after a failed one.
+    pub fn due_for_refresh(&self, now: u64) -> Vec<String> {
+        let entries = self.entries.lock().unwrap();
+        entries
+            .iter()
+            .filter(|(_, e)| {
+                e.usable(now).is_some_and(|p| now >= p.refresh_at())
+                    && !e.failed.as_ref().is_some_and(|(_, until)| now < *until)
+            })
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+
+    /// Every usable policy, for the on-disk store.
+    pub fn snapshot(&self) -> Vec<(String, CachedPolicy)> {
+        let now = self.clock.now();
+        let entries = self.entries.lock().unwrap();
+        // Least recently used first, so a reload puts them back in the same order.
+        entries
+            .iter()
+            .rev()
+            .filter_map(|(d, e)| e.usable(now).map(|p| (d.clone(), CachedPolicy::clone(p))))
+            .collect()
+    }
+
+    /// Put persisted policies back (SPEC 5.8). Expired ones are skipped; the first
+    /// lookup of each re-checks its TXT id in the background.
+    pub fn restore(&self, policies: Vec<(String, CachedPolicy)>) -> usize {
+        let now = self.clock.now();
+        let mut entries = self.entries.lock().unwrap();
+        let mut n = 0;
+        for (domain, policy) in policies {
+            if !policy.usable(now) {
+                continue;
+            }
+            entries.put(
+                domain,
+                Entry {
+                    policy: Some(Arc::new(policy)),
+                    ..Entry::default()
+                },
+            );
+            n += 1;
+        }
+        n
+    }
+
+    /// Take the "changed since last save" flag.
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::AcqRel)
+    }
+
+    /// Resolves when a policy changes.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+}
+
+fn cap(size: usize) -> NonZeroUsize {
+    NonZeroUsize::new(size).unwrap_or(NonZeroUsize::MIN)
+}
+
+/// Why a resolution produced no new policy.
+#[derive(Debug)]
+enum Problem {
+    /// NXDOMAIN / NODATA (SPEC 2.6), with the negative TTL.
+    NoRecord(Option<u32>),
+    /// Records exist but none is one valid STSv1 record (SPEC 2.3–2.5).
+    Record(String),
+    /// SERVFAIL, timeout… (SPEC 2.6).
+    Dns(String),
+    Fetch(FetchError),
+}
+
+impl Problem {
+    /// SPEC 5.6.
+    fn backoff(&self) -> u64 {
+        match self {
+            Problem::NoRecord(ttl) => ttl
+                .map(u64::from)
+                .unwrap_or(NEGATIVE_TTL_DEFAULT)
+                .clamp(NEGATIVE_TTL_MIN, NEGATIVE_TTL_MAX),
+            Problem::Record(_) => NEGATIVE_TTL_DEFAULT,
+            Problem::Dns(_) => DNS_ERROR_BACKOFF,
+            Problem::Fetch(_) => FETCH_FAILURE_BACKOFF,
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::NoRecord(_) => f.write_str("stage=dns no _mta-sts TXT record"),
+            Problem::Record(e) => write!(f, "stage=dns {e}"),
+            Problem::Dns(e) => write!(f, "stage=dns {e}"),
+            Problem::Fetch(FetchError::Parse(e)) => {
+                write!(f, "stage=parse sts-policy-invalid: {e}")
+            }
+            Problem::Fetch(e) => write!(f, "stage={} policy fetch failed: {e}", e.stage()),
+        }
+    }
+}
+
+fn log_policy_change(domain: &str, old: Option<&CachedPolicy>, new: &CachedPolicy) {
+    let mx: Vec<String> = new.policy.mx.iter().map(|m| m.to_string()).collect();
+    match old {
+        None => log::info!(
+            "{domain}: policy id {} mode {} mx {} max_age {}",
+            new.id,
+            new.policy.mode,
+            mx.join(","),
+            new.policy.max_age
+        ),
+        Some(o) if o.policy != new.policy || o.id != new.id => log::info!(
+            "{domain}: policy changed: id {} -> {}, mode {} -> {}, mx {}, max_age {}",
+            o.id,
+            new.id,
+            o.policy.mode,
+            new.policy.mode,
+            mx.join(","),
+            new.policy.max_age
+        ),
+        Some(_) => log::debug!("{domain}: policy refreshed, unchanged"),
+    }
+}

@@ -1,0 +1,230 @@
+//! `mtastsd serve`: wires configuration, resolvers, cache, store and listeners
+//! together, and runs until told to stop (SPEC 7.1, 7.3).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cache::store::{Store, StoreError};
+use crate::cache::{refresh, CacheSettings, Clock, PolicyCache};
+use crate::config::Config;
+use crate::resolver::dns::{Dns, DnsSetupError};
+use crate::resolver::https::{FetchSetupError, HttpsFetcher};
+use crate::resolver::Resolvers;
+use crate::server::{self, BoundAddr, Handler, Limits, Listener};
+
+/// How long shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Dns(#[from] DnsSetupError),
+    #[error(transparent)]
+    Fetch(#[from] FetchSetupError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The DNS and HTTPS edges for a configuration.
+pub fn build_resolvers(config: &Config) -> Result<Resolvers, StartError> {
+    let dns = Dns::new(&config.dns)?;
+    let fetch = HttpsFetcher::new(&config.fetch, dns.clone())?;
+    Ok(Resolvers {
+        txt: Arc::new(dns),
+        fetch: Arc::new(fetch),
+    })
+}
+
+fn cache_settings(config: &Config) -> CacheSettings {
+    // SPEC 3.6: TXT (with one retry) plus the fetch, well inside Postfix's 100 s.
+    let answer_timeout = (config.dns.timeout * 2 + config.fetch.timeout + Duration::from_secs(1))
+        .min(Duration::from_secs(60));
+    CacheSettings {
+        recheck: config.cache.recheck,
+        answer_timeout,
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    config: Arc<Config>,
+    cache: Arc<PolicyCache>,
+    handler: Arc<Handler>,
+    store: Option<Arc<Store>>,
+    addrs: Vec<BoundAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    server: JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Bind, load the persisted cache and start serving. Must run inside a tokio
+    /// runtime. Nothing is served before every listener is bound.
+    pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Daemon, StartError> {
+        let config = Arc::new(config);
+        let resolvers = build_resolvers(&config)?;
+        let cache = PolicyCache::new(config.cache.size, cache_settings(&config), resolvers, clock);
+
+        let store = match &config.cache.state_dir {
+            None => None,
+            Some(dir) => match Store::open(dir) {
+                Ok(store) => Some(Arc::new(store)),
+                Err(e) => {
+                    // Serving without persistence beats not serving; say loudly how to fix it.
+                    log::error!(
+                        "{e}; running WITHOUT a persistent cache (set cache.state_dir to a writable directory, or \"\" to silence this)"
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(store) = &store {
+            load(&cache, store);
+        }
+
+        let mut listeners = Vec::new();
+        for addr in &config.server.listen {
+            let l = Listener::bind(addr, config.server.unix_mode).map_err(|source| {
+                StartError::Listen {
+                    addr: match addr {
+                        crate::config::ListenAddr::Inet(a) => a.to_string(),
+                        crate::config::ListenAddr::Unix(p) => format!("unix:{}", p.display()),
+                    },
+                    source,
+                }
+            })?;
+            listeners.push(l);
+        }
+        let addrs: Vec<BoundAddr> = listeners.iter().map(Listener::local_addr).collect();
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let handler = Arc::new(Handler::new(Arc::clone(&cache), Arc::clone(&config)));
+        let limits = Limits {
+            idle_timeout: config.server.idle_timeout,
+            max_connections: config.server.max_connections,
+        };
+        let server = tokio::spawn(server::run(
+            listeners,
+            Arc::clone(&handler),
+            limits,
+            shutdown_rx.clone(),
+            SHUTDOWN_GRACE,
+        ));
+        let mut tasks = vec![tokio::spawn(refresh::refresher(
+            Arc::clone(&cache),
+            shutdown_rx.clone(),
+        ))];
+        if let Some(store) = &store {
+            tasks.push(tokio::spawn(refresh::saver(
+                Arc::clone(&cache),
+                Arc::clone(store),
+                config.cache.save_interval,
+                shutdown_rx,
+            )));
+        }
+        let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        log::info!(
+            "mtastsd {} listening on {}",
+            env!("CARGO_PKG_VERSION"),
+            list.join(", ")
+        );
+        Ok(Daemon {
+            config,
+            cache,
+            handler,
+            store,
+            addrs,
+            shutdown,
+            tasks,
+            server,
+        })
+    }
+
+    /// Where the listeners are (ephemeral ports resolved).
+    pub fn addrs(&self) -> &[BoundAddr] {
+        &self.addrs
+    }
+
+    /// The first inet listener's address, if any.
+    pub fn inet_addr(&self) -> Option<std::net::SocketAddr> {
+        self.addrs.iter().find_map(|a| match a {
+            BoundAddr::Inet(a) => Some(*a),
+            BoundAddr::Unix(_) => None,
+        })
+    }
+
+    pub fn cache(&self) -> &Arc<PolicyCache> {
+        &self.cache
+    }
+
+    /// SIGHUP (SPEC 7.3): new profiles, DNS (resolv.conf re-read), fetch settings, cache
+    /// size and log level, without dropping the cache or connections. Listener and
+    /// connection-limit changes need a restart and are reported as such.
+    pub fn reload(&mut self, config: Config) -> Result<(), StartError> {
+        let resolvers = build_resolvers(&config)?;
+        if config.server != self.config.server {
+            log::warn!("changes to [server] (listen, limits) take effect only after a restart");
+        }
+        if config.cache.state_dir != self.config.cache.state_dir {
+            log::warn!("a new cache.state_dir takes effect only after a restart");
+        }
+        self.cache
+            .reconfigure(config.cache.size, cache_settings(&config), resolvers);
+        crate::logging::init(config.log.target, config.log.level);
+        let config = Arc::new(config);
+        self.handler.set_config(Arc::clone(&config));
+        self.config = config;
+        log::info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// SPEC 7.3: stop accepting, finish requests in flight, persist the cache.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Some(store) = &self.store {
+            let snapshot = self.cache.snapshot();
+            let n = snapshot.len();
+            match store.save(&snapshot) {
+                Ok(()) => log::info!("saved {n} policies to {}", store.path().display()),
+                Err(e) => log::error!("{e}; the cache was not saved"),
+            }
+        }
+    }
+
+    pub fn state_path(&self) -> Option<PathBuf> {
+        self.store.as_ref().map(|s| s.path())
+    }
+}
+
+fn load(cache: &PolicyCache, store: &Store) {
+    match store.load() {
+        Ok(policies) => {
+            let total = policies.len();
+            let n = cache.restore(policies);
+            log::info!(
+                "loaded {n} policies from {} ({} expired)",
+                store.path().display(),
+                total - n
+            );
+        }
+        Err(e @ StoreError::Corrupt { .. }) => {
+            // Keep the evidence; start empty rather than refuse to run.
+            let bad = store.path().with_extension("json.corrupt");
+            let _ = std::fs::rename(store.path(), &bad);
+            log::error!("{e}; moved it to {} and starting with an empty cache", bad.display());
+        }
+        Err(e) => log::error!("{e}; starting with an empty cache"),
+    }
+}

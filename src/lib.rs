@@ -1,0 +1,50 @@
+//! mtastsd: an MTA-STS (RFC 8461) policy daemon for Postfix's `smtp_tls_policy_maps`.
+//!
+//! # Where a request flows
+//!
+//! ```text
+//! Postfix ──netstring──▶ server.rs ──frame──▶ socketmap/ ──domain──▶ cache/ ──▶ postfix.rs ──▶ reply
+//!  (socketmap client)    accept, limits,      netstring.rs framing   mod.rs: hit → answer now,   Policy →
+//!                        idle timeout,        request.rs key → domain       miss → one shared   "secure match=…"
+//!                        shutdown             response.rs replies           resolution
+//!                                                                             │
+//!                                                         resolver/ ◀─────────┘
+//!                                                         dns.rs   TXT _mta-sts (hickory)
+//!                                                         https.rs policy fetch (reqwest+rustls)
+//!                                                         then mta_sts/ parses both (pure)
+//! ```
+//!
+//! # Which file owns which rule (SPEC = ../shared/SPEC.md)
+//!
+//! | module | rules |
+//! |---|---|
+//! | [`socketmap::netstring`] | 1.1 framing, 1.4 request cap |
+//! | [`socketmap::request`] | 1.2 map name, 1.6 key normalisation |
+//! | [`socketmap::response`] | 1.3 reply kinds |
+//! | [`server`] | 1.1 pipelining, 1.4 PERM+close, 1.5 idle timeout, 7.3 graceful stop, 7.5 listeners |
+//! | [`mta_sts::record`] | 2.2–2.5 TXT record |
+//! | [`mta_sts::policy`], [`mta_sts::mx`] | 4.1–4.6 policy file and mx patterns |
+//! | [`resolver::dns`] | 2.1, 2.6 TXT lookups, NXDOMAIN/NODATA vs failure |
+//! | [`resolver::https`] | 3.1–3.5, 3.7 the fetch |
+//! | [`cache`] | 3.6 single flight, 5.1–5.7 cache, refresh, back-off |
+//! | [`cache::store`] | 5.8 persistence |
+//! | [`postfix`] | 6.1, 6.2 the answer |
+//! | [`config`] | 7.4 configuration errors, 7.5 listen defaults |
+//! | [`logging`] | 7.2 syslog / stderr |
+//! | [`daemon`] | 7.1 `serve`, 7.3 SIGHUP reload and shutdown wiring |
+//! | [`query`] | 7.1 `query` |
+//!
+//! Pure modules (no I/O): `socketmap`, `mta_sts`, `postfix`, `config` (parsing).
+//! The edges: `resolver` (network), `cache::store` (disk), `server` (sockets).
+
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod mta_sts;
+pub mod postfix;
+pub mod query;
+pub mod resolver;
+pub mod server;
+pub mod socketmap;

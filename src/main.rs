@@ -1,0 +1,192 @@
+//! Thin entry point: parse the command line, load the configuration, dispatch.
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (SPEC 7.4).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, SignalKind};
+
+use mtastsd::cache::SystemClock;
+use mtastsd::cli::{Cli, Command};
+use mtastsd::config::{Config, ListenAddr, LogTarget};
+use mtastsd::daemon::{self, Daemon};
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One process-wide crypto provider, chosen before anything touches rustls.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            state_dir,
+            log_level,
+        } => serve(config, listen, state_dir, log_level),
+        Command::Query {
+            domain,
+            config,
+            profile,
+            json,
+        } => query(config, &domain, &profile, json),
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_CONFIG, &e),
+        },
+    }
+}
+
+fn fail(code: u8, e: &dyn std::error::Error) -> ExitCode {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    eprintln!("mtastsd: {msg}");
+    ExitCode::from(code)
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, mtastsd::config::ConfigError> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::default()),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mtastsd")
+        .build()
+        .expect("cannot start the tokio runtime")
+}
+
+fn serve(
+    config_path: Option<PathBuf>,
+    listen: Vec<String>,
+    state_dir: Option<PathBuf>,
+    log_level: Option<log::LevelFilter>,
+) -> ExitCode {
+    let overrides = |mut config: Config| -> Result<Config, String> {
+        if !listen.is_empty() {
+            config.server.listen = listen
+                .iter()
+                .map(|s| s.parse::<ListenAddr>().map_err(|e| format!("--listen {s}: {e}")))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(dir) = &state_dir {
+            config.cache.state_dir = (!dir.as_os_str().is_empty()).then(|| dir.clone());
+        }
+        if let Some(level) = log_level {
+            config.log.level = level;
+        }
+        Ok(config)
+    };
+    let config = match load_config(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_CONFIG, &e),
+    };
+    let config = match overrides(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mtastsd: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    mtastsd::logging::init(config.log.target, config.log.level);
+    runtime().block_on(async move {
+        let mut daemon = match Daemon::start(config, Arc::new(SystemClock)).await {
+            Ok(d) => d,
+            Err(e) => {
+                log::error!("{e}");
+                return fail(EXIT_RUNTIME, &e);
+            }
+        };
+        let _ = sd_notify::notify(&[NotifyState::Ready]);
+        let (mut term, mut int, mut hup) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+            _ => {
+                log::error!("cannot install signal handlers");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    let _ = sd_notify::notify(&[NotifyState::Reloading]);
+                    reload(&mut daemon, config_path.as_deref(), &overrides);
+                    let _ = sd_notify::notify(&[NotifyState::Ready]);
+                }
+            }
+        }
+        let _ = sd_notify::notify(&[NotifyState::Stopping]);
+        log::info!("stopping");
+        daemon.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGHUP: a bad file leaves the running configuration in place (SPEC 7.3, 7.4).
+fn reload(
+    daemon: &mut Daemon,
+    path: Option<&Path>,
+    overrides: &dyn Fn(Config) -> Result<Config, String>,
+) {
+    let config = match load_config(path).map_err(|e| e.to_string()).and_then(overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("reload failed, keeping the running configuration: {e}");
+            return;
+        }
+    };
+    if let Err(e) = daemon.reload(config) {
+        log::error!("reload failed, keeping the running configuration: {e}");
+    }
+}
+
+fn query(config_path: Option<PathBuf>, domain: &str, profile: &str, json: bool) -> ExitCode {
+    let config = match load_config(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_CONFIG, &e),
+    };
+    // Problems are the report's business; keep stderr for our own.
+    mtastsd::logging::init(LogTarget::Stderr, log::LevelFilter::Error);
+    let (profile, known) = config.profile(profile);
+    if !known {
+        eprintln!("mtastsd: no profile {profile:?} in the configuration; using the default");
+    }
+    let profile = profile.clone();
+    runtime().block_on(async {
+        let resolvers = match daemon::build_resolvers(&config) {
+            Ok(r) => r,
+            Err(e) => return fail(EXIT_RUNTIME, &e),
+        };
+        let report =
+            mtastsd::query::query(domain, &resolvers, &profile, config.fetch.https_port).await;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("report serialises")
+            );
+        } else {
+            print!("{report}");
+        }
+        ExitCode::SUCCESS
+    })
+}

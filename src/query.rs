@@ -1,0 +1,171 @@
+//! `mtastsd query DOMAIN`: resolve one domain from scratch, with no cache, and say
+//! what Postfix would get and why, stage by stage (SPEC 7.1).
+
+use serde::Serialize;
+
+use crate::config::Profile;
+use crate::mta_sts::policy::parse_policy;
+use crate::mta_sts::record::{is_sts_record, select_record};
+use crate::postfix::policy_answer;
+use crate::resolver::{policy_url, Resolvers};
+use crate::socketmap::{normalise_key, Key};
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The key as given.
+    pub key: String,
+    /// The policy domain after SPEC 1.6 normalisation; absent when the key is skipped.
+    pub domain: Option<String>,
+    pub txt_name: Option<String>,
+    /// Every TXT record found, strings concatenated (SPEC 2.2).
+    pub txt_records: Vec<String>,
+    /// The id of the one valid STSv1 record.
+    pub txt_id: Option<String>,
+    pub policy_url: Option<String>,
+    pub policy: Option<PolicyReport>,
+    /// What Postfix would get from a daemon with an empty cache.
+    pub answer: String,
+    pub failures: Vec<Failure>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PolicyReport {
+    pub mode: String,
+    pub max_age: u32,
+    pub mx: Vec<String>,
+    /// The body as served.
+    pub text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    /// dns / https / tls / http-status / content-type / size / parse
+    pub stage: &'static str,
+    pub message: String,
+}
+
+/// Resolve `key` like the daemon would with an empty cache. The policy is fetched even
+/// when the TXT record is missing or broken, to help diagnose a half-done deployment;
+/// the answer still follows the rules (no valid record, no policy).
+pub async fn query(key: &str, resolvers: &Resolvers, profile: &Profile, https_port: u16) -> Report {
+    let mut report = Report {
+        key: key.to_string(),
+        domain: None,
+        txt_name: None,
+        txt_records: Vec::new(),
+        txt_id: None,
+        policy_url: None,
+        policy: None,
+        answer: "NOTFOUND ".into(),
+        failures: Vec::new(),
+    };
+    let domain = match normalise_key(key) {
+        Key::Domain(d) => d,
+        Key::Skip(why) => {
+            report.failures.push(Failure {
+                stage: "key",
+                message: format!("{}: answered NOTFOUND without any lookup", why.as_str()),
+            });
+            return report;
+        }
+    };
+    let txt_name = format!("_mta-sts.{domain}");
+    match resolvers.txt.lookup_txt(&txt_name).await {
+        Ok(records) => {
+            report.txt_records = records
+                .iter()
+                .map(|r| String::from_utf8_lossy(r).into_owned())
+                .collect();
+            match select_record(&records) {
+                Ok(rec) => report.txt_id = Some(rec.id),
+                Err(e) => report.failures.push(Failure {
+                    stage: "dns",
+                    message: format!(
+                        "{e} ({} of {} TXT records start with v=STSv1)",
+                        records.iter().filter(|r| is_sts_record(r)).count(),
+                        records.len()
+                    ),
+                }),
+            }
+        }
+        Err(e) => report.failures.push(Failure {
+            stage: "dns",
+            message: format!("{txt_name}: {e}"),
+        }),
+    }
+    report.policy_url = Some(policy_url(&domain, https_port));
+    let mut policy = None;
+    match resolvers.fetch.fetch(&domain).await {
+        Ok(body) => {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            match parse_policy(&body) {
+                Ok(p) => {
+                    report.policy = Some(PolicyReport {
+                        mode: p.mode.to_string(),
+                        max_age: p.max_age,
+                        mx: p.mx.iter().map(ToString::to_string).collect(),
+                        text,
+                    });
+                    policy = Some(p);
+                }
+                Err(e) => report.failures.push(Failure {
+                    stage: "parse",
+                    message: format!("sts-policy-invalid: {e}"),
+                }),
+            }
+        }
+        Err(e) => report.failures.push(Failure {
+            stage: e.stage(),
+            message: e.to_string(),
+        }),
+    }
+    if let (Some(_), Some(p)) = (&report.txt_id, &policy) {
+        if let Some(answer) = policy_answer(p, profile) {
+            report.answer = format!("OK {answer}");
+        }
+    }
+    report.domain = Some(domain);
+    report.txt_name = Some(txt_name);
+    report
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "key       {}", self.key)?;
+        if let Some(d) = &self.domain {
+            writeln!(f, "domain    {d}")?;
+        }
+        if let Some(name) = &self.txt_name {
+            writeln!(f, "txt       {name}")?;
+            for r in &self.txt_records {
+                writeln!(f, "            {r:?}")?;
+            }
+            match &self.txt_id {
+                Some(id) => writeln!(f, "          valid STSv1 record, id {id}")?,
+                None => writeln!(f, "          no valid STSv1 record")?,
+            }
+        }
+        if let Some(url) = &self.policy_url {
+            writeln!(f, "policy    {url}")?;
+            match &self.policy {
+                Some(p) => {
+                    writeln!(f, "          mode {}, max_age {}", p.mode, p.max_age)?;
+                    writeln!(f, "          mx {}", p.mx.join(", "))?;
+                    if self.txt_id.is_none() {
+                        writeln!(f, "          (not used: without a valid TXT record there is no policy)")?;
+                    }
+                }
+                None => writeln!(f, "          none")?,
+            }
+        }
+        writeln!(f, "answer    {}", self.answer)?;
+        if self.failures.is_empty() {
+            writeln!(f, "failures  none")?;
+        }
+        for (i, fail) in self.failures.iter().enumerate() {
+            let head = if i == 0 { "failures" } else { "" };
+            writeln!(f, "{head:<9} [{}] {}", fail.stage, fail.message)?;
+        }
+        Ok(())
+    }
+}

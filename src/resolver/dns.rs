@@ -1,0 +1,132 @@
+//! DNS on hickory-resolver: TXT discovery (SPEC 2) and the addresses of policy hosts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::NetError;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::TokioResolver;
+
+use super::{DnsError, TxtLookup};
+use crate::config::DnsConfig;
+
+/// One resolver for everything the daemon looks up, so that TXT discovery and the
+/// policy host's address come from the same (configured) servers.
+#[derive(Clone)]
+pub struct Dns {
+    resolver: Arc<TokioResolver>,
+}
+
+/// Building the resolver failed (unreadable resolv.conf, no servers).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up DNS: {0}")]
+pub struct DnsSetupError(String);
+
+impl Dns {
+    /// `resolv.conf` when `config.nameservers` is empty (read now: rebuild on SIGHUP to
+    /// pick up changes), else exactly the configured servers over UDP with TCP fallback.
+    pub fn new(config: &DnsConfig) -> Result<Dns, DnsSetupError> {
+        let mut builder = if config.nameservers.is_empty() {
+            TokioResolver::builder_tokio().map_err(|e| DnsSetupError(e.to_string()))?
+        } else {
+            let servers = config.nameservers.iter().map(server_config).collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(servers),
+                Default::default(),
+            )
+        };
+        let opts: &mut ResolverOpts = builder.options_mut();
+        opts.timeout = config.timeout;
+        opts.attempts = 2;
+        // Every name we ask for is absolute; never walk a search list.
+        opts.ndots = 0;
+        opts.use_hosts_file = ResolveHosts::Never;
+        // Our own cache holds policies; the resolver's only needs to absorb bursts.
+        opts.cache_size = 1024;
+        opts.negative_max_ttl = Some(Duration::from_secs(3600));
+        let resolver = builder
+            .build()
+            .map_err(|e| DnsSetupError(e.to_string()))?;
+        Ok(Dns {
+            resolver: Arc::new(resolver),
+        })
+    }
+
+    /// Addresses of a host (A and AAAA), for the policy fetch.
+    pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        let name = absolute(host);
+        match self.resolver.lookup_ip(name.as_str()).await {
+            Ok(lookup) => Ok(lookup.iter().collect()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+}
+
+fn server_config(addr: &SocketAddr) -> NameServerConfig {
+    let mut udp = ConnectionConfig::udp();
+    udp.port = addr.port();
+    let mut tcp = ConnectionConfig::tcp();
+    tcp.port = addr.port();
+    let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+    ns.connections = vec![udp, tcp];
+    ns
+}
+
+fn absolute(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    }
+}
+
+/// SPEC 2.6: NXDOMAIN / NODATA are "no record"; everything else is a DNS failure.
+fn classify(e: NetError) -> DnsError {
+    if e.is_no_records_found() {
+        let nxdomain = e.is_nx_domain();
+        let negative_ttl = match &e {
+            NetError::Dns(hickory_resolver::net::DnsError::NoRecordsFound(nr)) => nr.negative_ttl,
+            _ => None,
+        };
+        DnsError::NoRecords {
+            nxdomain,
+            negative_ttl,
+        }
+    } else {
+        DnsError::Failed(e.to_string())
+    }
+}
+
+impl TxtLookup for Dns {
+    fn lookup_txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<Vec<u8>>, DnsError>> {
+        Box::pin(async move {
+            let lookup = self
+                .resolver
+                .lookup(absolute(name).as_str(), RecordType::TXT)
+                .await
+                .map_err(classify)?;
+            // SPEC 2.1: the resolver follows CNAMEs; the answer may carry them, keep TXT only.
+            let records: Vec<Vec<u8>> = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    // SPEC 2.2: one record's strings are concatenated without separators.
+                    RData::TXT(txt) => Some(txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect()),
+                    _ => None,
+                })
+                .collect();
+            if records.is_empty() {
+                return Err(DnsError::NoRecords {
+                    nxdomain: false,
+                    negative_ttl: None,
+                });
+            }
+            Ok(records)
+        })
+    }
+}

@@ -1,0 +1,287 @@
+//! Listeners (inet and unix, SPEC 7.5), the per-connection request loop (SPEC 1.1,
+//! 1.4, 1.5), the connection limit, and graceful shutdown (SPEC 7.3).
+
+use std::collections::HashSet;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::cache::{Lookup, PolicyCache};
+use crate::config::{Config, ListenAddr};
+use crate::postfix::policy_answer;
+use crate::socketmap::{netstring, normalise_key, parse_request, Key, Reply, MAX_REQUEST};
+
+/// Turns one request frame into one reply. Shared by every connection.
+pub struct Handler {
+    cache: Arc<PolicyCache>,
+    config: RwLock<Arc<Config>>,
+    /// Map names already logged as unknown (SPEC 1.2: logged once).
+    unknown_maps: Mutex<HashSet<String>>,
+}
+
+impl Handler {
+    pub fn new(cache: Arc<PolicyCache>, config: Arc<Config>) -> Handler {
+        Handler {
+            cache,
+            config: RwLock::new(config),
+            unknown_maps: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// SIGHUP: new profiles apply to the next request (SPEC 7.3).
+    pub fn set_config(&self, config: Arc<Config>) {
+        *self.config.write().unwrap() = config;
+        self.unknown_maps.lock().unwrap().clear();
+    }
+
+    /// Answer one request (SPEC 1.2, 1.3, 1.6, 6.1, 6.2).
+    pub async fn answer(&self, frame: &[u8]) -> Reply {
+        let request = match parse_request(frame) {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("refused request {:?}: {e}", String::from_utf8_lossy(frame));
+                return Reply::Perm(e.to_string());
+            }
+        };
+        let domain = match normalise_key(request.key) {
+            Key::Domain(d) => d,
+            Key::Skip(why) => {
+                log::debug!("{:?}: {}: NOTFOUND without lookup", request.key, why.as_str());
+                return Reply::NotFound;
+            }
+        };
+        let config = Arc::clone(&self.config.read().unwrap());
+        let (profile, known) = config.profile(request.map);
+        if !known {
+            self.log_unknown_map(request.map);
+        }
+        match self.cache.lookup(&domain).await {
+            Lookup::Policy(p) => match policy_answer(&p.policy, profile) {
+                Some(answer) => Reply::ok(answer),
+                None => Reply::NotFound,
+            },
+            Lookup::NoPolicy => Reply::NotFound,
+        }
+    }
+
+    fn log_unknown_map(&self, map: &str) {
+        let mut seen = self.unknown_maps.lock().unwrap();
+        // Bounded: a client cycling through names cannot grow this forever.
+        if seen.len() < 1000 && seen.insert(map.to_string()) {
+            log::warn!(
+                "socketmap name {map:?} has no profile in the configuration; using the default profile"
+            );
+        }
+    }
+}
+
+/// A bound listener.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+/// Where a listener ended up (ephemeral ports resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundAddr {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for BoundAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BoundAddr::Inet(a) => write!(f, "{a}"),
+            BoundAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Listener {
+    /// Bind one configured address. A stale unix socket file is replaced.
+    pub fn bind(addr: &ListenAddr, unix_mode: u32) -> io::Result<Listener> {
+        match addr {
+            ListenAddr::Inet(a) => {
+                let std = std::net::TcpListener::bind(a)?;
+                std.set_nonblocking(true)?;
+                Ok(Listener::Tcp(TcpListener::from_std(std)?))
+            }
+            ListenAddr::Unix(path) => {
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    use std::os::unix::fs::FileTypeExt;
+                    if meta.file_type().is_socket() {
+                        std::fs::remove_file(path)?;
+                    }
+                }
+                let l = UnixListener::bind(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))?;
+                Ok(Listener::Unix(l, path.clone()))
+            }
+        }
+    }
+
+    pub fn local_addr(&self) -> BoundAddr {
+        match self {
+            Listener::Tcp(l) => BoundAddr::Inet(l.local_addr().expect("bound socket has an address")),
+            Listener::Unix(_, p) => BoundAddr::Unix(p.clone()),
+        }
+    }
+}
+
+/// Connection limits, fixed at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Accept and serve until `shutdown` turns true, then wait for every connection to
+/// finish its request in flight, at most `grace`.
+pub async fn run(
+    listeners: Vec<Listener>,
+    handler: Arc<Handler>,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Every connection task holds a sender; when all are gone, all have finished.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut accepters = Vec::new();
+    for listener in listeners {
+        accepters.push(tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&handler),
+            limits,
+            Arc::clone(&permits),
+            shutdown.clone(),
+            done_tx.clone(),
+        )));
+    }
+    drop(done_tx);
+    for a in accepters {
+        let _ = a.await;
+    }
+    if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
+        log::warn!("connections still busy after {grace:?}; closing them");
+    }
+}
+
+async fn accept_loop(
+    listener: Listener,
+    handler: Arc<Handler>,
+    limits: Limits,
+    permits: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    loop {
+        // SPEC: connection limit. Past it, new clients wait in the kernel's backlog.
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => p.expect("semaphore is never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let accepted = tokio::select! {
+            a = accept(&listener) => a,
+            _ = shutdown.changed() => break,
+        };
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::error!("accept on {}: {e}", listener.local_addr());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let handler = Arc::clone(&handler);
+        let shutdown = shutdown.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            match stream {
+                Stream::Tcp(s) => {
+                    let _ = s.set_nodelay(true);
+                    serve_connection(s, &handler, limits.idle_timeout, shutdown).await
+                }
+                Stream::Unix(s) => serve_connection(s, &handler, limits.idle_timeout, shutdown).await,
+            }
+            drop(permit);
+            drop(done);
+        });
+    }
+    if let Listener::Unix(_, path) = &listener {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> io::Result<Stream> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+    }
+}
+
+/// One client connection: any number of requests in sequence, split or batched across
+/// reads (SPEC 1.1). Bad framing gets `PERM` and the connection is closed (SPEC 1.4);
+/// idle connections are closed after `idle` (SPEC 1.5).
+pub async fn serve_connection<S>(
+    mut stream: S,
+    handler: &Handler,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut input = BytesMut::with_capacity(512);
+    let mut output = BytesMut::with_capacity(512);
+    loop {
+        let mut close = false;
+        loop {
+            match netstring::decode(&mut input, MAX_REQUEST) {
+                Ok(Some(frame)) => handler.answer(&frame).await.encode(&mut output),
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("refused request: {e}; closing the connection");
+                    Reply::Perm(e.to_string()).encode(&mut output);
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if !output.is_empty() {
+            if stream.write_all(&output).await.is_err() {
+                return;
+            }
+            output.clear();
+        }
+        if close || *shutdown.borrow() {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle, stream.read_buf(&mut input)) => r,
+            _ = shutdown.changed() => return,
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                log::debug!("closing a connection idle for {idle:?}");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The Postfix socketmap protocol (SPEC 1), pure: bytes in, bytes out.
+//!
+//! - [`netstring`]: framing with a size cap (SPEC 1.1, 1.4).
+//! - [`request`]: `<map name> <key>` and key normalisation (SPEC 1.2, 1.6).
+//! - [`response`]: `OK` / `NOTFOUND ` / `TEMP` / `TIMEOUT` / `PERM` (SPEC 1.3).
+
+pub mod netstring;
+pub mod request;
+pub mod response;
+
+pub use netstring::{FrameError, MAX_REQUEST};
+pub use request::{normalise_key, parse_request, Key, Request, RequestError, Skip};
+pub use response::Reply;

@@ -1,0 +1,273 @@
+//! A socketmap request, `<map name> <key>` (SPEC 1.2), and the normalisation of the
+//! key into the policy domain (SPEC 1.6).
+
+use std::net::IpAddr;
+
+/// One request, borrowed from the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The last field of `socketmap:inet:127.0.0.1:8461:postfix`: selects the profile.
+    pub map: &'a str,
+    /// The lookup key exactly as Postfix sent it.
+    pub key: &'a str,
+}
+
+/// A frame that cannot be a lookup: answered with `PERM` (SPEC 1.3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("request is not UTF-8")]
+    NotUtf8,
+    #[error("request has no space between map name and key")]
+    NoSpace,
+    #[error("request has an empty map name")]
+    EmptyMap,
+}
+
+/// SPEC 1.2: split `<map name> <key>` at the first space.
+pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, RequestError> {
+    let text = std::str::from_utf8(frame).map_err(|_| RequestError::NotUtf8)?;
+    let (map, key) = text.split_once(' ').ok_or(RequestError::NoSpace)?;
+    if map.is_empty() {
+        return Err(RequestError::EmptyMap);
+    }
+    Ok(Request { map, key })
+}
+
+/// What a key means for us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    /// Look up the MTA-STS policy of this domain: lower-case A-labels, no trailing dot.
+    Domain(String),
+    /// Answer `NOTFOUND ` at once, without any DNS traffic.
+    Skip(Skip),
+}
+
+/// Why a key is answered `NOTFOUND ` without a lookup (SPEC 1.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// `.parent.example`: Postfix's parent-domain retry; RFC 8461 §3.4 forbids
+    /// using a parent's policy.
+    Parent,
+    /// `[192.0.2.1]`, `[ipv6:...]`, a bare address: no domain, no policy.
+    IpLiteral,
+    /// Not a domain name we could ever have a policy for.
+    Invalid,
+}
+
+impl Skip {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::Parent => "parent-domain key",
+            Skip::IpLiteral => "IP literal",
+            Skip::Invalid => "not a valid domain name",
+        }
+    }
+}
+
+/// SPEC 1.6: turn a key as Postfix sends it into the policy domain.
+///
+/// - any case, trailing dot, UTF-8 (IDN) → lower-case A-label, no trailing dot;
+/// - `.parent.example` → [`Skip::Parent`];
+/// - `[host]`, `[host]:port`, `host:port` → `host` (RFC 8461 §3.4);
+/// - IP literals and anything that is not a valid domain name → skipped.
+pub fn normalise_key(key: &str) -> Key {
+    if key.starts_with('.') {
+        return Key::Skip(Skip::Parent);
+    }
+    let host = match strip_next_hop(key) {
+        Ok(host) => host,
+        Err(skip) => return Key::Skip(skip),
+    };
+    if host.parse::<IpAddr>().is_ok() {
+        return Key::Skip(Skip::IpLiteral);
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let ascii = if host.is_ascii() {
+        host.to_ascii_lowercase()
+    } else {
+        match idna::domain_to_ascii_strict(host) {
+            Ok(a) => a,
+            Err(_) => return Key::Skip(Skip::Invalid),
+        }
+    };
+    if is_policy_domain(&ascii) {
+        Key::Domain(ascii)
+    } else {
+        Key::Skip(Skip::Invalid)
+    }
+}
+
+/// `[host]`, `[host]:port`, `host:port` → `host`; IP literals are skipped.
+fn strip_next_hop(key: &str) -> Result<&str, Skip> {
+    if let Some(rest) = key.strip_prefix('[') {
+        let (inner, after) = rest.split_once(']').ok_or(Skip::Invalid)?;
+        if !after.is_empty() && !is_port_suffix(after) {
+            return Err(Skip::Invalid);
+        }
+        if inner.len() >= 5 && inner[..5].eq_ignore_ascii_case("ipv6:") {
+            return Err(Skip::IpLiteral);
+        }
+        if inner.parse::<IpAddr>().is_ok() {
+            return Err(Skip::IpLiteral);
+        }
+        return Ok(inner);
+    }
+    match key.split_once(':') {
+        None => Ok(key),
+        Some((host, port)) => {
+            if is_port_suffix(&key[host.len()..]) {
+                Ok(host)
+            } else if key.parse::<IpAddr>().is_ok() {
+                // A bare IPv6 address.
+                Err(Skip::IpLiteral)
+            } else {
+                let _ = port;
+                Err(Skip::Invalid)
+            }
+        }
+    }
+}
+
+/// `:25`, `:587`: a colon and 1–5 digits.
+fn is_port_suffix(s: &str) -> bool {
+    match s.strip_prefix(':') {
+        Some(p) => !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()),
+        None => false,
+    }
+}
+
+/// A name that can publish MTA-STS: at least two LDH labels of 1–63 bytes, no label
+/// starting or ending with `-`, at most 253 bytes, and a top-level label that is not
+/// all digits (so `192.0.2.1` style keys never reach DNS). Input is lower-case ASCII.
+fn is_policy_domain(name: &str) -> bool {
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let mut labels = 0;
+    let mut last_all_digits = false;
+    for label in name.split('.') {
+        let b = label.as_bytes();
+        if b.is_empty() || b.len() > 63 || b[0] == b'-' || b[b.len() - 1] == b'-' {
+            return false;
+        }
+        if !b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-') {
+            return false;
+        }
+        last_all_digits = b.iter().all(u8::is_ascii_digit);
+        labels += 1;
+    }
+    labels >= 2 && !last_all_digits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn dom(s: &str) -> Key {
+        Key::Domain(s.to_string())
+    }
+
+    #[test]
+    fn parse_request_table() {
+        // SPEC 1.2 and 1.3: no space / empty map name cannot be a lookup.
+        assert_eq!(
+            parse_request(b"postfix example.com"),
+            Ok(Request { map: "postfix", key: "example.com" })
+        );
+        assert_eq!(
+            parse_request(b"postfix a b"),
+            Ok(Request { map: "postfix", key: "a b" })
+        );
+        assert_eq!(parse_request(b"postfix "), Ok(Request { map: "postfix", key: "" }));
+        assert_eq!(parse_request(b"postfix"), Err(RequestError::NoSpace));
+        assert_eq!(parse_request(b" example.com"), Err(RequestError::EmptyMap));
+        assert_eq!(parse_request(b"postfix \xff"), Err(RequestError::NotUtf8));
+    }
+
+    #[test]
+    fn normalise_table_spec_1_6() {
+        let cases: &[(&str, Key)] = &[
+            // case and trailing dot
+            ("example.com", dom("example.com")),
+            ("EXAMPLE.Com", dom("example.com")),
+            ("example.com.", dom("example.com")),
+            ("Mail.Example.COM.", dom("mail.example.com")),
+            // IDN → A-label
+            ("bücher.example", dom("xn--bcher-kva.example")),
+            ("BÜCHER.example.", dom("xn--bcher-kva.example")),
+            ("xn--bcher-kva.example", dom("xn--bcher-kva.example")),
+            // parent-domain retries: never looked up (RFC 8461 §3.4)
+            (".example.com", Key::Skip(Skip::Parent)),
+            (".com", Key::Skip(Skip::Parent)),
+            // next hops
+            ("[mail.example.com]", dom("mail.example.com")),
+            ("[Mail.Example.com]:587", dom("mail.example.com")),
+            ("mail.example.com:25", dom("mail.example.com")),
+            ("[mail.example.com]:", Key::Skip(Skip::Invalid)),
+            ("[mail.example.com]:x", Key::Skip(Skip::Invalid)),
+            ("[mail.example.com", Key::Skip(Skip::Invalid)),
+            ("mail.example.com:abc", Key::Skip(Skip::Invalid)),
+            // IP literals
+            ("[192.0.2.1]", Key::Skip(Skip::IpLiteral)),
+            ("[192.0.2.1]:25", Key::Skip(Skip::IpLiteral)),
+            ("[ipv6:2001:db8::1]", Key::Skip(Skip::IpLiteral)),
+            ("[IPv6:2001:db8::1]:25", Key::Skip(Skip::IpLiteral)),
+            ("[2001:db8::1]", Key::Skip(Skip::IpLiteral)),
+            ("2001:db8::1", Key::Skip(Skip::IpLiteral)),
+            ("192.0.2.1", Key::Skip(Skip::IpLiteral)),
+            ("192.0.2.1:25", Key::Skip(Skip::IpLiteral)),
+            // not domain names
+            ("", Key::Skip(Skip::Invalid)),
+            (".", Key::Skip(Skip::Parent)),
+            ("localhost", Key::Skip(Skip::Invalid)),
+            ("com", Key::Skip(Skip::Invalid)),
+            ("a..b", Key::Skip(Skip::Invalid)),
+            ("-a.example", Key::Skip(Skip::Invalid)),
+            ("a-.example", Key::Skip(Skip::Invalid)),
+            ("a_b.example", Key::Skip(Skip::Invalid)),
+            ("a b.example", Key::Skip(Skip::Invalid)),
+            ("user@example.com", Key::Skip(Skip::Invalid)),
+            ("example.com..", Key::Skip(Skip::Invalid)),
+            ("999.999.999.999", Key::Skip(Skip::Invalid)),
+            ("exa\u{0}mple.com", Key::Skip(Skip::Invalid)),
+        ];
+        for (key, want) in cases {
+            assert_eq!(&normalise_key(key), want, "key {key:?}");
+        }
+    }
+
+    #[test]
+    fn length_limits() {
+        let label63 = "a".repeat(63);
+        let label64 = "a".repeat(64);
+        assert_eq!(
+            normalise_key(&format!("{label63}.example")),
+            dom(&format!("{label63}.example"))
+        );
+        assert_eq!(
+            normalise_key(&format!("{label64}.example")),
+            Key::Skip(Skip::Invalid)
+        );
+        let long = format!("{}.{}.{}.{}", label63, label63, label63, "a".repeat(62));
+        assert_eq!(long.len(), 254);
+        assert_eq!(normalise_key(&long), Key::Skip(Skip::Invalid));
+        assert_eq!(normalise_key(&long[1..]), dom(&long[1..]));
+    }
+
+    proptest! {
+        #[test]
+        fn normalise_never_panics(s in "\\PC{0,80}") {
+            let _ = normalise_key(&s);
+        }
+
+        #[test]
+        fn normalised_domains_are_fixed_points(s in "[a-zA-Z0-9.\\-\\[\\]:]{0,40}") {
+            if let Key::Domain(d) = normalise_key(&s) {
+                prop_assert_eq!(normalise_key(&d), Key::Domain(d.clone()));
+                prop_assert!(!d.ends_with('.'));
+                prop_assert_eq!(d.to_ascii_lowercase(), d);
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Socketmap replies (SPEC 1.3).
+
+use bytes::BytesMut;
+
+use super::netstring;
+
+/// One reply. `Ok` is never built with empty data (SPEC 1.3: Postfix would defer the
+/// mail as an invalid policy); see [`Reply::ok`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ok(String),
+    NotFound,
+    Temp(String),
+    Timeout(String),
+    Perm(String),
+}
+
+impl Reply {
+    /// `OK <data>`, or `NOTFOUND ` if `data` is empty.
+    pub fn ok(data: String) -> Reply {
+        if data.is_empty() {
+            Reply::NotFound
+        } else {
+            Reply::Ok(data)
+        }
+    }
+
+    /// Append this reply, netstring-framed, to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let (status, data) = match self {
+            Reply::Ok(d) => ("OK ", d.as_str()),
+            // SPEC 1.3: with its trailing space.
+            Reply::NotFound => ("NOTFOUND ", ""),
+            Reply::Temp(d) => ("TEMP ", d.as_str()),
+            Reply::Timeout(d) => ("TIMEOUT ", d.as_str()),
+            Reply::Perm(d) => ("PERM ", d.as_str()),
+        };
+        let mut payload = Vec::with_capacity(status.len() + data.len());
+        payload.extend_from_slice(status.as_bytes());
+        payload.extend_from_slice(data.as_bytes());
+        netstring::encode(&payload, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(r: Reply) -> String {
+        let mut out = BytesMut::new();
+        r.encode(&mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn replies_on_the_wire_spec_1_3() {
+        assert_eq!(wire(Reply::NotFound), "9:NOTFOUND ,");
+        assert_eq!(
+            wire(Reply::Ok("secure match=mx.example.com".into())),
+            "31:OK secure match=mx.example.com,"
+        );
+        assert_eq!(wire(Reply::Perm("bad".into())), "8:PERM bad,");
+        assert_eq!(wire(Reply::Temp("dns".into())), "8:TEMP dns,");
+        assert_eq!(wire(Reply::Timeout("x".into())), "9:TIMEOUT x,");
+    }
+
+    #[test]
+    fn ok_with_empty_data_is_notfound_spec_1_3() {
+        assert_eq!(Reply::ok(String::new()), Reply::NotFound);
+        assert_eq!(Reply::ok("secure".into()), Reply::Ok("secure".into()));
+    }
+}

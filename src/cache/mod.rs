@@ -514,3 +514,6 @@ fn log_policy_change(domain: &str, old: Option<&CachedPolicy>, new: &CachedPolic
         Some(_) => log::debug!("{domain}: policy refreshed, unchanged"),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -62,7 +62,7 @@ fn is_ext_value_char(b: u8) -> bool {
 /// `v=STSv1` followed by optional spaces/tabs and `;`.
 ///
 /// Such a record counts for SPEC 2.4 (exactly one) even when [`parse_record`]
-/// then rejects it (`v=STSv1` alone has no id): a domain publishing a broken
+/// then rejects it (`v=STSv1;` has no id): a domain publishing a broken
 /// record has no policy, rather than having its other records looked at.
 pub fn is_sts_record(txt: &[u8]) -> bool {
     let Some(rest) = txt.strip_prefix(VERSION) else {

@@ -57,7 +57,7 @@ mod tests {
         assert_eq!(wire(Reply::NotFound), "9:NOTFOUND ,");
         assert_eq!(
             wire(Reply::Ok("secure match=mx.example.com".into())),
-            "31:OK secure match=mx.example.com,"
+            "30:OK secure match=mx.example.com,"
         );
         assert_eq!(wire(Reply::Perm("bad".into())), "8:PERM bad,");
         assert_eq!(wire(Reply::Temp("dns".into())), "8:TEMP dns,");

@@ -1,0 +1,435 @@
+//! The cache's state machine against scripted DNS and fetch edges (a trait seam: the
+//! real edges are exercised by the integration tests) and a hand-moved clock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::*;
+use crate::mta_sts::Mode;
+use crate::resolver::{PolicyFetch, TxtLookup};
+
+struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Scripted answers, counted. A delay lets concurrent callers pile up.
+#[derive(Default)]
+struct Script {
+    txt: Mutex<HashMap<String, Result<Vec<Vec<u8>>, DnsError>>>,
+    body: Mutex<HashMap<String, Result<Vec<u8>, FetchError>>>,
+    txt_queries: AtomicUsize,
+    fetches: AtomicUsize,
+    delay_ms: AtomicU64,
+}
+
+impl Script {
+    fn record(&self, domain: &str, id: &str) {
+        self.txt.lock().unwrap().insert(
+            format!("_mta-sts.{domain}"),
+            Ok(vec![format!("v=STSv1; id={id}").into_bytes()]),
+        );
+    }
+    fn txt_error(&self, domain: &str, e: DnsError) {
+        self.txt
+            .lock()
+            .unwrap()
+            .insert(format!("_mta-sts.{domain}"), Err(e));
+    }
+    fn policy(&self, domain: &str, mode: &str, mx: &str, max_age: u32) {
+        let body = format!("version: STSv1\nmode: {mode}\nmx: {mx}\nmax_age: {max_age}\n");
+        self.body
+            .lock()
+            .unwrap()
+            .insert(domain.to_string(), Ok(body.into_bytes()));
+    }
+    fn fetch_error(&self, domain: &str) {
+        self.body.lock().unwrap().insert(
+            domain.to_string(),
+            Err(FetchError::HttpStatus {
+                status: 404,
+                location: None,
+            }),
+        );
+    }
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.txt_queries.load(Ordering::SeqCst),
+            self.fetches.load(Ordering::SeqCst),
+        )
+    }
+    async fn pause(&self) {
+        let ms = self.delay_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+}
+
+impl TxtLookup for Script {
+    fn lookup_txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<Vec<u8>>, DnsError>> {
+        Box::pin(async move {
+            self.txt_queries.fetch_add(1, Ordering::SeqCst);
+            self.pause().await;
+            self.txt
+                .lock()
+                .unwrap()
+                .get(name)
+                .cloned()
+                .unwrap_or(Err(DnsError::NoRecords {
+                    nxdomain: true,
+                    negative_ttl: None,
+                }))
+        })
+    }
+}
+
+impl PolicyFetch for Script {
+    fn fetch<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<u8>, FetchError>> {
+        Box::pin(async move {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            self.pause().await;
+            self.body
+                .lock()
+                .unwrap()
+                .get(domain)
+                .cloned()
+                .unwrap_or(Err(FetchError::Https("connection refused".into())))
+        })
+    }
+}
+
+const T0: u64 = 1_700_000_000;
+
+fn setup(size: usize) -> (Arc<PolicyCache>, Arc<Script>, Arc<ManualClock>) {
+    let script = Arc::new(Script::default());
+    let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
+    let cache = PolicyCache::new(
+        size,
+        CacheSettings {
+            recheck: Duration::from_secs(60),
+            answer_timeout: Duration::from_secs(5),
+        },
+        Resolvers {
+            txt: script.clone(),
+            fetch: script.clone(),
+        },
+        clock.clone(),
+    );
+    (cache, script, clock)
+}
+
+fn mode_of(l: &Lookup) -> Option<Mode> {
+    match l {
+        Lookup::Policy(p) => Some(p.policy.mode),
+        Lookup::NoPolicy => None,
+    }
+}
+
+/// Let spawned background work finish.
+async fn settle(cache: &PolicyCache) {
+    for _ in 0..100 {
+        if cache.inflight.lock().unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("background resolution did not finish");
+}
+
+#[tokio::test]
+async fn miss_fetches_then_hits_answer_from_cache_spec_5_1_5_4() {
+    let (cache, s, _) = setup(100);
+    s.record("example.com", "1");
+    s.policy("example.com", "enforce", "mx.example.com", 86400);
+    assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Enforce));
+    assert_eq!(s.counts(), (1, 1));
+    for _ in 0..10 {
+        assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Enforce));
+    }
+    settle(&cache).await;
+    assert_eq!(s.counts(), (1, 1), "hits within the recheck interval touch nothing");
+}
+
+#[tokio::test]
+async fn recheck_runs_off_the_answer_path_and_same_id_does_not_refetch_spec_5_4() {
+    let (cache, s, clock) = setup(100);
+    s.record("example.com", "1");
+    s.policy("example.com", "enforce", "mx.example.com", 86400);
+    cache.lookup("example.com").await;
+    clock.advance(61);
+    // A slow DNS server must not delay the answer.
+    s.delay_ms.store(300, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Enforce));
+    assert!(started.elapsed() < Duration::from_millis(100));
+    // Further hits while the check runs start no second one.
+    cache.lookup("example.com").await;
+    settle(&cache).await;
+    assert_eq!(s.counts(), (2, 1));
+}
+
+#[tokio::test]
+async fn new_id_replaces_policy_even_by_mode_none_spec_5_2() {
+    let (cache, s, clock) = setup(100);
+    s.record("example.com", "1");
+    s.policy("example.com", "enforce", "mx.example.com", 86400);
+    cache.lookup("example.com").await;
+    s.record("example.com", "2");
+    s.body.lock().unwrap().insert(
+        "example.com".into(),
+        Ok(b"version: STSv1\nmode: none\nmax_age: 86400\n".to_vec()),
+    );
+    clock.advance(61);
+    cache.lookup("example.com").await; // starts the re-check
+    settle(&cache).await;
+    let l = cache.lookup("example.com").await;
+    assert_eq!(mode_of(&l), Some(Mode::None));
+    let Lookup::Policy(p) = l else { unreachable!() };
+    assert_eq!(p.id, "2");
+    assert_eq!(s.counts(), (2, 2));
+}
+
+#[tokio::test]
+async fn failed_refetch_keeps_cached_policy_and_backs_off_per_id_spec_5_2_5_6() {
+    let (cache, s, clock) = setup(100);
+    s.record("example.com", "1");
+    s.policy("example.com", "enforce", "mx.example.com", 86400);
+    cache.lookup("example.com").await;
+    s.record("example.com", "2");
+    s.fetch_error("example.com");
+    clock.advance(61);
+    cache.lookup("example.com").await;
+    settle(&cache).await;
+    assert_eq!(s.counts(), (2, 2));
+    assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Enforce));
+    // Next re-check within 5 minutes: TXT is asked, the failed id is not fetched again.
+    clock.advance(61);
+    cache.lookup("example.com").await;
+    settle(&cache).await;
+    assert_eq!(s.counts(), (3, 2));
+    // After the back-off the fetch is retried.
+    clock.advance(FETCH_FAILURE_BACKOFF);
+    s.policy("example.com", "testing", "mx.example.com", 86400);
+    cache.lookup("example.com").await;
+    settle(&cache).await;
+    assert_eq!(s.counts(), (4, 3));
+    assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Testing));
+}
+
+#[tokio::test]
+async fn missing_txt_and_dns_errors_never_evict_spec_5_3() {
+    let (cache, s, clock) = setup(100);
+    s.record("example.com", "1");
+    s.policy("example.com", "enforce", "mx.example.com", 86400);
+    cache.lookup("example.com").await;
+    for problem in [
+        DnsError::NoRecords {
+            nxdomain: true,
+            negative_ttl: Some(60),
+        },
+        DnsError::NoRecords {
+            nxdomain: false,
+            negative_ttl: None,
+        },
+        DnsError::Failed("SERVFAIL".into()),
+    ] {
+        s.txt_error("example.com", problem.clone());
+        clock.advance(61);
+        cache.lookup("example.com").await;
+        settle(&cache).await;
+        assert_eq!(
+            mode_of(&cache.lookup("example.com").await),
+            Some(Mode::Enforce),
+            "{problem:?}"
+        );
+    }
+    // An invalid record (two of them) is no record too.
+    s.txt.lock().unwrap().insert(
+        "_mta-sts.example.com".into(),
+        Ok(vec![b"v=STSv1; id=3".to_vec(), b"v=STSv1; id=4".to_vec()]),
+    );
+    clock.advance(61);
+    cache.lookup("example.com").await;
+    settle(&cache).await;
+    assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Enforce));
+    assert_eq!(s.counts().1, 1, "no refetch without a valid new id");
+}
+
+#[tokio::test]
+async fn policy_expires_after_max_age_spec_5_1() {
+    let (cache, s, clock) = setup(100);
+    s.record("example.com", "1");
+    s.policy("example.com", "enforce", "mx.example.com", 3600);
+    cache.lookup("example.com").await;
+    s.txt_error("example.com", DnsError::Failed("timeout".into()));
+    clock.advance(3599);
+    assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Enforce));
+    settle(&cache).await;
+    clock.advance(1);
+    assert_eq!(mode_of(&cache.lookup("example.com").await), None);
+}
+
+#[tokio::test]
+async fn negative_answers_are_cached_within_bounds_spec_5_6() {
+    let (cache, s, clock) = setup(100);
+    // A tiny negative TTL is raised to 60 s.
+    s.txt_error(
+        "nopolicy.example",
+        DnsError::NoRecords {
+            nxdomain: true,
+            negative_ttl: Some(5),
+        },
+    );
+    assert_eq!(mode_of(&cache.lookup("nopolicy.example").await), None);
+    clock.advance(59);
+    assert_eq!(mode_of(&cache.lookup("nopolicy.example").await), None);
+    assert_eq!(s.counts(), (1, 0));
+    clock.advance(1);
+    cache.lookup("nopolicy.example").await;
+    assert_eq!(s.counts(), (2, 0));
+    // A huge one is capped at an hour.
+    s.txt_error(
+        "nopolicy.example",
+        DnsError::NoRecords {
+            nxdomain: false,
+            negative_ttl: Some(86400),
+        },
+    );
+    clock.advance(60);
+    cache.lookup("nopolicy.example").await;
+    assert_eq!(s.counts(), (3, 0));
+    clock.advance(NEGATIVE_TTL_MAX - 1);
+    cache.lookup("nopolicy.example").await;
+    assert_eq!(s.counts(), (3, 0));
+    clock.advance(1);
+    cache.lookup("nopolicy.example").await;
+    assert_eq!(s.counts(), (4, 0));
+}
+
+#[tokio::test]
+async fn failures_with_nothing_cached_back_off_spec_5_6() {
+    let (cache, s, clock) = setup(100);
+    s.txt_error("broken.example", DnsError::Failed("SERVFAIL".into()));
+    assert_eq!(mode_of(&cache.lookup("broken.example").await), None);
+    clock.advance(DNS_ERROR_BACKOFF - 1);
+    cache.lookup("broken.example").await;
+    assert_eq!(s.counts(), (1, 0), "DNS errors back off 60 s");
+    clock.advance(1);
+    s.record("broken.example", "1");
+    s.fetch_error("broken.example");
+    assert_eq!(mode_of(&cache.lookup("broken.example").await), None);
+    assert_eq!(s.counts(), (2, 1));
+    clock.advance(FETCH_FAILURE_BACKOFF - 1);
+    cache.lookup("broken.example").await;
+    assert_eq!(s.counts(), (2, 1), "failed fetches back off 5 min");
+    clock.advance(1);
+    s.policy("broken.example", "enforce", "mx.example.com", 86400);
+    assert_eq!(mode_of(&cache.lookup("broken.example").await), Some(Mode::Enforce));
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_resolution_spec_3_6() {
+    let (cache, s, _) = setup(100);
+    s.record("example.com", "1");
+    s.policy("example.com", "enforce", "mx.example.com", 86400);
+    s.delay_ms.store(50, Ordering::SeqCst);
+    let lookups: Vec<_> = (0..200)
+        .map(|_| {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move { cache.lookup("example.com").await })
+        })
+        .collect();
+    for l in lookups {
+        assert_eq!(mode_of(&l.await.unwrap()), Some(Mode::Enforce));
+    }
+    assert_eq!(s.counts(), (1, 1));
+}
+
+#[tokio::test]
+async fn cache_is_bounded_lru_spec_5_7() {
+    let (cache, s, _) = setup(2);
+    for d in ["a.example", "b.example", "c.example"] {
+        s.record(d, "1");
+        s.policy(d, "enforce", "mx.example.com", 86400);
+    }
+    cache.lookup("a.example").await;
+    cache.lookup("b.example").await;
+    cache.lookup("a.example").await; // a is now the most recent
+    cache.lookup("c.example").await; // evicts b
+    assert_eq!(cache.len(), 2);
+    assert_eq!(s.counts(), (3, 3));
+    cache.lookup("a.example").await;
+    assert_eq!(s.counts(), (3, 3), "a survived");
+    cache.lookup("b.example").await;
+    assert_eq!(s.counts(), (4, 4), "b was evicted and is fetched again");
+}
+
+#[tokio::test]
+async fn proactive_refresh_before_expiry_regardless_of_txt_spec_5_5() {
+    let (cache, s, clock) = setup(100);
+    s.record("week.example", "1");
+    s.policy("week.example", "enforce", "mx.example.com", 7 * 86400);
+    s.record("hour.example", "1");
+    s.policy("hour.example", "enforce", "mx.example.com", 3600);
+    cache.lookup("week.example").await;
+    cache.lookup("hour.example").await;
+    assert!(cache.due_for_refresh(clock.now()).is_empty());
+    clock.advance(2700); // 3/4 of an hour
+    assert_eq!(cache.due_for_refresh(clock.now()), vec!["hour.example".to_string()]);
+    clock.advance(86400 - 2700); // a day: weekly policies are refreshed daily
+    let mut due = cache.due_for_refresh(clock.now());
+    due.sort();
+    assert_eq!(due, vec!["week.example".to_string()], "hour.example has expired");
+    // The TXT record is gone; the refresh fetches anyway and restarts the clock.
+    s.txt_error(
+        "week.example",
+        DnsError::NoRecords {
+            nxdomain: true,
+            negative_ttl: None,
+        },
+    );
+    let fetched_before = s.counts().1;
+    cache.resolve_shared("week.example", true).await;
+    assert_eq!(s.counts().1, fetched_before + 1);
+    let Lookup::Policy(p) = cache.lookup("week.example").await else {
+        panic!("policy lost")
+    };
+    assert_eq!(p.fetched, clock.now());
+    assert_eq!(p.id, "1", "the id it was fetched under is kept");
+    assert!(cache.due_for_refresh(clock.now()).is_empty());
+}
+
+#[tokio::test]
+async fn snapshot_and_restore_keep_usable_policies_spec_5_8() {
+    let (cache, s, clock) = setup(100);
+    s.record("a.example", "1");
+    s.policy("a.example", "enforce", "mx.a.example", 86400);
+    s.record("b.example", "1");
+    s.policy("b.example", "enforce", "mx.b.example", 600);
+    cache.lookup("a.example").await;
+    cache.lookup("b.example").await;
+    assert!(cache.take_dirty());
+    let snap = cache.snapshot();
+    assert_eq!(snap.len(), 2);
+
+    let (fresh, s2, clock2) = setup(100);
+    clock2.advance(clock.now() - T0 + 601);
+    assert_eq!(fresh.restore(snap), 1, "b.example expired in between");
+    s2.txt_error("a.example", DnsError::Failed("no network".into()));
+    assert_eq!(mode_of(&fresh.lookup("a.example").await), Some(Mode::Enforce));
+    assert_eq!(s2.counts().1, 0);
+}

@@ -44,7 +44,8 @@ pub fn build_resolvers(config: &Config) -> Result<Resolvers, StartError> {
 }
 
 fn cache_settings(config: &Config) -> CacheSettings {
-    // SPEC 3.6: TXT (with one retry) plus the fetch, well inside Postfix's 100 s.
+    // SPEC 3.6: TXT (two queries at most, see resolver::dns) plus the fetch, well
+    // inside Postfix's 100 s.
     let answer_timeout = (config.dns.timeout * 2 + config.fetch.timeout + Duration::from_secs(1))
         .min(Duration::from_secs(60));
     CacheSettings {
@@ -223,7 +224,10 @@ fn load(cache: &PolicyCache, store: &Store) {
             // Keep the evidence; start empty rather than refuse to run.
             let bad = store.path().with_extension("json.corrupt");
             let _ = std::fs::rename(store.path(), &bad);
-            log::error!("{e}; moved it to {} and starting with an empty cache", bad.display());
+            log::error!(
+                "{e}; moved it to {} and starting with an empty cache",
+                bad.display()
+            );
         }
         Err(e) => log::error!("{e}; starting with an empty cache"),
     }

@@ -81,7 +81,10 @@ fn serve(
         if !listen.is_empty() {
             config.server.listen = listen
                 .iter()
-                .map(|s| s.parse::<ListenAddr>().map_err(|e| format!("--listen {s}: {e}")))
+                .map(|s| {
+                    s.parse::<ListenAddr>()
+                        .map_err(|e| format!("--listen {s}: {e}"))
+                })
                 .collect::<Result<_, _>>()?;
         }
         if let Some(dir) = &state_dir {
@@ -148,7 +151,10 @@ fn reload(
     path: Option<&Path>,
     overrides: &dyn Fn(Config) -> Result<Config, String>,
 ) {
-    let config = match load_config(path).map_err(|e| e.to_string()).and_then(overrides) {
+    let config = match load_config(path)
+        .map_err(|e| e.to_string())
+        .and_then(overrides)
+    {
         Ok(c) => c,
         Err(e) => {
             log::error!("reload failed, keeping the running configuration: {e}");

@@ -75,7 +75,13 @@ mod tests {
             (
                 policy(
                     Mode::Enforce,
-                    &["b.example.com", "a.example.com", "B.example.com", "*.x.org", "*.x.org"],
+                    &[
+                        "b.example.com",
+                        "a.example.com",
+                        "B.example.com",
+                        "*.x.org",
+                        "*.x.org",
+                    ],
                 ),
                 DEFAULT,
                 Some("secure match=b.example.com:a.example.com:.x.org servername=hostname"),
@@ -96,7 +102,11 @@ mod tests {
             (policy(Mode::None, &[]), strict, None),
         ];
         for (p, profile, want) in cases {
-            assert_eq!(policy_answer(p, profile).as_deref(), *want, "{p:?} {profile:?}");
+            assert_eq!(
+                policy_answer(p, profile).as_deref(),
+                *want,
+                "{p:?} {profile:?}"
+            );
         }
     }
 }

@@ -152,7 +152,10 @@ impl std::fmt::Display for Report {
                     writeln!(f, "          mode {}, max_age {}", p.mode, p.max_age)?;
                     writeln!(f, "          mx {}", p.mx.join(", "))?;
                     if self.txt_id.is_none() {
-                        writeln!(f, "          (not used: without a valid TXT record there is no policy)")?;
+                        writeln!(
+                            f,
+                            "          (not used: without a valid TXT record there is no policy)"
+                        )?;
                     }
                 }
                 None => writeln!(f, "          none")?,

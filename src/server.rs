@@ -54,7 +54,11 @@ impl Handler {
         let domain = match normalise_key(request.key) {
             Key::Domain(d) => d,
             Key::Skip(why) => {
-                log::debug!("{:?}: {}: NOTFOUND without lookup", request.key, why.as_str());
+                log::debug!(
+                    "{:?}: {}: NOTFOUND without lookup",
+                    request.key,
+                    why.as_str()
+                );
                 return Reply::NotFound;
             }
         };
@@ -130,7 +134,9 @@ impl Listener {
 
     pub fn local_addr(&self) -> BoundAddr {
         match self {
-            Listener::Tcp(l) => BoundAddr::Inet(l.local_addr().expect("bound socket has an address")),
+            Listener::Tcp(l) => {
+                BoundAddr::Inet(l.local_addr().expect("bound socket has an address"))
+            }
             Listener::Unix(_, p) => BoundAddr::Unix(p.clone()),
         }
     }
@@ -211,7 +217,9 @@ async fn accept_loop(
                     let _ = s.set_nodelay(true);
                     serve_connection(s, &handler, limits.idle_timeout, shutdown).await
                 }
-                Stream::Unix(s) => serve_connection(s, &handler, limits.idle_timeout, shutdown).await,
+                Stream::Unix(s) => {
+                    serve_connection(s, &handler, limits.idle_timeout, shutdown).await
+                }
             }
             drop(permit);
             drop(done);

@@ -308,7 +308,10 @@ impl PolicyCache {
         match result {
             Ok(policy) => {
                 if policy.max_age_clamped {
-                    log::info!("{domain}: max_age above one year, clamped to {}", policy.max_age);
+                    log::info!(
+                        "{domain}: max_age above one year, clamped to {}",
+                        policy.max_age
+                    );
                 }
                 let fresh = Arc::new(CachedPolicy {
                     policy,
@@ -368,7 +371,10 @@ impl PolicyCache {
                 c.expires().saturating_sub(now)
             ),
             (None, Problem::NoRecord(_)) => log::debug!("{domain}: no MTA-STS policy ({text})"),
-            (None, _) => log::warn!("{domain}: {text}; no policy, retrying in {} s", problem.backoff()),
+            (None, _) => log::warn!(
+                "{domain}: {text}; no policy, retrying in {} s",
+                problem.backoff()
+            ),
         }
     }
 
@@ -396,7 +402,7 @@ impl PolicyCache {
             .iter()
             .filter(|(_, e)| {
                 e.usable(now).is_some_and(|p| now >= p.refresh_at())
-                    && !e.failed.as_ref().is_some_and(|(_, until)| now < *until)
+                    && e.failed.as_ref().is_none_or(|(_, until)| now >= *until)
             })
             .map(|(d, _)| d.clone())
             .collect()

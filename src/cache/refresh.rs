@@ -78,7 +78,9 @@ pub async fn save_if_dirty(cache: &Arc<PolicyCache>, store: &Arc<Store>) {
         Ok(Ok(())) => log::debug!("saved {n} policies"),
         Ok(Err(e)) => {
             log::error!("{e}; policies learnt since the last save would be lost on restart");
-            cache.dirty.store(true, std::sync::atomic::Ordering::Release);
+            cache
+                .dirty
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         Err(e) => log::error!("cache save task failed: {e}"),
     }

@@ -26,10 +26,12 @@ impl Clock for ManualClock {
     }
 }
 
+type TxtAnswers = HashMap<String, Result<Vec<Vec<u8>>, DnsError>>;
+
 /// Scripted answers, counted. A delay lets concurrent callers pile up.
 #[derive(Default)]
 struct Script {
-    txt: Mutex<HashMap<String, Result<Vec<Vec<u8>>, DnsError>>>,
+    txt: Mutex<TxtAnswers>,
     body: Mutex<HashMap<String, Result<Vec<u8>, FetchError>>>,
     txt_queries: AtomicUsize,
     fetches: AtomicUsize,
@@ -155,13 +157,23 @@ async fn miss_fetches_then_hits_answer_from_cache_spec_5_1_5_4() {
     let (cache, s, _) = setup(100);
     s.record("example.com", "1");
     s.policy("example.com", "enforce", "mx.example.com", 86400);
-    assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Enforce));
+    assert_eq!(
+        mode_of(&cache.lookup("example.com").await),
+        Some(Mode::Enforce)
+    );
     assert_eq!(s.counts(), (1, 1));
     for _ in 0..10 {
-        assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Enforce));
+        assert_eq!(
+            mode_of(&cache.lookup("example.com").await),
+            Some(Mode::Enforce)
+        );
     }
     settle(&cache).await;
-    assert_eq!(s.counts(), (1, 1), "hits within the recheck interval touch nothing");
+    assert_eq!(
+        s.counts(),
+        (1, 1),
+        "hits within the recheck interval touch nothing"
+    );
 }
 
 #[tokio::test]
@@ -174,7 +186,10 @@ async fn recheck_runs_off_the_answer_path_and_same_id_does_not_refetch_spec_5_4(
     // A slow DNS server must not delay the answer.
     s.delay_ms.store(300, Ordering::SeqCst);
     let started = std::time::Instant::now();
-    assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Enforce));
+    assert_eq!(
+        mode_of(&cache.lookup("example.com").await),
+        Some(Mode::Enforce)
+    );
     assert!(started.elapsed() < Duration::from_millis(100));
     // Further hits while the check runs start no second one.
     cache.lookup("example.com").await;
@@ -215,7 +230,10 @@ async fn failed_refetch_keeps_cached_policy_and_backs_off_per_id_spec_5_2_5_6() 
     cache.lookup("example.com").await;
     settle(&cache).await;
     assert_eq!(s.counts(), (2, 2));
-    assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Enforce));
+    assert_eq!(
+        mode_of(&cache.lookup("example.com").await),
+        Some(Mode::Enforce)
+    );
     // Next re-check within 5 minutes: TXT is asked, the failed id is not fetched again.
     clock.advance(61);
     cache.lookup("example.com").await;
@@ -227,7 +245,10 @@ async fn failed_refetch_keeps_cached_policy_and_backs_off_per_id_spec_5_2_5_6() 
     cache.lookup("example.com").await;
     settle(&cache).await;
     assert_eq!(s.counts(), (4, 3));
-    assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Testing));
+    assert_eq!(
+        mode_of(&cache.lookup("example.com").await),
+        Some(Mode::Testing)
+    );
 }
 
 #[tokio::test]
@@ -265,7 +286,10 @@ async fn missing_txt_and_dns_errors_never_evict_spec_5_3() {
     clock.advance(61);
     cache.lookup("example.com").await;
     settle(&cache).await;
-    assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Enforce));
+    assert_eq!(
+        mode_of(&cache.lookup("example.com").await),
+        Some(Mode::Enforce)
+    );
     assert_eq!(s.counts().1, 1, "no refetch without a valid new id");
 }
 
@@ -277,7 +301,10 @@ async fn policy_expires_after_max_age_spec_5_1() {
     cache.lookup("example.com").await;
     s.txt_error("example.com", DnsError::Failed("timeout".into()));
     clock.advance(3599);
-    assert_eq!(mode_of(&cache.lookup("example.com").await), Some(Mode::Enforce));
+    assert_eq!(
+        mode_of(&cache.lookup("example.com").await),
+        Some(Mode::Enforce)
+    );
     settle(&cache).await;
     clock.advance(1);
     assert_eq!(mode_of(&cache.lookup("example.com").await), None);
@@ -338,7 +365,10 @@ async fn failures_with_nothing_cached_back_off_spec_5_6() {
     assert_eq!(s.counts(), (2, 1), "failed fetches back off 5 min");
     clock.advance(1);
     s.policy("broken.example", "enforce", "mx.example.com", 86400);
-    assert_eq!(mode_of(&cache.lookup("broken.example").await), Some(Mode::Enforce));
+    assert_eq!(
+        mode_of(&cache.lookup("broken.example").await),
+        Some(Mode::Enforce)
+    );
 }
 
 #[tokio::test]
@@ -389,11 +419,18 @@ async fn proactive_refresh_before_expiry_regardless_of_txt_spec_5_5() {
     cache.lookup("hour.example").await;
     assert!(cache.due_for_refresh(clock.now()).is_empty());
     clock.advance(2700); // 3/4 of an hour
-    assert_eq!(cache.due_for_refresh(clock.now()), vec!["hour.example".to_string()]);
+    assert_eq!(
+        cache.due_for_refresh(clock.now()),
+        vec!["hour.example".to_string()]
+    );
     clock.advance(86400 - 2700); // a day: weekly policies are refreshed daily
     let mut due = cache.due_for_refresh(clock.now());
     due.sort();
-    assert_eq!(due, vec!["week.example".to_string()], "hour.example has expired");
+    assert_eq!(
+        due,
+        vec!["week.example".to_string()],
+        "hour.example has expired"
+    );
     // The TXT record is gone; the refresh fetches anyway and restarts the clock.
     s.txt_error(
         "week.example",
@@ -430,6 +467,9 @@ async fn snapshot_and_restore_keep_usable_policies_spec_5_8() {
     clock2.advance(clock.now() - T0 + 601);
     assert_eq!(fresh.restore(snap), 1, "b.example expired in between");
     s2.txt_error("a.example", DnsError::Failed("no network".into()));
-    assert_eq!(mode_of(&fresh.lookup("a.example").await), Some(Mode::Enforce));
+    assert_eq!(
+        mode_of(&fresh.lookup("a.example").await),
+        Some(Mode::Enforce)
+    );
     assert_eq!(s2.counts().1, 0);
 }

@@ -214,7 +214,7 @@ mod tests {
             (b"v=STSv1;id=abc", true),
             (b"v=STSv1 ;id=abc", true),  // SPEC 2.3: spaces before `;`
             (b"v=STSv1\t;id=abc", true), // SPEC 2.3: WSP includes HTAB
-            (b"v=STSv1", false), // SPEC 2.3: no `;`, discarded
+            (b"v=STSv1", false),         // SPEC 2.3: no `;`, discarded
             (b"v=STSv1   ", false),
             (b"v=STSv1;", true),
             (b"v=stsv1; id=abc", false), // SPEC 2.3: case-sensitive

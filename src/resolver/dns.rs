@@ -42,16 +42,18 @@ impl Dns {
         };
         let opts: &mut ResolverOpts = builder.options_mut();
         opts.timeout = config.timeout;
-        opts.attempts = 2;
+        // One retry: a lookup then sends at most two queries (cache::answer timeout
+        // budget counts on it).
+        opts.attempts = 1;
         // Every name we ask for is absolute; never walk a search list.
         opts.ndots = 0;
         opts.use_hosts_file = ResolveHosts::Never;
         // Our own cache holds policies; the resolver's only needs to absorb bursts.
         opts.cache_size = 1024;
-        opts.negative_max_ttl = Some(Duration::from_secs(3600));
-        let resolver = builder
-            .build()
-            .map_err(|e| DnsSetupError(e.to_string()))?;
+        // Negative answers are cached by us, with our bounds (SPEC 5.6); a second
+        // negative cache here would hide a record published in the meantime.
+        opts.negative_max_ttl = Some(Duration::ZERO);
+        let resolver = builder.build().map_err(|e| DnsSetupError(e.to_string()))?;
         Ok(Dns {
             resolver: Arc::new(resolver),
         })
@@ -116,7 +118,12 @@ impl TxtLookup for Dns {
                 .iter()
                 .filter_map(|r| match &r.data {
                     // SPEC 2.2: one record's strings are concatenated without separators.
-                    RData::TXT(txt) => Some(txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect()),
+                    RData::TXT(txt) => Some(
+                        txt.txt_data
+                            .iter()
+                            .flat_map(|s| s.iter().copied())
+                            .collect(),
+                    ),
                     _ => None,
                 })
                 .collect();

@@ -60,7 +60,10 @@ pub enum FetchError {
     Timeout(u64),
     /// SPEC 3.2: only 200 is a policy; redirects are not followed.
     #[error("HTTP status {status}{}", location.as_ref().map(|l| format!(" (redirect to {l}, not followed)")).unwrap_or_default())]
-    HttpStatus { status: u16, location: Option<String> },
+    HttpStatus {
+        status: u16,
+        location: Option<String>,
+    },
     /// SPEC 3.3.
     #[error("Content-Type is {}, expected text/plain", .0.as_deref().map(|c| format!("{c:?}")).unwrap_or_else(|| "missing".into()))]
     ContentType(Option<String>),

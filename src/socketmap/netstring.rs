@@ -93,10 +93,12 @@ mod tests {
         (r, buf.len())
     }
 
+    type Row = (&'static [u8], Result<Option<&'static [u8]>, FrameError>, usize);
+
     #[test]
     fn decode_table() {
         // SPEC 1.1 framing, SPEC 1.4 limits.
-        let cases: &[(&[u8], Result<Option<&[u8]>, FrameError>, usize)] = &[
+        let cases: &[Row] = &[
             (b"", Ok(None), 0),
             (b"1", Ok(None), 1),
             (b"12", Ok(None), 2),
@@ -121,7 +123,12 @@ mod tests {
             let (got, rest) = dec(input);
             let want = want.clone().map(|o| o.map(Bytes::copy_from_slice));
             assert_eq!(got, want, "input {:?}", String::from_utf8_lossy(input));
-            assert_eq!(rest, *left, "bytes left for {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                rest,
+                *left,
+                "bytes left for {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -149,7 +156,10 @@ mod tests {
                 got.push(f);
             }
         }
-        assert_eq!(got, vec![&b"postfix example.com"[..], &b"postfix example.net"[..]]);
+        assert_eq!(
+            got,
+            vec![&b"postfix example.com"[..], &b"postfix example.net"[..]]
+        );
         assert!(buf.is_empty());
     }
 

@@ -150,7 +150,10 @@ fn is_policy_domain(name: &str) -> bool {
         if b.is_empty() || b.len() > 63 || b[0] == b'-' || b[b.len() - 1] == b'-' {
             return false;
         }
-        if !b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-') {
+        if !b
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        {
             return false;
         }
         last_all_digits = b.iter().all(u8::is_ascii_digit);
@@ -173,13 +176,25 @@ mod tests {
         // SPEC 1.2 and 1.3: no space / empty map name cannot be a lookup.
         assert_eq!(
             parse_request(b"postfix example.com"),
-            Ok(Request { map: "postfix", key: "example.com" })
+            Ok(Request {
+                map: "postfix",
+                key: "example.com"
+            })
         );
         assert_eq!(
             parse_request(b"postfix a b"),
-            Ok(Request { map: "postfix", key: "a b" })
+            Ok(Request {
+                map: "postfix",
+                key: "a b"
+            })
         );
-        assert_eq!(parse_request(b"postfix "), Ok(Request { map: "postfix", key: "" }));
+        assert_eq!(
+            parse_request(b"postfix "),
+            Ok(Request {
+                map: "postfix",
+                key: ""
+            })
+        );
         assert_eq!(parse_request(b"postfix"), Err(RequestError::NoSpace));
         assert_eq!(parse_request(b" example.com"), Err(RequestError::EmptyMap));
         assert_eq!(parse_request(b"postfix \xff"), Err(RequestError::NotUtf8));

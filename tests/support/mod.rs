@@ -15,7 +15,7 @@
 //! thread (e.g. `std::process::Command::output()` on a current-thread runtime)
 //! starves them. Use `#[tokio::test(flavor = "multi_thread")]` or async waiting
 //! (`tokio::process`) in that case.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod ca;
 pub mod client;

@@ -1,0 +1,247 @@
+//! The `mtastsd` binary as an administrator runs it: exit codes, `query` output,
+//! `serve` with a config file, SIGHUP and SIGTERM (SPEC 7.1, 7.3, 7.4).
+
+mod harness;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use harness::{enforce, policy};
+use support::{policy_host, Reply, World};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mtastsd");
+
+/// A config file pointing at the world, listening on a unix socket in `dir`.
+fn write_config(world: &World, dir: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[server]
+listen = ["unix:{dir}/socketmap"]
+
+[dns]
+nameservers = ["{dns}"]
+timeout = "1s"
+
+[fetch]
+ca_file = "{ca}"
+https_port = {port}
+timeout = "2s"
+
+[cache]
+state_dir = "{dir}/state"
+{extra}
+"#,
+        dir = dir.display(),
+        dns = world.dns_addr(),
+        ca = world.ca_file().display(),
+        port = world.https_port(),
+    );
+    let path = dir.join("mtastsd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .await
+        .expect("mtastsd runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_names_the_commands() {
+    let out = run(&["--help"]).await;
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["serve", "query", "check-config", "smtp_tls_policy_maps"] {
+        assert!(help.contains(word), "--help lacks {word}: {help}");
+    }
+    let out = run(&["--version"]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_exits_2_naming_file_line_and_key_spec_7_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = [\"127.0.0.1:8461\"]\nidle_timout = \"5s\"\n",
+    )
+    .unwrap();
+    let file = path.display().to_string();
+    for args in [
+        vec!["check-config", file.as_str()],
+        vec!["serve", "--config", file.as_str()],
+        vec!["query", "--config", file.as_str(), "example.com"],
+    ] {
+        let out = run(&args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{file}:3:")), "{args:?}: {err}");
+        assert!(err.contains("server.idle_timout"), "{args:?}: {err}");
+    }
+    // A missing file is a configuration error too.
+    let out = run(&["serve", "--config", "/nonexistent/mtastsd.toml"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mtastsd.toml"));
+    // And a good one passes.
+    std::fs::write(&path, "[server]\nidle_timeout = \"5s\"\n").unwrap();
+    let out = run(&["check-config", &file]).await;
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_prints_each_stage_spec_7_1() {
+    let world = World::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&world, dir.path(), "");
+    let config = config.to_str().unwrap();
+    world.publish(
+        "good.example",
+        "20240101",
+        &enforce(&["mx1.good.example", "*.good.example"]),
+    );
+    world.publish("html.example", "1", &enforce(&["mx.html.example"]));
+    world.https.set_reply(
+        &policy_host("html.example"),
+        Reply::with_type(200, "text/html", "<html>"),
+    );
+
+    // Text for a human.
+    let out = run(&["query", "--config", config, "Good.Example"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "domain    good.example",
+        "\"v=STSv1; id=20240101\"",
+        "valid STSv1 record, id 20240101",
+        "mode enforce, max_age 86400",
+        "mx mx1.good.example, *.good.example",
+        "answer    OK secure match=mx1.good.example:.good.example servername=hostname",
+        "failures  none",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+
+    // JSON for scripts, with the failing stage.
+    let out = run(&["query", "--config", config, "--json", "html.example"]).await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["answer"], "NOTFOUND ");
+    assert_eq!(report["txt_id"], "1");
+    assert_eq!(report["failures"][0]["stage"], "content-type");
+
+    let out = run(&["query", "--config", config, "--json", "nothing.example"]).await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let stages: Vec<&str> = report["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["dns", "dns"], "{report}"); // no TXT, and no policy host
+}
+
+/// Send one request over the daemon's unix socket.
+async fn ask(socket: &Path, key: &str) -> String {
+    let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let req = harness::netstring(&format!("postfix {key}"));
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 512];
+    let mut got = Vec::new();
+    while !got.ends_with(b",") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(got).unwrap();
+    let (_, payload) = text.split_once(':').unwrap();
+    payload.trim_end_matches(',').to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reloads_on_sighup_and_saves_on_sigterm_spec_7_3() {
+    let world = World::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&world, dir.path(), "");
+    world.publish(
+        "testing.example",
+        "1",
+        &policy("testing", &["mx.testing.example"], 86400),
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let socket = dir.path().join("socketmap");
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ask(&socket, "testing.example").await, "NOTFOUND ");
+
+    // SIGHUP with strict_testing on: the cached testing policy now enforces.
+    write_config(
+        &world,
+        dir.path(),
+        "[profiles.postfix]\nstrict_testing = true\n",
+    );
+    let pid = child.id().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let mut answer = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        answer = ask(&socket, "testing.example").await;
+        if answer.starts_with("OK") {
+            break;
+        }
+    }
+    assert_eq!(
+        answer,
+        "OK secure match=mx.testing.example servername=hostname"
+    );
+    assert_eq!(
+        world.https.requests(&policy_host("testing.example")),
+        1,
+        "cache kept"
+    );
+
+    // A broken file on SIGHUP keeps the running configuration.
+    std::fs::write(&config, "[server\n").unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(ask(&socket, "testing.example").await.starts_with("OK"));
+
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("testing.example: policy id 1 mode testing"),
+        "{log}"
+    );
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(
+        log.contains("reload failed, keeping the running configuration"),
+        "{log}"
+    );
+    assert!(log.contains("saved 1 policies"), "{log}");
+    let saved = std::fs::read_to_string(dir.path().join("state/policies.json")).unwrap();
+    assert!(saved.contains("testing.example"));
+    assert!(!socket.exists(), "socket removed");
+}

@@ -177,7 +177,7 @@ async fn serve_reloads_on_sighup_and_saves_on_sigterm_spec_7_3() {
         "1",
         &policy("testing", &["mx.testing.example"], 86400),
     );
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["serve", "--config", config.to_str().unwrap()])
         .stderr(Stdio::piped())
         .kill_on_drop(true)

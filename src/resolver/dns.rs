@@ -67,6 +67,38 @@ impl Dns {
             Err(e) => Err(classify(e)),
         }
     }
+
+    /// MX records of `domain` as (preference, exchange), exchange lower-case without
+    /// the trailing dot, for `mtastsd check` (RFC 8461 §4.1 compares MX hosts with
+    /// the policy). A null MX (RFC 7505) comes back as `(0, "")`. No MX at all is
+    /// [`DnsError::NoRecords`], like [`TxtLookup::lookup_txt`].
+    pub async fn lookup_mx(&self, domain: &str) -> Result<Vec<(u16, String)>, DnsError> {
+        let lookup = self
+            .resolver
+            .lookup(absolute(domain).as_str(), RecordType::MX)
+            .await
+            .map_err(classify)?;
+        // The answer may carry the CNAME chain that led to the MX records.
+        let hosts: Vec<(u16, String)> = lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::MX(mx) => {
+                    let host = mx.exchange.to_ascii().to_ascii_lowercase();
+                    let host = host.strip_suffix('.').unwrap_or(&host).to_string();
+                    Some((mx.preference, host))
+                }
+                _ => None,
+            })
+            .collect();
+        if hosts.is_empty() {
+            return Err(DnsError::NoRecords {
+                nxdomain: false,
+                negative_ttl: None,
+            });
+        }
+        Ok(hosts)
+    }
 }
 
 fn server_config(addr: &SocketAddr) -> NameServerConfig {

@@ -93,7 +93,11 @@ mod tests {
         (r, buf.len())
     }
 
-    type Row = (&'static [u8], Result<Option<&'static [u8]>, FrameError>, usize);
+    type Row = (
+        &'static [u8],
+        Result<Option<&'static [u8]>, FrameError>,
+        usize,
+    );
 
     #[test]
     fn decode_table() {

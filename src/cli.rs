@@ -1,4 +1,4 @@
-//! Command line (clap derive): `serve`, `query`, `check-config`.
+//! Command line (clap derive): `serve`, `query`, `check`, `check-config`.
 
 use std::path::PathBuf;
 
@@ -51,6 +51,18 @@ pub enum Command {
         /// Profile (socketmap name) whose answer to show.
         #[arg(short, long, default_value = crate::config::DEFAULT_PROFILE)]
         profile: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Audit a domain's own MTA-STS and TLS-RPT publication: the TXT records, the
+    /// policy, whether the policy covers every MX host. Exit 1 when something is wrong.
+    Check {
+        /// The domain to audit.
+        domain: String,
+        /// Configuration file, for DNS servers, CA file and timeouts.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

@@ -33,11 +33,13 @@
 //! | [`logging`] | 7.2 syslog / stderr |
 //! | [`daemon`] | 7.1 `serve`, 7.3 SIGHUP reload and shutdown wiring |
 //! | [`query`] | 7.1 `query` |
+//! | [`check`], [`tlsrpt`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
 //!
-//! Pure modules (no I/O): `socketmap`, `mta_sts`, `postfix`, `config` (parsing).
+//! Pure modules (no I/O): `socketmap`, `mta_sts`, `tlsrpt`, `postfix`, `config` (parsing).
 //! The edges: `resolver` (network), `cache::store` (disk), `server` (sockets).
 
 pub mod cache;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -48,3 +50,4 @@ pub mod query;
 pub mod resolver;
 pub mod server;
 pub mod socketmap;
+pub mod tlsrpt;

@@ -34,6 +34,11 @@ fn main() -> ExitCode {
             profile,
             json,
         } => query(config, &domain, &profile, json),
+        Command::Check {
+            domain,
+            config,
+            json,
+        } => check(config, &domain, json),
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
@@ -194,5 +199,37 @@ fn query(config_path: Option<PathBuf>, domain: &str, profile: &str, json: bool) 
             print!("{report}");
         }
         ExitCode::SUCCESS
+    })
+}
+
+fn check(config_path: Option<PathBuf>, domain: &str, json: bool) -> ExitCode {
+    let config = match load_config(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_CONFIG, &e),
+    };
+    mtastsd::logging::init(LogTarget::Stderr, log::LevelFilter::Error);
+    runtime().block_on(async {
+        let dns = match mtastsd::resolver::dns::Dns::new(&config.dns) {
+            Ok(d) => d,
+            Err(e) => return fail(EXIT_RUNTIME, &e),
+        };
+        let resolvers = match daemon::build_resolvers(&config) {
+            Ok(r) => r,
+            Err(e) => return fail(EXIT_RUNTIME, &e),
+        };
+        let report = mtastsd::check::check(domain, &dns, &resolvers, config.fetch.https_port).await;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("report serialises")
+            );
+        } else {
+            print!("{report}");
+        }
+        if report.has_errors() {
+            ExitCode::from(EXIT_RUNTIME)
+        } else {
+            ExitCode::SUCCESS
+        }
     })
 }

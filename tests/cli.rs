@@ -117,6 +117,7 @@ async fn query_prints_each_stage_spec_7_1() {
     let out = run(&["query", "--config", config, "Good.Example"]).await;
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
+    println!("$ mtastsd query Good.Example\n{text}"); // shown with --nocapture
     for want in [
         "domain    good.example",
         "\"v=STSv1; id=20240101\"",
@@ -130,11 +131,36 @@ async fn query_prints_each_stage_spec_7_1() {
     }
 
     // JSON for scripts, with the failing stage.
+    let out = run(&["query", "--config", config, "html.example"]).await;
+    println!(
+        "$ mtastsd query html.example\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(&["query", "--config", config, "nothing.example"]).await;
+    println!(
+        "$ mtastsd query nothing.example\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = run(&["query", "--config", config, "--json", "html.example"]).await;
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(report["answer"], "NOTFOUND ");
     assert_eq!(report["txt_id"], "1");
     assert_eq!(report["failures"][0]["stage"], "content-type");
+
+    // SPEC 3.1: a certificate for the wrong name fails at the tls stage.
+    world.publish(
+        "wrongcert.example",
+        "1",
+        &enforce(&["mx.wrongcert.example"]),
+    );
+    world.https.set_cert(
+        &policy_host("wrongcert.example"),
+        support::CertKind::WrongName,
+    );
+    let out = run(&["query", "--config", config, "--json", "wrongcert.example"]).await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["failures"][0]["stage"], "tls", "{report}");
+    assert_eq!(report["answer"], "NOTFOUND ");
 
     let out = run(&["query", "--config", config, "--json", "nothing.example"]).await;
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -244,4 +270,44 @@ async fn serve_reloads_on_sighup_and_saves_on_sigterm_spec_7_3() {
     let saved = std::fs::read_to_string(dir.path().join("state/policies.json")).unwrap();
     assert!(saved.contains("testing.example"));
     assert!(!socket.exists(), "socket removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_audits_a_domain_and_exits_1_on_errors_spec_7_1() {
+    let world = World::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&world, dir.path(), "");
+    let config = config.to_str().unwrap();
+    world.publish(
+        "good.example",
+        "1",
+        &policy("enforce", &["*.good.example"], 604800),
+    );
+    world
+        .dns
+        .set_mx("good.example", vec![(10, "mx1.good.example".into())]);
+    world.dns.set_txt(
+        "_smtp._tls.good.example",
+        vec![vec!["v=TLSRPTv1; rua=mailto:tlsrpt@good.example".into()]],
+    );
+    let out = run(&["check", "--config", config, "good.example"]).await;
+    println!(
+        "$ mtastsd check good.example\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // An MX host the policy does not cover: mail to it would fail under enforce.
+    world.dns.set_mx(
+        "good.example",
+        vec![
+            (10, "mx1.good.example".into()),
+            (20, "backup.other.example".into()),
+        ],
+    );
+    let out = run(&["check", "--config", config, "good.example"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("$ mtastsd check good.example\n{text}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text.contains("backup.other.example"), "{text}");
 }

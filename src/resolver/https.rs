@@ -175,10 +175,11 @@ impl reqwest::dns::Resolve for HostResolver {
     }
 }
 
-/// Put a reqwest error into its stage by walking the source chain.
+/// Put a reqwest error into its stage by walking the source chain (io::Errors may
+/// wrap each other before the rustls error at the bottom).
 fn classify(e: reqwest::Error) -> FetchError {
     let mut source: Option<&(dyn StdError + 'static)> = Some(&e);
-    let mut detail = String::new();
+    let mut chain = Vec::new();
     while let Some(err) = source {
         if let Some(h) = err.downcast_ref::<HostLookupError>() {
             return FetchError::Dns(h.0.to_string());
@@ -186,18 +187,20 @@ fn classify(e: reqwest::Error) -> FetchError {
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
             return FetchError::Tls(t.to_string());
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return FetchError::Tls(t.to_string());
-            }
+        let text = err.to_string();
+        if chain.last() != Some(&text) {
+            chain.push(text);
         }
-        detail = err.to_string();
-        source = err.source();
+        source = match err.downcast_ref::<std::io::Error>() {
+            // io::Error::source() skips a custom inner error's own Display; step into it.
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
+            None => err.source(),
+        };
     }
     if e.is_timeout() {
         return FetchError::Timeout(0);
     }
-    FetchError::Https(detail)
+    FetchError::Https(chain.join(": "))
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, SOA, TXT};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -43,6 +43,8 @@ struct Node {
     txt: Vec<Vec<String>>,
     a: Vec<Ipv4Addr>,
     aaaa: Vec<Ipv6Addr>,
+    /// (preference, exchange); exchange `.` is a null MX (RFC 7505).
+    mx: Vec<(u16, String)>,
     cname: Option<String>,
 }
 
@@ -52,6 +54,7 @@ impl Node {
             txt: Vec::new(),
             a: Vec::new(),
             aaaa: Vec::new(),
+            mx: Vec::new(),
             cname: None,
         }
     }
@@ -186,6 +189,15 @@ impl DnsServer {
         });
     }
 
+    /// Replace the MX RRset of `name` with (preference, exchange) pairs; exchange `.`
+    /// is a null MX (RFC 7505). Removes a CNAME at that name.
+    pub fn set_mx(&self, name: &str, records: Vec<(u16, String)>) {
+        self.with_node(name, |n| {
+            n.cname = None;
+            n.mx = records;
+        });
+    }
+
     /// Make `name` a CNAME to `target` (drops any other data at `name`).
     pub fn set_cname(&self, name: &str, target: &str) {
         let target = normalize(target);
@@ -193,6 +205,7 @@ impl DnsServer {
             n.txt.clear();
             n.a.clear();
             n.aaaa.clear();
+            n.mx.clear();
             n.cname = Some(target);
         });
     }
@@ -363,6 +376,20 @@ impl DnsState {
                     owner.clone(),
                     ttl,
                     RData::AAAA(AAAA(*ip)),
+                ));
+            }
+        }
+        if want(RecordType::MX) {
+            for (preference, exchange) in &node.mx {
+                let exchange = if exchange == "." {
+                    Name::root()
+                } else {
+                    mkname(exchange)
+                };
+                out.push(Record::from_rdata(
+                    owner.clone(),
+                    ttl,
+                    RData::MX(MX::new(*preference, exchange)),
                 ));
             }
         }

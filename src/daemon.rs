@@ -25,6 +25,8 @@ pub enum StartError {
     Dns(#[from] DnsSetupError),
     #[error(transparent)]
     Fetch(#[from] FetchSetupError),
+    #[error("{0} (set cache.state_dir to a writable directory, or \"\" to keep the cache in memory only)")]
+    Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -74,18 +76,11 @@ impl Daemon {
         let resolvers = build_resolvers(&config)?;
         let cache = PolicyCache::new(config.cache.size, cache_settings(&config), resolvers, clock);
 
+        // SPEC 5.8: a configured store that cannot be used is fatal: running without
+        // it would reopen the downgrade window at the next restart, silently.
         let store = match &config.cache.state_dir {
             None => None,
-            Some(dir) => match Store::open(dir) {
-                Ok(store) => Some(Arc::new(store)),
-                Err(e) => {
-                    // Serving without persistence beats not serving; say loudly how to fix it.
-                    log::error!(
-                        "{e}; running WITHOUT a persistent cache (set cache.state_dir to a writable directory, or \"\" to silence this)"
-                    );
-                    None
-                }
-            },
+            Some(dir) => Some(Arc::new(Store::open(dir)?)),
         };
         if let Some(store) = &store {
             load(&cache, store);

@@ -19,6 +19,10 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Files and sockets we create are ours alone until given their configured mode
+    // (the unix socket) or for good (the policy store).
+    // SAFETY: umask only swaps the process's file mode mask.
+    unsafe { libc::umask(0o077) };
     // One process-wide crypto provider, chosen before anything touches rustls.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     match cli.command {
@@ -112,15 +116,21 @@ fn serve(
         }
     };
     mtastsd::logging::init(config.log.target, config.log.level);
-    runtime().block_on(async move {
-        let mut daemon = match Daemon::start(config, Arc::new(SystemClock)).await {
-            Ok(d) => d,
-            Err(e) => {
-                log::error!("{e}");
-                return fail(EXIT_RUNTIME, &e);
+    let mut config = config;
+    if config_path.is_none() && state_dir.is_none() {
+        // The built-in default state directory, e.g. `cargo run -- serve` as a user:
+        // run without persistence rather than not at all, and say how to fix it.
+        if let Some(dir) = &config.cache.state_dir {
+            if let Err(e) = mtastsd::cache::store::Store::open(dir) {
+                log::warn!(
+                    "{e}; keeping the cache in memory only (use --state-dir DIR to persist it)"
+                );
+                config.cache.state_dir = None;
             }
-        };
-        let _ = sd_notify::notify(&[NotifyState::Ready]);
+        }
+    }
+    runtime().block_on(async move {
+        // Before anything else, so a SIGHUP during start-up is not fatal.
         let (mut term, mut int, mut hup) = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
@@ -132,6 +142,14 @@ fn serve(
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
+        let mut daemon = match Daemon::start(config, Arc::new(SystemClock)).await {
+            Ok(d) => d,
+            Err(e) => {
+                log::error!("{e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        let _ = sd_notify::notify(&[NotifyState::Ready]);
         loop {
             tokio::select! {
                 _ = term.recv() => break,

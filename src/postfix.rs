@@ -1,5 +1,7 @@
 //! Policy → the data of Postfix's `OK` reply (SPEC 6.1, 6.2). Pure.
 
+use std::collections::HashSet;
+
 use crate::config::Profile;
 use crate::mta_sts::{Mode, Policy};
 
@@ -16,9 +18,10 @@ pub fn policy_answer(policy: &Policy, profile: &Profile) -> Option<String> {
         return None;
     }
     // SPEC 6.1: patterns in policy order, without duplicates, `*.x` as `.x`.
+    // (A hash set: a 64 KiB policy can hold thousands of mx lines.)
     let mut answer = String::with_capacity(64);
     answer.push_str("secure match=");
-    let mut seen: Vec<String> = Vec::with_capacity(policy.mx.len());
+    let mut seen: HashSet<String> = HashSet::with_capacity(policy.mx.len());
     for mx in &policy.mx {
         let m = mx.postfix_match();
         if seen.contains(&m) {
@@ -28,7 +31,7 @@ pub fn policy_answer(policy: &Policy, profile: &Profile) -> Option<String> {
             answer.push(':');
         }
         answer.push_str(&m);
-        seen.push(m);
+        seen.insert(m);
     }
     if profile.servername {
         answer.push_str(" servername=hostname");

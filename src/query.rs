@@ -169,6 +169,9 @@ impl std::fmt::Display for Report {
             let head = if i == 0 { "failures" } else { "" };
             writeln!(f, "{head:<9} [{}] {}", fail.stage, fail.message)?;
         }
-        Ok(())
+        writeln!(
+            f,
+            "note      resolved from scratch: a running daemon answers from its cache, which may hold an older policy"
+        )
     }
 }

@@ -122,9 +122,19 @@ impl Listener {
                 if let Ok(meta) = std::fs::symlink_metadata(path) {
                     use std::os::unix::fs::FileTypeExt;
                     if meta.file_type().is_socket() {
+                        // A stale socket from a previous run is replaced; a live one
+                        // belongs to another instance and is left alone.
+                        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                            return Err(io::Error::new(
+                                io::ErrorKind::AddrInUse,
+                                "another process is listening on this socket",
+                            ));
+                        }
                         std::fs::remove_file(path)?;
                     }
                 }
+                // The process umask (0077, set in main) keeps the socket private until
+                // it has its configured mode.
                 let l = UnixListener::bind(path)?;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))?;
                 Ok(Listener::Unix(l, path.clone()))
@@ -242,9 +252,18 @@ async fn accept(listener: &Listener) -> io::Result<Stream> {
     }
 }
 
+/// A request that has started arriving must be complete within this time. Postfix
+/// sends each request in one write; only a stalling client trips it, and it must not
+/// hold a connection slot by sending a byte a minute.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Replies to pipelined requests are written out at the latest when this much has
+/// accumulated, so a client that pipelines without reading cannot make us buffer.
+const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
 /// One client connection: any number of requests in sequence, split or batched across
 /// reads (SPEC 1.1). Bad framing gets `PERM` and the connection is closed (SPEC 1.4);
-/// idle connections are closed after `idle` (SPEC 1.5).
+/// idle connections are closed after `idle` (SPEC 1.5), and so are clients that stop
+/// reading their replies or stall in the middle of a request.
 pub async fn serve_connection<S>(
     mut stream: S,
     handler: &Handler,
@@ -259,7 +278,14 @@ pub async fn serve_connection<S>(
         let mut close = false;
         loop {
             match netstring::decode(&mut input, MAX_REQUEST) {
-                Ok(Some(frame)) => handler.answer(&frame).await.encode(&mut output),
+                Ok(Some(frame)) => {
+                    handler.answer(&frame).await.encode(&mut output);
+                    if output.len() >= OUTPUT_HIGH_WATER
+                        && !flush(&mut stream, &mut output, idle).await
+                    {
+                        return;
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     log::warn!("refused request: {e}; closing the connection");
@@ -269,27 +295,58 @@ pub async fn serve_connection<S>(
                 }
             }
         }
-        if !output.is_empty() {
-            if stream.write_all(&output).await.is_err() {
-                return;
-            }
-            output.clear();
-        }
-        if close || *shutdown.borrow() {
-            let _ = stream.shutdown().await;
+        if !flush(&mut stream, &mut output, idle).await {
             return;
         }
+        if close || *shutdown.borrow() {
+            let _ = tokio::time::timeout(idle, stream.shutdown()).await;
+            return;
+        }
+        // Waiting for a new request: the idle timeout. In the middle of one: the
+        // (shorter) request timeout.
+        let wait = if input.is_empty() {
+            idle
+        } else {
+            idle.min(REQUEST_TIMEOUT)
+        };
         let read = tokio::select! {
-            r = tokio::time::timeout(idle, stream.read_buf(&mut input)) => r,
+            r = tokio::time::timeout(wait, stream.read_buf(&mut input)) => r,
             _ = shutdown.changed() => return,
         };
         match read {
             Ok(Ok(0)) | Ok(Err(_)) => return,
             Ok(Ok(_)) => {}
-            Err(_) => {
-                log::debug!("closing a connection idle for {idle:?}");
+            Err(_) if input.is_empty() => {
+                log::debug!("closing a connection idle for {wait:?}");
                 return;
             }
+            Err(_) => {
+                log::warn!("closing a connection that sent an incomplete request for {wait:?}");
+                return;
+            }
+        }
+    }
+}
+
+/// Write out what is buffered; `false` when the client is gone or does not read
+/// within `limit`.
+async fn flush<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    output: &mut BytesMut,
+    limit: Duration,
+) -> bool {
+    if output.is_empty() {
+        return true;
+    }
+    match tokio::time::timeout(limit, stream.write_all(output)).await {
+        Ok(Ok(())) => {
+            output.clear();
+            true
+        }
+        Ok(Err(_)) => false,
+        Err(_) => {
+            log::warn!("closing a connection that does not read its replies");
+            false
         }
     }
 }

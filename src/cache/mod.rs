@@ -52,6 +52,11 @@ pub const NEGATIVE_TTL_MAX: u64 = 3600;
 pub const NEGATIVE_TTL_DEFAULT: u64 = 300;
 /// SPEC 5.5: refresh at least daily.
 pub const MAX_REFRESH_INTERVAL: u64 = 86_400;
+/// A policy is used for at least this long after a successful fetch, whatever its
+/// `max_age` says: `max_age: 0` must not turn every lookup into a fetch (SPEC 5.6's
+/// "one broken domain cannot hammer its servers"), and erring towards the policy
+/// is the safe side.
+pub const MIN_LIFETIME: u64 = 60;
 
 /// A policy we trust, with what we need to keep trusting it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,9 +69,10 @@ pub struct CachedPolicy {
 }
 
 impl CachedPolicy {
-    /// SPEC 5.1: usable until `fetched + max_age`.
+    /// SPEC 5.1: usable until `fetched + max_age` (at least [`MIN_LIFETIME`]).
     pub fn expires(&self) -> u64 {
-        self.fetched.saturating_add(u64::from(self.policy.max_age))
+        self.fetched
+            .saturating_add(u64::from(self.policy.max_age).max(MIN_LIFETIME))
     }
 
     pub fn usable(&self, now: u64) -> bool {
@@ -118,7 +124,7 @@ type SharedResolution = Shared<BoxFuture<'static, Option<Arc<CachedPolicy>>>>;
 
 /// The cache. Cheap to share: `Arc<PolicyCache>`.
 pub struct PolicyCache {
-    entries: Mutex<LruCache<String, Entry>>,
+    entries: Mutex<Entries>,
     /// SPEC 3.6: one resolution per domain at a time, shared by every waiter.
     inflight: Mutex<HashMap<String, SharedResolution>>,
     resolvers: RwLock<Resolvers>,
@@ -145,7 +151,7 @@ impl PolicyCache {
         clock: Arc<dyn Clock>,
     ) -> Arc<PolicyCache> {
         Arc::new(PolicyCache {
-            entries: Mutex::new(LruCache::new(cap(size))),
+            entries: Mutex::new(Entries::new(size)),
             inflight: Mutex::new(HashMap::new()),
             resolvers: RwLock::new(resolvers),
             settings: RwLock::new(settings),
@@ -163,7 +169,7 @@ impl PolicyCache {
     pub fn reconfigure(&self, size: usize, settings: CacheSettings, resolvers: Resolvers) {
         *self.resolvers.write().unwrap() = resolvers;
         *self.settings.write().unwrap() = settings;
-        self.entries.lock().unwrap().resize(cap(size));
+        self.entries.lock().unwrap().resize(size);
     }
 
     pub fn len(&self) -> usize {
@@ -179,7 +185,7 @@ impl PolicyCache {
     /// shared resolution, at most `answer_timeout`.
     pub async fn lookup(self: &Arc<Self>, domain: &str) -> Lookup {
         let now = self.clock.now();
-        let recheck = self.settings.read().unwrap().recheck.as_secs();
+        let recheck = self.settings.read().unwrap().recheck.as_secs().max(1);
         let cached = {
             let mut entries = self.entries.lock().unwrap();
             match entries.get_mut(domain) {
@@ -205,7 +211,10 @@ impl PolicyCache {
             Ok(Some(p)) => Lookup::Policy(p),
             Ok(None) => Lookup::NoPolicy,
             Err(_) => {
-                log::warn!("{domain}: no answer within {timeout:?}; answering NOTFOUND, resolution continues");
+                // Per waiter, so debug: the resolution logs its own outcome once.
+                log::debug!(
+                    "{domain}: no answer within {timeout:?}; NOTFOUND, resolution continues"
+                );
                 Lookup::NoPolicy
             }
         }
@@ -221,9 +230,13 @@ impl PolicyCache {
         let this = Arc::clone(self);
         let owned = domain.to_string();
         let task = tokio::spawn(async move {
-            let result = this.resolve(&owned, refresh).await;
-            this.inflight.lock().unwrap().remove(&owned);
-            result
+            // Removes the in-flight entry however the resolution ends, a panic included,
+            // so a domain can never be stuck joining a dead resolution.
+            let _done = InflightGuard {
+                cache: Arc::clone(&this),
+                domain: owned.clone(),
+            };
+            this.resolve(&owned, refresh).await
         });
         let shared = async move { task.await.unwrap_or(None) }.boxed().shared();
         inflight.insert(domain.to_string(), shared.clone());
@@ -258,8 +271,11 @@ impl PolicyCache {
                 if (unchanged && !refresh) || backing_off {
                     self.update(domain, |e| {
                         e.checked = now;
-                        if !unchanged {
-                            e.quiet_until = e.quiet_until.max(failed.as_ref().map_or(0, |f| f.1));
+                        e.last_problem = None;
+                        if cached.is_none() {
+                            // SPEC 5.6: the back-off is per TXT id: look at TXT again
+                            // soon, fetch only when the id changes or the back-off ends.
+                            e.quiet_until = now + DNS_ERROR_BACKOFF;
                         }
                     });
                     return cached;
@@ -333,12 +349,9 @@ impl PolicyCache {
                 let retry = now + FETCH_FAILURE_BACKOFF;
                 let problem = Problem::Fetch(err);
                 self.note_problem(domain, now, &problem, cached.as_deref());
-                self.update(domain, |e| {
-                    e.failed = Some((id.clone(), retry));
-                    if cached.is_none() {
-                        e.quiet_until = retry;
-                    }
-                });
+                // With nothing cached, note_problem set a one-minute quiet time: TXT is
+                // looked at again then, but this id is not fetched before `retry`.
+                self.update(domain, |e| e.failed = Some((id.clone(), retry)));
                 cached
             }
         }
@@ -379,14 +392,11 @@ impl PolicyCache {
     }
 
     fn update(&self, domain: &str, f: impl FnOnce(&mut Entry)) {
+        let now = self.clock.now();
         let mut entries = self.entries.lock().unwrap();
-        if let Some(e) = entries.get_mut(domain) {
-            f(e);
-        } else {
-            let mut e = Entry::default();
-            f(&mut e);
-            entries.put(domain.to_string(), e);
-        }
+        let mut e = entries.take(domain).unwrap_or_default();
+        f(&mut e);
+        entries.put(domain.to_string(), e, now);
     }
 
     fn mark_dirty(&self) {
@@ -399,6 +409,7 @@ impl PolicyCache {
     pub fn due_for_refresh(&self, now: u64) -> Vec<String> {
         let entries = self.entries.lock().unwrap();
         entries
+            .policies
             .iter()
             .filter(|(_, e)| {
                 e.usable(now).is_some_and(|p| now >= p.refresh_at())
@@ -414,6 +425,7 @@ impl PolicyCache {
         let entries = self.entries.lock().unwrap();
         // Least recently used first, so a reload puts them back in the same order.
         entries
+            .policies
             .iter()
             .rev()
             .filter_map(|(d, e)| e.usable(now).map(|p| (d.clone(), CachedPolicy::clone(p))))
@@ -436,6 +448,7 @@ impl PolicyCache {
                     policy: Some(Arc::new(policy)),
                     ..Entry::default()
                 },
+                now,
             );
             n += 1;
         }
@@ -455,6 +468,92 @@ impl PolicyCache {
 
 fn cap(size: usize) -> NonZeroUsize {
     NonZeroUsize::new(size).unwrap_or(NonZeroUsize::MIN)
+}
+
+/// Removes a domain's in-flight resolution when the task ends (or unwinds).
+struct InflightGuard {
+    cache: Arc<PolicyCache>,
+    domain: String,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut inflight) = self.cache.inflight.lock() {
+            inflight.remove(&self.domain);
+        }
+    }
+}
+
+/// Two LRUs: domains with a policy, and domains without one (negative cache and
+/// back-off). Kept apart so that lookups of many domains without a policy, which
+/// anyone who can make us send mail can cause, never push a policy out (SPEC 5.3,
+/// 5.7). Each is bounded by `cache.size`.
+struct Entries {
+    policies: LruCache<String, Entry>,
+    misses: LruCache<String, Entry>,
+}
+
+impl Entries {
+    fn new(size: usize) -> Entries {
+        Entries {
+            policies: LruCache::new(cap(size)),
+            misses: LruCache::new(cap(size)),
+        }
+    }
+
+    fn resize(&mut self, size: usize) {
+        if size < self.policies.len() {
+            log::warn!(
+                "cache.size {size} is below the {} policies cached: the least recently used are dropped",
+                self.policies.len()
+            );
+        }
+        self.policies.resize(cap(size));
+        self.misses.resize(cap(size));
+    }
+
+    fn len(&self) -> usize {
+        self.policies.len() + self.misses.len()
+    }
+
+    /// The hot path: a hit promotes the entry.
+    fn get_mut(&mut self, domain: &str) -> Option<&mut Entry> {
+        if self.policies.contains(domain) {
+            self.policies.get_mut(domain)
+        } else {
+            self.misses.get_mut(domain)
+        }
+    }
+
+    fn peek(&self, domain: &str) -> Option<&Entry> {
+        self.policies
+            .peek(domain)
+            .or_else(|| self.misses.peek(domain))
+    }
+
+    fn take(&mut self, domain: &str) -> Option<Entry> {
+        self.policies
+            .pop(domain)
+            .or_else(|| self.misses.pop(domain))
+    }
+
+    /// Insert into the LRU the entry belongs in; say so when a usable policy has to
+    /// go to make room (the cache is too small for this server's traffic).
+    fn put(&mut self, domain: String, entry: Entry, now: u64) {
+        let evicted = if entry.policy.is_some() {
+            self.policies.push(domain, entry)
+        } else {
+            self.misses.push(domain, entry)
+        };
+        if let Some((gone, old)) = evicted {
+            if old.usable(now).is_some() {
+                log::warn!(
+                    "{gone}: policy dropped from a full cache (cache.size {}); raise cache.size",
+                    self.policies.cap()
+                );
+            }
+        }
+    }
 }
 
 /// Why a resolution produced no new policy.
@@ -478,8 +577,9 @@ impl Problem {
                 .unwrap_or(NEGATIVE_TTL_DEFAULT)
                 .clamp(NEGATIVE_TTL_MIN, NEGATIVE_TTL_MAX),
             Problem::Record(_) => NEGATIVE_TTL_DEFAULT,
-            Problem::Dns(_) => DNS_ERROR_BACKOFF,
-            Problem::Fetch(_) => FETCH_FAILURE_BACKOFF,
+            // SPEC 5.6: TXT again after a minute; the failed id itself is not fetched
+            // again before FETCH_FAILURE_BACKOFF (Entry::failed).
+            Problem::Dns(_) | Problem::Fetch(_) => DNS_ERROR_BACKOFF,
         }
     }
 }

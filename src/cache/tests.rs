@@ -360,15 +360,88 @@ async fn failures_with_nothing_cached_back_off_spec_5_6() {
     s.fetch_error("broken.example");
     assert_eq!(mode_of(&cache.lookup("broken.example").await), None);
     assert_eq!(s.counts(), (2, 1));
-    clock.advance(FETCH_FAILURE_BACKOFF - 1);
+    // Quiet for a minute, then TXT is asked again but the failed id is not fetched
+    // again before 5 minutes have passed (SPEC 5.6: per TXT id).
+    clock.advance(DNS_ERROR_BACKOFF - 1);
     cache.lookup("broken.example").await;
-    assert_eq!(s.counts(), (2, 1), "failed fetches back off 5 min");
+    assert_eq!(s.counts(), (2, 1));
     clock.advance(1);
+    cache.lookup("broken.example").await;
+    assert_eq!(s.counts(), (3, 1), "TXT re-checked, same id not fetched");
+    clock.advance(FETCH_FAILURE_BACKOFF - DNS_ERROR_BACKOFF);
     s.policy("broken.example", "enforce", "mx.example.com", 86400);
     assert_eq!(
         mode_of(&cache.lookup("broken.example").await),
         Some(Mode::Enforce)
     );
+    assert_eq!(s.counts(), (4, 2), "fetched again after 5 minutes");
+}
+
+#[tokio::test]
+async fn a_new_id_ends_the_fetch_back_off_spec_5_6() {
+    let (cache, s, clock) = setup(100);
+    s.record("fixed.example", "1");
+    s.fetch_error("fixed.example");
+    assert_eq!(mode_of(&cache.lookup("fixed.example").await), None);
+    // The owner fixes the policy and bumps the id: picked up at the next TXT look.
+    s.record("fixed.example", "2");
+    s.policy("fixed.example", "enforce", "mx.example.com", 86400);
+    clock.advance(DNS_ERROR_BACKOFF);
+    assert_eq!(
+        mode_of(&cache.lookup("fixed.example").await),
+        Some(Mode::Enforce)
+    );
+    assert_eq!(s.counts(), (2, 2));
+}
+
+#[tokio::test]
+async fn max_age_zero_does_not_fetch_on_every_lookup_spec_5_6() {
+    let (cache, s, clock) = setup(100);
+    s.record("zero.example", "1");
+    s.policy("zero.example", "enforce", "mx.example.com", 0);
+    for _ in 0..5 {
+        assert_eq!(
+            mode_of(&cache.lookup("zero.example").await),
+            Some(Mode::Enforce)
+        );
+    }
+    assert_eq!(s.counts(), (1, 1));
+    clock.advance(MIN_LIFETIME);
+    s.txt_error("zero.example", DnsError::Failed("down".into()));
+    assert_eq!(
+        mode_of(&cache.lookup("zero.example").await),
+        None,
+        "expired after the floor"
+    );
+}
+
+#[tokio::test]
+async fn domains_without_policy_never_push_policies_out_spec_5_3_5_7() {
+    let (cache, s, _) = setup(2);
+    for d in ["a.example", "b.example"] {
+        s.record(d, "1");
+        s.policy(d, "enforce", "mx.example.com", 86400);
+        cache.lookup(d).await;
+    }
+    // A flood of lookups for domains without a policy.
+    for i in 0..50 {
+        assert_eq!(
+            mode_of(&cache.lookup(&format!("none{i}.example")).await),
+            None
+        );
+    }
+    s.txt_error("a.example", DnsError::Failed("blocked".into()));
+    s.txt_error("b.example", DnsError::Failed("blocked".into()));
+    let fetches = s.counts().1;
+    assert_eq!(
+        mode_of(&cache.lookup("a.example").await),
+        Some(Mode::Enforce)
+    );
+    assert_eq!(
+        mode_of(&cache.lookup("b.example").await),
+        Some(Mode::Enforce)
+    );
+    assert_eq!(s.counts().1, fetches);
 }
 
 #[tokio::test]

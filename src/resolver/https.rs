@@ -95,8 +95,11 @@ impl PolicyFetch for HttpsFetcher {
         Box::pin(async move {
             // SPEC 3.5: one total deadline for connect, handshake, headers and body.
             match tokio::time::timeout(self.timeout, self.fetch_inner(domain)).await {
+                // reqwest's own timer (the same deadline) may fire first.
+                Ok(Err(FetchError::Timeout(_))) | Err(_) => {
+                    Err(FetchError::Timeout(self.timeout.as_secs()))
+                }
                 Ok(r) => r,
-                Err(_) => Err(FetchError::Timeout(self.timeout.as_secs())),
             }
         })
     }

@@ -15,7 +15,7 @@ pub struct Request<'a> {
 /// A frame that cannot be a lookup: answered with `PERM` (SPEC 1.3).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    #[error("request is not UTF-8")]
+    #[error("map name is not UTF-8")]
     NotUtf8,
     #[error("request has no space between map name and key")]
     NoSpace,
@@ -24,12 +24,20 @@ pub enum RequestError {
 }
 
 /// SPEC 1.2: split `<map name> <key>` at the first space.
+///
+/// A key that is not UTF-8 is still a lookup (of nothing we could have a policy
+/// for): it comes back as an empty key, which normalises to "skip", so Postfix
+/// gets `NOTFOUND ` rather than a `PERM` it would treat as a configuration error.
 pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, RequestError> {
-    let text = std::str::from_utf8(frame).map_err(|_| RequestError::NotUtf8)?;
-    let (map, key) = text.split_once(' ').ok_or(RequestError::NoSpace)?;
+    let space = frame
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(RequestError::NoSpace)?;
+    let map = std::str::from_utf8(&frame[..space]).map_err(|_| RequestError::NotUtf8)?;
     if map.is_empty() {
         return Err(RequestError::EmptyMap);
     }
+    let key = std::str::from_utf8(&frame[space + 1..]).unwrap_or("");
     Ok(Request { map, key })
 }
 
@@ -136,11 +144,16 @@ fn is_port_suffix(s: &str) -> bool {
     }
 }
 
+/// Longest policy domain: `_mta-sts.` + the domain must fit in 253 bytes (RFC 1035),
+/// so a longer name could never have a record and is not worth a DNS query.
+pub const MAX_DOMAIN: usize = 253 - "_mta-sts.".len();
+
 /// A name that can publish MTA-STS: at least two LDH labels of 1–63 bytes, no label
-/// starting or ending with `-`, at most 253 bytes, and a top-level label that is not
-/// all digits (so `192.0.2.1` style keys never reach DNS). Input is lower-case ASCII.
+/// starting or ending with `-`, at most [`MAX_DOMAIN`] bytes, and a top-level label
+/// that is not all digits (so `192.0.2.1` style keys never reach DNS). Input is
+/// lower-case ASCII.
 fn is_policy_domain(name: &str) -> bool {
-    if name.is_empty() || name.len() > 253 {
+    if name.is_empty() || name.len() > MAX_DOMAIN {
         return false;
     }
     let mut labels = 0;
@@ -197,7 +210,17 @@ mod tests {
         );
         assert_eq!(parse_request(b"postfix"), Err(RequestError::NoSpace));
         assert_eq!(parse_request(b" example.com"), Err(RequestError::EmptyMap));
-        assert_eq!(parse_request(b"postfix \xff"), Err(RequestError::NotUtf8));
+        assert_eq!(
+            parse_request(b"postfix \xff"),
+            Ok(Request {
+                map: "postfix",
+                key: ""
+            })
+        );
+        assert_eq!(
+            parse_request(b"post\xfffix a.example"),
+            Err(RequestError::NotUtf8)
+        );
     }
 
     #[test]
@@ -264,8 +287,8 @@ mod tests {
             normalise_key(&format!("{label64}.example")),
             Key::Skip(Skip::Invalid)
         );
-        let long = format!("{}.{}.{}.{}", label63, label63, label63, "a".repeat(62));
-        assert_eq!(long.len(), 254);
+        let long = format!("{}.{}.{}.{}", label63, label63, label63, "a".repeat(53));
+        assert_eq!(long.len(), MAX_DOMAIN + 1);
         assert_eq!(normalise_key(&long), Key::Skip(Skip::Invalid));
         assert_eq!(normalise_key(&long[1..]), dom(&long[1..]));
     }

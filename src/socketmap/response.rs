@@ -4,6 +4,9 @@ use bytes::BytesMut;
 
 use super::netstring;
 
+/// SPEC 1.4: Postfix refuses replies of 100 000 bytes or more.
+pub const MAX_REPLY: usize = 100_000;
+
 /// One reply. `Ok` is never built with empty data (SPEC 1.3: Postfix would defer the
 /// mail as an invalid policy); see [`Reply::ok`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,9 +19,16 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// `OK <data>`, or `NOTFOUND ` if `data` is empty.
+    /// `OK <data>`; `NOTFOUND ` if `data` is empty (SPEC 1.3) or too long for Postfix
+    /// (SPEC 1.4; logged, since the policy then cannot be enforced).
     pub fn ok(data: String) -> Reply {
         if data.is_empty() {
+            Reply::NotFound
+        } else if data.len() + "OK ".len() >= MAX_REPLY - 8 {
+            log::warn!(
+                "answer of {} bytes is too long for Postfix; answering NOTFOUND",
+                data.len()
+            );
             Reply::NotFound
         } else {
             Reply::Ok(data)
@@ -68,5 +78,13 @@ mod tests {
     fn ok_with_empty_data_is_notfound_spec_1_3() {
         assert_eq!(Reply::ok(String::new()), Reply::NotFound);
         assert_eq!(Reply::ok("secure".into()), Reply::Ok("secure".into()));
+    }
+
+    #[test]
+    fn replies_stay_under_100000_bytes_spec_1_4() {
+        let big = "a".repeat(MAX_REPLY - 20);
+        assert_eq!(wire(Reply::ok(big.clone())).len(), MAX_REPLY - 20 + 3 + 7);
+        assert_eq!(Reply::ok("a".repeat(MAX_REPLY)), Reply::NotFound);
+        assert_eq!(Reply::ok("a".repeat(MAX_REPLY - 8)), Reply::NotFound);
     }
 }

@@ -175,8 +175,12 @@ async fn query_prints_each_stage_spec_7_1() {
 
 /// Send one request over the daemon's unix socket.
 async fn ask(socket: &Path, key: &str) -> String {
+    ask_map(socket, "postfix", key).await
+}
+
+async fn ask_map(socket: &Path, map: &str, key: &str) -> String {
     let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
-    let req = harness::netstring(&format!("postfix {key}"));
+    let req = harness::netstring(&format!("{map} {key}"));
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 512];
     let mut got = Vec::new();
@@ -217,6 +221,18 @@ async fn serve_reloads_on_sighup_and_saves_on_sigterm_spec_7_3() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(ask(&socket, "testing.example").await, "NOTFOUND ");
+    // Cache hits, and an unknown map name twice.
+    for _ in 0..5 {
+        assert_eq!(ask(&socket, "testing.example").await, "NOTFOUND ");
+    }
+    assert_eq!(
+        ask_map(&socket, "other", "testing.example").await,
+        "NOTFOUND "
+    );
+    assert_eq!(
+        ask_map(&socket, "other", "testing.example").await,
+        "NOTFOUND "
+    );
 
     // SIGHUP with strict_testing on: the cached testing policy now enforces.
     write_config(
@@ -310,4 +326,25 @@ async fn check_audits_a_domain_and_exits_1_on_errors_spec_7_1() {
     println!("$ mtastsd check good.example\n{text}");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(text.contains("backup.other.example"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_state_dir_is_fatal_when_configured_spec_5_8() {
+    let world = World::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the directory should be.
+    std::fs::write(dir.path().join("state"), "not a directory").unwrap();
+    let config = write_config(&world, dir.path(), "");
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        run(&["serve", "--config", config.to_str().unwrap()]),
+    )
+    .await
+    .expect("exits at once");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("state") && err.contains("cache.state_dir"),
+        "{err}"
+    );
 }

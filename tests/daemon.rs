@@ -611,7 +611,86 @@ async fn restart_keeps_policies_without_network_spec_5_8() {
     daemon.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_store_is_moved_aside_and_the_daemon_starts_spec_5_8() {
+    let world = World::start().await;
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(state.path().join("policies.json"), "{ not json").unwrap();
+    world.publish("example.com", "1", &enforce(&["mx1.example.com"]));
+    let daemon = harness::start(harness::config(&world, state.path()), TestClock::new()).await;
+    let mut c = Client::connect(daemon.inet_addr().unwrap()).await;
+    assert_eq!(
+        c.query("postfix", "example.com").await,
+        ok("mx1.example.com")
+    );
+    daemon.shutdown().await;
+    assert!(state.path().join("policies.json.corrupt").exists());
+    let saved = std::fs::read_to_string(state.path().join("policies.json")).unwrap();
+    assert!(saved.contains("example.com"));
+}
+
 // ---- the socketmap conversation (SPEC 1) ---------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn largest_policy_fits_in_a_reply_spec_1_4() {
+    let mut s = setup().await;
+    // As many mx lines as fit in the 64 KiB body cap.
+    let mut body = String::from("version: STSv1\nmode: enforce\nmax_age: 86400\n");
+    let mut i = 0;
+    loop {
+        let line = format!("mx: mx{i}.big.example\n");
+        if body.len() + line.len() > 64 * 1024 {
+            break;
+        }
+        body.push_str(&line);
+        i += 1;
+    }
+    s.world.publish("big.example", "1", &body);
+    let reply = s.client.query("postfix", "big.example").await;
+    assert!(reply.starts_with("OK secure match=mx0.big.example:mx1.big.example:"));
+    assert_eq!(reply.matches(':').count(), i - 1);
+    assert!(reply.len() < 100_000, "{}", reply.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_do_not_read_or_stall_mid_request_are_dropped() {
+    let s = setup_with(|c| c.server.idle_timeout = Duration::from_secs(1)).await;
+    let addr = s.daemon.inet_addr().unwrap();
+    // Half a request, then nothing: closed after the idle/request timeout.
+    let mut c = Client::connect(addr).await;
+    c.send_raw(b"20:postfix exa").await;
+    assert!(c.closed_within(Duration::from_secs(3)).await);
+    // A million pipelined requests, replies not read: once the kernel buffers are full
+    // the daemon's write times out (idle_timeout) and it closes the connection,
+    // rather than buffering replies without bound.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let flood = socket.connect(addr).await.unwrap();
+    let (mut rd, mut wr) = flood.into_split();
+    let one = harness::netstring("postfix [192.0.2.1]");
+    let n = 1_000_000;
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let batch = one.repeat(1000);
+        for _ in 0..n / 1000 {
+            if wr.write_all(batch.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Meanwhile, everyone else is served.
+    let mut other = Client::connect(addr).await;
+    assert_eq!(other.query("postfix", "[192.0.2.1]").await, NOTFOUND);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = Vec::new();
+    use tokio::io::AsyncReadExt;
+    let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut got)).await;
+    let replies = got.len() / harness::netstring(NOTFOUND).len();
+    assert!(replies < n, "all {n} replies were buffered and sent");
+    writer.abort();
+}
+
+// ---- the socketmap conversation (SPEC 1), continued ----------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_normalised_and_skipped_keys_cause_no_dns_spec_1_6() {

@@ -546,3 +546,64 @@ async fn snapshot_and_restore_keep_usable_policies_spec_5_8() {
     );
     assert_eq!(s2.counts().1, 0);
 }
+
+#[tokio::test]
+async fn a_slow_resolution_answers_notfound_in_time_and_still_fills_the_cache_spec_3_6() {
+    let (cache, s, _) = setup(100);
+    cache.settings.write().unwrap().answer_timeout = Duration::from_millis(100);
+    s.record("slow.example", "1");
+    s.policy("slow.example", "enforce", "mx.example.com", 86400);
+    s.delay_ms.store(200, Ordering::SeqCst); // per step: TXT then fetch, 400 ms
+    let started = std::time::Instant::now();
+    assert_eq!(mode_of(&cache.lookup("slow.example").await), None);
+    assert!(started.elapsed() < Duration::from_millis(300));
+    settle(&cache).await;
+    assert_eq!(
+        mode_of(&cache.lookup("slow.example").await),
+        Some(Mode::Enforce)
+    );
+    assert_eq!(s.counts(), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_refresher_refreshes_due_policies_and_keeps_them_on_failure_spec_5_5() {
+    let (cache, s, clock) = setup(100);
+    s.record("example.com", "1");
+    s.policy("example.com", "enforce", "mx.example.com", 3600);
+    cache.lookup("example.com").await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(refresh::refresher(Arc::clone(&cache), stopped));
+
+    // Not due yet: a scan changes nothing.
+    tokio::time::sleep(refresh::SCAN_INTERVAL + Duration::from_secs(1)).await;
+    assert_eq!(s.counts(), (1, 1));
+
+    // Due (3/4 of max_age), but the policy server is down: the policy stays and the
+    // refresh backs off instead of running at every scan.
+    clock.advance(2700);
+    s.fetch_error("example.com");
+    tokio::time::sleep(refresh::SCAN_INTERVAL).await;
+    settle(&cache).await;
+    assert_eq!(s.counts(), (2, 2));
+    assert_eq!(
+        mode_of(&cache.lookup("example.com").await),
+        Some(Mode::Enforce)
+    );
+    tokio::time::sleep(refresh::SCAN_INTERVAL).await;
+    settle(&cache).await;
+    assert_eq!(s.counts().1, 2, "backing off");
+
+    // Back up: the next attempt after the back-off restarts the max_age clock.
+    clock.advance(FETCH_FAILURE_BACKOFF);
+    s.policy("example.com", "enforce", "mx2.example.com", 3600);
+    tokio::time::sleep(refresh::SCAN_INTERVAL).await;
+    settle(&cache).await;
+    let Lookup::Policy(p) = cache.lookup("example.com").await else {
+        panic!("policy lost")
+    };
+    assert_eq!(p.fetched, clock.now());
+    assert_eq!(p.policy.mx[0].to_string(), "mx2.example.com");
+
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}

@@ -189,61 +189,61 @@ fn reload(
     }
 }
 
-fn query(config_path: Option<PathBuf>, domain: &str, profile: &str, json: bool) -> ExitCode {
+/// What `query` and `check` share: the configuration (for DNS servers, CA file and
+/// timeouts), quiet logging (problems are the report's business), a runtime.
+fn one_shot<F, Fut>(config_path: Option<PathBuf>, run: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
     let config = match load_config(config_path.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_CONFIG, &e),
     };
-    // Problems are the report's business; keep stderr for our own.
     mtastsd::logging::init(LogTarget::Stderr, log::LevelFilter::Error);
-    let (profile, known) = config.profile(profile);
-    if !known {
-        eprintln!("mtastsd: no profile {profile:?} in the configuration; using the default");
+    runtime().block_on(run(config))
+}
+
+fn print_report<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("report serialises")
+        );
+    } else {
+        print!("{report}");
     }
-    let profile = profile.clone();
-    runtime().block_on(async {
+}
+
+fn query(config_path: Option<PathBuf>, domain: &str, profile: &str, json: bool) -> ExitCode {
+    one_shot(config_path, |config| async move {
+        let (profile, known) = config.profile(profile);
+        if !known {
+            eprintln!("mtastsd: no profile {profile:?} in the configuration; using the default");
+        }
         let resolvers = match daemon::build_resolvers(&config) {
             Ok(r) => r,
             Err(e) => return fail(EXIT_RUNTIME, &e),
         };
         let report =
-            mtastsd::query::query(domain, &resolvers, &profile, config.fetch.https_port).await;
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).expect("report serialises")
-            );
-        } else {
-            print!("{report}");
-        }
+            mtastsd::query::query(domain, &resolvers, profile, config.fetch.https_port).await;
+        print_report(&report, json);
         ExitCode::SUCCESS
     })
 }
 
 fn check(config_path: Option<PathBuf>, domain: &str, json: bool) -> ExitCode {
-    let config = match load_config(config_path.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return fail(EXIT_CONFIG, &e),
-    };
-    mtastsd::logging::init(LogTarget::Stderr, log::LevelFilter::Error);
-    runtime().block_on(async {
-        let dns = match mtastsd::resolver::dns::Dns::new(&config.dns) {
-            Ok(d) => d,
-            Err(e) => return fail(EXIT_RUNTIME, &e),
-        };
+    one_shot(config_path, |config| async move {
         let resolvers = match daemon::build_resolvers(&config) {
             Ok(r) => r,
             Err(e) => return fail(EXIT_RUNTIME, &e),
         };
+        let dns = match mtastsd::resolver::dns::Dns::new(&config.dns) {
+            Ok(d) => d,
+            Err(e) => return fail(EXIT_RUNTIME, &e),
+        };
         let report = mtastsd::check::check(domain, &dns, &resolvers, config.fetch.https_port).await;
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).expect("report serialises")
-            );
-        } else {
-            print!("{report}");
-        }
+        print_report(&report, json);
         if report.has_errors() {
             ExitCode::from(EXIT_RUNTIME)
         } else {

@@ -48,8 +48,14 @@ async fn setup_with(tweak: impl FnOnce(&mut mtastsd::config::Config)) -> Setup {
 }
 
 /// Wait for background re-checks and refreshes to land.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+async fn settle(daemon: &mtastsd::daemon::Daemon) {
+    for _ in 0..1000 {
+        if daemon.cache().resolutions_in_flight() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("background resolutions still running after 10 s");
 }
 
 // ---- answers (SPEC 6.1, 6.2) -------------------------------------------------------
@@ -467,7 +473,7 @@ async fn id_change_fetches_the_new_policy_spec_5_2() {
         s.client.query("postfix", "example.com").await,
         ok("mx1.example.com")
     );
-    settle().await;
+    settle(&s.daemon).await;
     assert_eq!(
         s.client.query("postfix", "example.com").await,
         ok("mx2.example.com")
@@ -484,7 +490,7 @@ async fn same_id_is_not_fetched_again_spec_5_4() {
     for _ in 0..3 {
         s.clock.advance(61);
         s.client.query("postfix", "example.com").await;
-        settle().await;
+        settle(&s.daemon).await;
     }
     assert_eq!(
         s.world
@@ -506,7 +512,7 @@ async fn https_down_after_caching_keeps_the_policy_spec_5_3() {
     s.world.https.set_down(true);
     s.clock.advance(61);
     s.client.query("postfix", "example.com").await;
-    settle().await;
+    settle(&s.daemon).await;
     assert_eq!(
         s.client.query("postfix", "example.com").await,
         ok("mx1.example.com")
@@ -518,7 +524,7 @@ async fn https_down_after_caching_keeps_the_policy_spec_5_3() {
         .set_reply(&policy_host("example.com"), Reply::status(500));
     s.clock.advance(301);
     s.client.query("postfix", "example.com").await;
-    settle().await;
+    settle(&s.daemon).await;
     assert_eq!(
         s.client.query("postfix", "example.com").await,
         ok("mx1.example.com")
@@ -534,7 +540,7 @@ async fn txt_gone_or_dns_broken_after_caching_keeps_the_policy_spec_5_3() {
     s.world.dns.remove(&txt_name("example.com"));
     s.clock.advance(61);
     s.client.query("postfix", "example.com").await;
-    settle().await;
+    settle(&s.daemon).await;
     assert_eq!(
         s.client.query("postfix", "example.com").await,
         ok("mx1.example.com")
@@ -544,7 +550,7 @@ async fn txt_gone_or_dns_broken_after_caching_keeps_the_policy_spec_5_3() {
         .set_failure(&txt_name("example.com"), ResponseCode::ServFail);
     s.clock.advance(61);
     s.client.query("postfix", "example.com").await;
-    settle().await;
+    settle(&s.daemon).await;
     assert_eq!(
         s.client.query("postfix", "example.com").await,
         ok("mx1.example.com")
@@ -576,7 +582,7 @@ async fn policy_expires_after_max_age_spec_5_1() {
         s.client.query("postfix", "example.com").await,
         ok("mx1.example.com")
     );
-    settle().await;
+    settle(&s.daemon).await;
     s.clock.advance(1);
     assert_eq!(s.client.query("postfix", "example.com").await, NOTFOUND);
 }

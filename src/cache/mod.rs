@@ -180,6 +180,11 @@ impl PolicyCache {
         self.len() == 0
     }
 
+    /// Resolutions running now (answer-path misses, re-checks and refreshes).
+    pub fn resolutions_in_flight(&self) -> usize {
+        self.inflight.lock().unwrap().len()
+    }
+
     /// The answer path. Returns at once when the cache knows the domain (starting a
     /// background TXT re-check when one is due, SPEC 5.4); otherwise waits for the one
     /// shared resolution, at most `answer_timeout`.

@@ -144,7 +144,7 @@ fn mode_of(l: &Lookup) -> Option<Mode> {
 /// Let spawned background work finish.
 async fn settle(cache: &PolicyCache) {
     for _ in 0..100 {
-        if cache.inflight.lock().unwrap().is_empty() {
+        if cache.resolutions_in_flight() == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -271,6 +271,40 @@ async fn dns_failure_with_nothing_cached_is_notfound_not_temp_spec_2_6_6_2() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_server_that_never_answers_does_not_hold_up_others_spec_2_6() {
+    let s = setup().await; // dns.timeout = 1 s
+    s.world
+        .publish("silent.example", "1", &enforce(&["mx.silent.example"]));
+    s.world.dns.set_timeout(&txt_name("silent.example"));
+    s.world
+        .publish("fine.example", "1", &enforce(&["mx.fine.example"]));
+    let addr = s.daemon.inet_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut c = Client::connect(addr).await;
+        (
+            c.query("postfix", "silent.example").await,
+            started.elapsed(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let mut c = Client::connect(addr).await;
+    assert_eq!(
+        c.query("postfix", "fine.example").await,
+        ok("mx.fine.example")
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let (reply, took) = silent.await.unwrap();
+    assert_eq!(reply, NOTFOUND);
+    assert!(took < Duration::from_secs(4), "{took:?}");
+}
+
 // ---- the fetch (SPEC 3) -------------------------------------------------------------
 
 /// Each hostile or broken policy server: the answer is NOTFOUND, quickly.

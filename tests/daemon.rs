@@ -958,3 +958,44 @@ async fn unix_socket_listener_with_mode_spec_7_5() {
     daemon.shutdown().await;
     assert!(!path.exists(), "socket removed on shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_new_domains_at_once_are_all_resolved_spec_3_6() {
+    let s = setup().await;
+    let n = 1000;
+    for i in 0..n {
+        let d = format!("d{i}.burst.example");
+        s.world.publish(&d, "1", &enforce(&[&format!("mx.{d}")]));
+    }
+    let addr = s.daemon.inet_addr().unwrap();
+    let queries: Vec<_> = (0..n)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut c = Client::connect(addr).await;
+                c.query("postfix", &format!("d{i}.burst.example")).await
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (i, q) in queries.into_iter().enumerate() {
+        let reply = q.await.unwrap();
+        if reply != ok(&format!("mx.d{i}.burst.example")) {
+            failed.push((i, reply));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {n} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    for i in 0..n {
+        let d = format!("d{i}.burst.example");
+        assert_eq!(
+            s.world.dns.queries(&txt_name(&d), RecordType::TXT),
+            1,
+            "{d}"
+        );
+        assert_eq!(s.world.https.requests(&policy_host(&d)), 1, "{d}");
+    }
+}

@@ -199,7 +199,7 @@ pub async fn check(domain: &str, dns: &Dns, resolvers: &Resolvers, https_port: u
         findings: Vec::new(),
     };
     let domain = match normalise_key(domain) {
-        Key::Domain(d) => d,
+        Key::Domain(d) => d.into_owned(),
         Key::Skip(why) => {
             report.push(Code::DomainInvalid, why.as_str());
             return report;

@@ -60,7 +60,7 @@ pub async fn query(key: &str, resolvers: &Resolvers, profile: &Profile, https_po
         failures: Vec::new(),
     };
     let domain = match normalise_key(key) {
-        Key::Domain(d) => d,
+        Key::Domain(d) => d.into_owned(),
         Key::Skip(why) => {
             report.failures.push(Failure {
                 stage: "key",

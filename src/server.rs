@@ -9,15 +9,43 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::cache::{Lookup, PolicyCache};
-use crate::config::{Config, ListenAddr};
+use crate::cache::{CachedPolicy, Lookup, PolicyCache};
+use crate::config::{Config, ListenAddr, Profile};
 use crate::postfix::policy_answer;
 use crate::socketmap::{netstring, normalise_key, parse_request, Key, Reply, MAX_REQUEST};
+
+/// `NOTFOUND ` (SPEC 1.3: with its trailing space), framed.
+const NOTFOUND: &[u8] = b"9:NOTFOUND ,";
+
+/// The framed reply for a policy under a profile, built on first use for all four
+/// profile variants (strict_testing × servername) and kept with the policy.
+fn policy_reply<'p>(p: &'p CachedPolicy, profile: &Profile) -> &'p [u8] {
+    let replies = p.replies.get_or_init(|| {
+        let mut all = Vec::with_capacity(4);
+        for strict_testing in [false, true] {
+            for servername in [false, true] {
+                let variant = Profile {
+                    strict_testing,
+                    servername,
+                };
+                let reply = match policy_answer(&p.policy, &variant) {
+                    Some(answer) => Reply::ok(answer),
+                    None => Reply::NotFound,
+                };
+                let mut framed = BytesMut::new();
+                reply.encode(&mut framed);
+                all.push(framed.freeze());
+            }
+        }
+        all.into_boxed_slice()
+    });
+    &replies[usize::from(profile.strict_testing) * 2 + usize::from(profile.servername)]
+}
 
 /// Turns one request frame into one reply. Shared by every connection.
 pub struct Handler {
@@ -42,13 +70,14 @@ impl Handler {
         self.unknown_maps.lock().unwrap().clear();
     }
 
-    /// Answer one request (SPEC 1.2, 1.3, 1.6, 6.1, 6.2).
-    pub async fn answer(&self, frame: &[u8]) -> Reply {
+    /// Answer one request (SPEC 1.2, 1.3, 1.6, 6.1, 6.2), appending the framed reply
+    /// to `out`. A cache hit copies a reply built once per policy: no allocation.
+    pub async fn answer(&self, frame: &[u8], out: &mut BytesMut) {
         let request = match parse_request(frame) {
             Ok(r) => r,
             Err(e) => {
                 log::warn!("refused request {:?}: {e}", String::from_utf8_lossy(frame));
-                return Reply::Perm(e.to_string());
+                return Reply::Perm(e.to_string()).encode(out);
             }
         };
         let domain = match normalise_key(request.key) {
@@ -59,7 +88,7 @@ impl Handler {
                     request.key,
                     why.as_str()
                 );
-                return Reply::NotFound;
+                return out.extend_from_slice(NOTFOUND);
             }
         };
         let config = Arc::clone(&self.config.read().unwrap());
@@ -68,18 +97,16 @@ impl Handler {
             self.log_unknown_map(request.map);
         }
         match self.cache.lookup(&domain).await {
-            Lookup::Policy(p) => match policy_answer(&p.policy, profile) {
-                Some(answer) => Reply::ok(answer),
-                None => Reply::NotFound,
-            },
-            Lookup::NoPolicy => Reply::NotFound,
+            Lookup::Policy(p) => out.extend_from_slice(policy_reply(&p, profile)),
+            Lookup::NoPolicy => out.extend_from_slice(NOTFOUND),
         }
     }
 
     fn log_unknown_map(&self, map: &str) {
         let mut seen = self.unknown_maps.lock().unwrap();
         // Bounded: a client cycling through names cannot grow this forever.
-        if seen.len() < 1000 && seen.insert(map.to_string()) {
+        if seen.len() < 1000 && !seen.contains(map) {
+            seen.insert(map.to_string());
             log::warn!(
                 "socketmap name {map:?} has no profile in the configuration; using the default profile"
             );
@@ -277,9 +304,10 @@ pub async fn serve_connection<S>(
     loop {
         let mut close = false;
         loop {
-            match netstring::decode(&mut input, MAX_REQUEST) {
+            match netstring::decode_frame(&input, MAX_REQUEST) {
                 Ok(Some(frame)) => {
-                    handler.answer(&frame).await.encode(&mut output);
+                    handler.answer(&input[frame.payload], &mut output).await;
+                    input.advance(frame.len);
                     if output.len() >= OUTPUT_HIGH_WATER
                         && !flush(&mut stream, &mut output, idle).await
                     {

@@ -11,9 +11,10 @@ pub mod store;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
@@ -66,9 +67,47 @@ pub struct CachedPolicy {
     pub id: String,
     /// Unix time of the last successful fetch: the `max_age` clock (SPEC 5.1).
     pub fetched: u64,
+    /// The replies this policy gives, built once by the server on the first hit so
+    /// that cache hits copy bytes and allocate nothing. Derived; never saved.
+    #[serde(skip)]
+    pub replies: Memo,
+}
+
+/// A write-once slot for data derived from a policy (see [`CachedPolicy::replies`]).
+/// Equal to any other: it holds nothing the policy does not determine.
+#[derive(Default, Clone)]
+pub struct Memo(OnceLock<Box<[Bytes]>>);
+
+impl Memo {
+    pub fn get_or_init(&self, init: impl FnOnce() -> Box<[Bytes]>) -> &[Bytes] {
+        self.0.get_or_init(init)
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 impl CachedPolicy {
+    pub fn new(policy: Policy, id: String, fetched: u64) -> CachedPolicy {
+        CachedPolicy {
+            policy,
+            id,
+            fetched,
+            replies: Memo::default(),
+        }
+    }
+
     /// SPEC 5.1: usable until `fetched + max_age` (at least [`MIN_LIFETIME`]).
     pub fn expires(&self) -> u64 {
         self.fetched
@@ -334,11 +373,7 @@ impl PolicyCache {
                         policy.max_age
                     );
                 }
-                let fresh = Arc::new(CachedPolicy {
-                    policy,
-                    id,
-                    fetched: now,
-                });
+                let fresh = Arc::new(CachedPolicy::new(policy, id, now));
                 log_policy_change(domain, cached.as_deref(), &fresh);
                 self.update(domain, |e| {
                     e.policy = Some(Arc::clone(&fresh));

@@ -24,14 +24,23 @@ pub enum FrameError {
     MissingComma,
 }
 
-/// Take one netstring payload off the front of `buf`.
+/// A complete netstring at the front of a buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Where the payload is in the buffer.
+    pub payload: std::ops::Range<usize>,
+    /// Bytes the whole netstring takes (length, `:`, payload, `,`).
+    pub len: usize,
+}
+
+/// Find the netstring at the front of `buf` without copying or consuming anything:
+/// the server answers from `&buf[frame.payload]` and then drops `frame.len` bytes.
 ///
-/// `Ok(None)` means "need more bytes" (the buffer is left untouched); a complete frame
-/// is removed from `buf`, so calling again yields the next pipelined request.
-pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
+/// `Ok(None)` means "need more bytes".
+pub fn decode_frame(buf: &[u8], max: usize) -> Result<Option<Frame>, FrameError> {
     let mut len: usize = 0;
     let mut digits = 0;
-    for &b in buf.iter() {
+    for &b in buf {
         match b {
             b'0'..=b'9' => {
                 digits += 1;
@@ -55,18 +64,38 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameErro
     if buf[header + len] != b',' {
         return Err(FrameError::MissingComma);
     }
-    buf.advance(header);
-    let payload = buf.split_to(len).freeze();
+    Ok(Some(Frame {
+        payload: header..header + len,
+        len: header + len + 1,
+    }))
+}
+
+/// Take one netstring payload off the front of `buf`.
+///
+/// `Ok(None)` means "need more bytes" (the buffer is left untouched); a complete frame
+/// is removed from `buf`, so calling again yields the next pipelined request.
+pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
+    let Some(frame) = decode_frame(buf, max)? else {
+        return Ok(None);
+    };
+    buf.advance(frame.payload.start);
+    let payload = buf.split_to(frame.payload.len()).freeze();
     buf.advance(1);
     Ok(Some(payload))
 }
 
 /// Append `payload` as a netstring to `out`.
 pub fn encode(payload: &[u8], out: &mut BytesMut) {
+    encode_parts(&[payload], out);
+}
+
+/// Append the concatenation of `parts` as one netstring, without building it first.
+pub fn encode_parts(parts: &[&[u8]], out: &mut BytesMut) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     // Decimal digits of the length, written back to front into a stack buffer.
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    let mut n = payload.len();
+    let mut n = len;
     loop {
         at -= 1;
         digits[at] = b'0' + (n % 10) as u8;
@@ -75,10 +104,12 @@ pub fn encode(payload: &[u8], out: &mut BytesMut) {
             break;
         }
     }
-    out.reserve(digits.len() - at + payload.len() + 2);
+    out.reserve(digits.len() - at + len + 2);
     out.extend_from_slice(&digits[at..]);
     out.extend_from_slice(b":");
-    out.extend_from_slice(payload);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
     out.extend_from_slice(b",");
 }
 

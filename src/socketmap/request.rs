@@ -1,6 +1,7 @@
 //! A socketmap request, `<map name> <key>` (SPEC 1.2), and the normalisation of the
 //! key into the policy domain (SPEC 1.6).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// One request, borrowed from the frame.
@@ -43,9 +44,11 @@ pub fn parse_request(frame: &[u8]) -> Result<Request<'_>, RequestError> {
 
 /// What a key means for us.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Key {
+pub enum Key<'a> {
     /// Look up the MTA-STS policy of this domain: lower-case A-labels, no trailing dot.
-    Domain(String),
+    /// Borrowed from the request when it already is in that form (the usual case:
+    /// no allocation on the answer path).
+    Domain(Cow<'a, str>),
     /// Answer `NOTFOUND ` at once, without any DNS traffic.
     Skip(Skip),
 }
@@ -78,7 +81,7 @@ impl Skip {
 /// - `.parent.example` → [`Skip::Parent`];
 /// - `[host]`, `[host]:port`, `host:port` → `host` (RFC 8461 §3.4);
 /// - IP literals and anything that is not a valid domain name → skipped.
-pub fn normalise_key(key: &str) -> Key {
+pub fn normalise_key(key: &str) -> Key<'_> {
     if key.starts_with('.') {
         return Key::Skip(Skip::Parent);
     }
@@ -90,13 +93,15 @@ pub fn normalise_key(key: &str) -> Key {
         return Key::Skip(Skip::IpLiteral);
     }
     let host = host.strip_suffix('.').unwrap_or(host);
-    let ascii = if host.is_ascii() {
-        host.to_ascii_lowercase()
-    } else {
+    let ascii: Cow<'_, str> = if !host.is_ascii() {
         match idna::domain_to_ascii_strict(host) {
-            Ok(a) => a,
+            Ok(a) => Cow::Owned(a),
             Err(_) => return Key::Skip(Skip::Invalid),
         }
+    } else if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
     };
     if is_policy_domain(&ascii) {
         Key::Domain(ascii)
@@ -180,8 +185,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn dom(s: &str) -> Key {
-        Key::Domain(s.to_string())
+    fn dom(s: &str) -> Key<'static> {
+        Key::Domain(Cow::Owned(s.to_string()))
     }
 
     #[test]
@@ -225,7 +230,7 @@ mod tests {
 
     #[test]
     fn normalise_table_spec_1_6() {
-        let cases: &[(&str, Key)] = &[
+        let cases: &[(&str, Key<'static>)] = &[
             // case and trailing dot
             ("example.com", dom("example.com")),
             ("EXAMPLE.Com", dom("example.com")),
@@ -302,7 +307,7 @@ mod tests {
         #[test]
         fn normalised_domains_are_fixed_points(s in "[a-zA-Z0-9.\\-\\[\\]:]{0,40}") {
             if let Key::Domain(d) = normalise_key(&s) {
-                prop_assert_eq!(normalise_key(&d), Key::Domain(d.clone()));
+                prop_assert_eq!(normalise_key(&d), Key::Domain(Cow::Borrowed(d.as_ref())));
                 prop_assert!(!d.ends_with('.'));
                 prop_assert_eq!(d.to_ascii_lowercase(), d);
             }

@@ -45,10 +45,7 @@ impl Reply {
             Reply::Timeout(d) => ("TIMEOUT ", d.as_str()),
             Reply::Perm(d) => ("PERM ", d.as_str()),
         };
-        let mut payload = Vec::with_capacity(status.len() + data.len());
-        payload.extend_from_slice(status.as_bytes());
-        payload.extend_from_slice(data.as_bytes());
-        netstring::encode(&payload, out);
+        netstring::encode_parts(&[status.as_bytes(), data.as_bytes()], out);
     }
 }
 

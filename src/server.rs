@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -26,20 +26,27 @@ const NOTFOUND: &[u8] = b"9:NOTFOUND ,";
 /// profile variants (strict_testing × servername) and kept with the policy.
 fn policy_reply<'p>(p: &'p CachedPolicy, profile: &Profile) -> &'p [u8] {
     let replies = p.replies.get_or_init(|| {
-        let mut all = Vec::with_capacity(4);
+        // Distinct replies only: NOTFOUND is static, and variants that answer alike
+        // share one buffer (most policies need one or two allocations, not four).
+        let mut all: Vec<Bytes> = Vec::with_capacity(4);
         for strict_testing in [false, true] {
             for servername in [false, true] {
                 let variant = Profile {
                     strict_testing,
                     servername,
                 };
-                let reply = match policy_answer(&p.policy, &variant) {
-                    Some(answer) => Reply::ok(answer),
-                    None => Reply::NotFound,
+                let framed = match policy_answer(&p.policy, &variant) {
+                    None => Bytes::from_static(NOTFOUND),
+                    Some(answer) => {
+                        let mut framed = BytesMut::new();
+                        Reply::ok(answer).encode(&mut framed);
+                        match all.iter().find(|b| **b == framed) {
+                            Some(same) => same.clone(),
+                            None => framed.freeze(),
+                        }
+                    }
                 };
-                let mut framed = BytesMut::new();
-                reply.encode(&mut framed);
-                all.push(framed.freeze());
+                all.push(framed);
             }
         }
         all.into_boxed_slice()

@@ -9,12 +9,31 @@ use crate::mta_sts::{Mode, Policy};
 /// `NOTFOUND ` (SPEC 6.2: `testing` and `none` stay opportunistic unless the profile
 /// sets `strict_testing`).
 pub fn policy_answer(policy: &Policy, profile: &Profile) -> Option<String> {
-    let enforced = match policy.mode {
+    if !enforced(policy.mode, profile) {
+        return None;
+    }
+    let mut answer = secure_match(policy)?;
+    answer.push_str(SERVERNAME_SUFFIX[usize::from(profile.servername)]);
+    Some(answer)
+}
+
+/// SPEC 6.1: appended when the profile checks the certificate against the MX name.
+/// Indexed by `profile.servername`.
+pub const SERVERNAME_SUFFIX: [&str; 2] = ["", " servername=hostname"];
+
+/// SPEC 6.2: does this profile enforce a policy in this mode?
+pub fn enforced(mode: Mode, profile: &Profile) -> bool {
+    match mode {
         Mode::Enforce => true,
         Mode::Testing => profile.strict_testing,
         Mode::None => false,
-    };
-    if !enforced || policy.mx.is_empty() {
+    }
+}
+
+/// `secure match=p1:p2:...`, the part of the answer every profile shares; `None` for
+/// a policy without mx (mode none).
+pub fn secure_match(policy: &Policy) -> Option<String> {
+    if policy.mx.is_empty() {
         return None;
     }
     // SPEC 6.1: patterns in policy order, without duplicates, `*.x` as `.x`.
@@ -32,9 +51,6 @@ pub fn policy_answer(policy: &Policy, profile: &Profile) -> Option<String> {
         }
         answer.push_str(&m);
         seen.insert(m);
-    }
-    if profile.servername {
-        answer.push_str(" servername=hostname");
     }
     Some(answer)
 }

@@ -9,49 +9,40 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::cache::{CachedPolicy, Lookup, PolicyCache};
 use crate::config::{Config, ListenAddr, Profile};
-use crate::postfix::policy_answer;
+use crate::postfix::{enforced, secure_match, SERVERNAME_SUFFIX};
+use crate::socketmap::response::MAX_REPLY;
 use crate::socketmap::{netstring, normalise_key, parse_request, Key, Reply, MAX_REQUEST};
 
 /// `NOTFOUND ` (SPEC 1.3: with its trailing space), framed.
 const NOTFOUND: &[u8] = b"9:NOTFOUND ,";
 
-/// The framed reply for a policy under a profile, built on first use for all four
-/// profile variants (strict_testing × servername) and kept with the policy.
-fn policy_reply<'p>(p: &'p CachedPolicy, profile: &Profile) -> &'p [u8] {
-    let replies = p.replies.get_or_init(|| {
-        // Distinct replies only: NOTFOUND is static, and variants that answer alike
-        // share one buffer (most policies need one or two allocations, not four).
-        let mut all: Vec<Bytes> = Vec::with_capacity(4);
-        for strict_testing in [false, true] {
-            for servername in [false, true] {
-                let variant = Profile {
-                    strict_testing,
-                    servername,
-                };
-                let framed = match policy_answer(&p.policy, &variant) {
-                    None => Bytes::from_static(NOTFOUND),
-                    Some(answer) => {
-                        let mut framed = BytesMut::new();
-                        Reply::ok(answer).encode(&mut framed);
-                        match all.iter().find(|b| **b == framed) {
-                            Some(same) => same.clone(),
-                            None => framed.freeze(),
-                        }
-                    }
-                };
-                all.push(framed);
-            }
+/// Append the framed reply for a policy under a profile. The `secure match=...` text
+/// is built on the first hit and kept with the policy; the rest is written around it.
+fn policy_reply(p: &CachedPolicy, profile: &Profile, out: &mut BytesMut) {
+    let answer = p.answer.get_or_init(|| {
+        let text = secure_match(&p.policy).unwrap_or_default();
+        let longest = "OK ".len() + text.len() + SERVERNAME_SUFFIX[1].len();
+        if longest >= MAX_REPLY - 8 {
+            log::warn!(
+                "policy answer of {} bytes is too long for Postfix; answering NOTFOUND",
+                text.len()
+            );
+            return Box::from("");
         }
-        all.into_boxed_slice()
+        text.into_boxed_str()
     });
-    &replies[usize::from(profile.strict_testing) * 2 + usize::from(profile.servername)]
+    if answer.is_empty() || !enforced(p.policy.mode, profile) {
+        return out.extend_from_slice(NOTFOUND);
+    }
+    let suffix = SERVERNAME_SUFFIX[usize::from(profile.servername)];
+    netstring::encode_parts(&[b"OK ", answer.as_bytes(), suffix.as_bytes()], out);
 }
 
 /// Turns one request frame into one reply. Shared by every connection.
@@ -104,7 +95,7 @@ impl Handler {
             self.log_unknown_map(request.map);
         }
         match self.cache.lookup(&domain).await {
-            Lookup::Policy(p) => out.extend_from_slice(policy_reply(&p, profile)),
+            Lookup::Policy(p) => policy_reply(&p, profile, out),
             Lookup::NoPolicy => out.extend_from_slice(NOTFOUND),
         }
     }

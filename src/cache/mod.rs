@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
@@ -67,19 +66,20 @@ pub struct CachedPolicy {
     pub id: String,
     /// Unix time of the last successful fetch: the `max_age` clock (SPEC 5.1).
     pub fetched: u64,
-    /// The replies this policy gives, built once by the server on the first hit so
-    /// that cache hits copy bytes and allocate nothing. Derived; never saved.
+    /// The `secure match=...` text of this policy's answer, built once by the server on
+    /// the first hit so that cache hits copy bytes and allocate nothing. Derived from
+    /// `policy`; never saved.
     #[serde(skip)]
-    pub replies: Memo,
+    pub answer: Memo,
 }
 
-/// A write-once slot for data derived from a policy (see [`CachedPolicy::replies`]).
+/// A write-once slot for text derived from a policy (see [`CachedPolicy::answer`]).
 /// Equal to any other: it holds nothing the policy does not determine.
 #[derive(Default, Clone)]
-pub struct Memo(OnceLock<Box<[Bytes]>>);
+pub struct Memo(OnceLock<Box<str>>);
 
 impl Memo {
-    pub fn get_or_init(&self, init: impl FnOnce() -> Box<[Bytes]>) -> &[Bytes] {
+    pub fn get_or_init(&self, init: impl FnOnce() -> Box<str>) -> &str {
         self.0.get_or_init(init)
     }
 }
@@ -104,7 +104,7 @@ impl CachedPolicy {
             policy,
             id,
             fetched,
-            replies: Memo::default(),
+            answer: Memo::default(),
         }
     }
 

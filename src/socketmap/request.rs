@@ -85,6 +85,21 @@ pub fn normalise_key(key: &str) -> Key<'_> {
     if key.starts_with('.') {
         return Key::Skip(Skip::Parent);
     }
+    // The common case, on the answer path: already lower-case letters, digits, `-`
+    // and `.`. One pass to see it, one to check the labels, nothing copied.
+    if key
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        let host = key.strip_suffix('.').unwrap_or(key);
+        return if is_policy_domain(host) {
+            Key::Domain(Cow::Borrowed(host))
+        } else if host.parse::<IpAddr>().is_ok() {
+            Key::Skip(Skip::IpLiteral)
+        } else {
+            Key::Skip(Skip::Invalid)
+        };
+    }
     let host = match strip_next_hop(key) {
         Ok(host) => host,
         Err(skip) => return Key::Skip(skip),

@@ -10,14 +10,14 @@ pub mod store;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::select_record;
@@ -173,7 +173,20 @@ pub struct PolicyCache {
     dirty: AtomicBool,
     /// Woken on every policy change so the saver can write soon.
     changed: Notify,
+    /// Rate-limits the warning about a failing resolver.
+    dns_trouble: RateLimited,
+    /// Bounds re-checks and refreshes ([`MAX_BACKGROUND`]).
+    background: Arc<Semaphore>,
+    /// Bounds answer-path resolutions ([`MAX_FOREGROUND`]).
+    foreground: Arc<Semaphore>,
 }
+
+/// Background resolutions (re-checks, refreshes) running at once. Each holds a DNS
+/// socket and maybe a TLS connection for up to a timeout; a silent resolver must not
+/// turn 100 000 cached domains into 100 000 open sockets.
+pub const MAX_BACKGROUND: usize = 32;
+/// Answer-path resolutions running at once; more wait (within the answer timeout).
+pub const MAX_FOREGROUND: usize = 256;
 
 /// How a lookup was answered, for `query` and the tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +210,9 @@ impl PolicyCache {
             clock,
             dirty: AtomicBool::new(false),
             changed: Notify::new(),
+            dns_trouble: RateLimited::default(),
+            background: Arc::new(Semaphore::new(MAX_BACKGROUND)),
+            foreground: Arc::new(Semaphore::new(MAX_FOREGROUND)),
         })
     }
 
@@ -236,10 +252,15 @@ impl PolicyCache {
                 Some(entry) => match entry.usable(now).cloned() {
                     Some(policy) => {
                         if now >= entry.checked.saturating_add(recheck) {
-                            // Marked now, so the hits that follow do not start another.
-                            entry.checked = now;
-                            drop(entries);
-                            drop(self.resolve_shared(domain, false));
+                            // Bounded: when DNS is slow or silent, re-checks must not pile
+                            // up (sockets, memory). Without a permit the check waits for a
+                            // later hit.
+                            if let Ok(permit) = Arc::clone(&self.background).try_acquire_owned() {
+                                // Marked now, so the hits that follow do not start another.
+                                entry.checked = now;
+                                drop(entries);
+                                drop(self.resolve_shared(domain, false, Some(permit)));
+                            }
                         }
                         return Lookup::Policy(policy);
                     }
@@ -251,7 +272,7 @@ impl PolicyCache {
         };
         debug_assert!(cached.is_none());
         let timeout = self.settings.read().unwrap().answer_timeout;
-        match tokio::time::timeout(timeout, self.resolve_shared(domain, false)).await {
+        match tokio::time::timeout(timeout, self.resolve_shared(domain, false, None)).await {
             Ok(Some(p)) => Lookup::Policy(p),
             Ok(None) => Lookup::NoPolicy,
             Err(_) => {
@@ -264,9 +285,25 @@ impl PolicyCache {
         }
     }
 
+    /// A permit for background work (re-checks, proactive refreshes): at most
+    /// [`MAX_BACKGROUND`] run at once.
+    pub async fn background_permit(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.background)
+            .acquire_owned()
+            .await
+            .expect("semaphore is never closed")
+    }
+
     /// Start (or join) the resolution of `domain`. It runs in its own task, so it
-    /// completes and updates the cache even if every waiter goes away.
-    pub fn resolve_shared(self: &Arc<Self>, domain: &str, refresh: bool) -> SharedResolution {
+    /// completes and updates the cache even if every waiter goes away. Background work
+    /// passes its [`background_permit`](Self::background_permit); answer-path misses
+    /// pass `None` and queue for one of [`MAX_FOREGROUND`] slots.
+    pub fn resolve_shared(
+        self: &Arc<Self>,
+        domain: &str,
+        refresh: bool,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> SharedResolution {
         let mut inflight = self.inflight.lock().unwrap();
         if let Some(running) = inflight.get(domain) {
             return running.clone();
@@ -279,6 +316,13 @@ impl PolicyCache {
             let _done = InflightGuard {
                 cache: Arc::clone(&this),
                 domain: owned.clone(),
+            };
+            let _permit = match permit {
+                Some(p) => p,
+                None => Arc::clone(&this.foreground)
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore is never closed"),
             };
             this.resolve(&owned, refresh).await
         });
@@ -416,18 +460,32 @@ impl PolicyCache {
         if !first {
             return;
         }
-        match (kept, problem) {
-            (Some(c), _) => log::warn!(
-                "{domain}: {text}; keeping the cached {} policy (id {}) until it expires in {} s",
+        let kept_text = |c: &CachedPolicy| {
+            format!(
+                "keeping the cached {} policy (id {}) until it expires in {} s",
                 c.policy.mode,
                 c.id,
                 c.expires().saturating_sub(now)
+            )
+        };
+        match (kept, problem) {
+            (_, Problem::NoRecord(_)) | (_, Problem::Record(_)) if kept.is_none() => {
+                log::debug!("{domain}: no MTA-STS policy ({text})")
+            }
+            // A broken resolver fails every domain at once: one line a minute for all
+            // of them, each domain's own line at debug (SPEC 7.2 spirit: no floods).
+            (_, Problem::Dns(_)) => {
+                let what = kept.map_or_else(|| "no policy yet".to_string(), kept_text);
+                log::debug!("{domain}: {text}; {what}");
+                self.dns_trouble.note(now, || {
+                    format!("DNS lookups are failing, e.g. {domain}: {text}; {what}")
+                });
+            }
+            (Some(c), _) => log::warn!("{domain}: {text}; {}", kept_text(c)),
+            (None, Problem::Fetch(_)) => log::warn!(
+                "{domain}: {text}; no policy, fetching again in {FETCH_FAILURE_BACKOFF} s or when the TXT id changes"
             ),
-            (None, Problem::NoRecord(_)) => log::debug!("{domain}: no MTA-STS policy ({text})"),
-            (None, _) => log::warn!(
-                "{domain}: {text}; no policy, retrying in {} s",
-                problem.backoff()
-            ),
+            (None, _) => log::warn!("{domain}: {text}; no policy"),
         }
     }
 
@@ -472,8 +530,8 @@ impl PolicyCache {
             .collect()
     }
 
-    /// Put persisted policies back (SPEC 5.8). Expired ones are skipped; the first
-    /// lookup of each re-checks its TXT id in the background.
+    /// Put persisted policies back (SPEC 5.8). Expired ones are skipped; each is
+    /// re-checked once `recheck` has passed, like any other.
     pub fn restore(&self, policies: Vec<(String, CachedPolicy)>) -> usize {
         let now = self.clock.now();
         let mut entries = self.entries.lock().unwrap();
@@ -486,6 +544,9 @@ impl PolicyCache {
                 domain,
                 Entry {
                     policy: Some(Arc::new(policy)),
+                    // Counted as checked at start-up: a restart must not become a burst
+                    // of one TXT query per known domain. Refreshes still run on time.
+                    checked: now,
                     ..Entry::default()
                 },
                 now,
@@ -508,6 +569,38 @@ impl PolicyCache {
 
 fn cap(size: usize) -> NonZeroUsize {
     NonZeroUsize::new(size).unwrap_or(NonZeroUsize::MIN)
+}
+
+/// A warning logged at most once a minute, with a count of what it stood for.
+#[derive(Default)]
+struct RateLimited {
+    /// Unix time of the last line.
+    last: AtomicU64,
+    /// Occurrences since the last line.
+    suppressed: AtomicU64,
+}
+
+impl RateLimited {
+    /// Log `line` unless a line was logged in the last minute; `true` if logged.
+    fn note(&self, now: u64, line: impl FnOnce() -> String) -> bool {
+        let last = self.last.load(Ordering::Relaxed);
+        if (last != 0 && now < last + 60)
+            || self
+                .last
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let more = self.suppressed.swap(0, Ordering::AcqRel);
+        if more > 0 {
+            log::warn!("{} (and {more} more since the last report)", line());
+        } else {
+            log::warn!("{}", line());
+        }
+        true
+    }
 }
 
 /// Removes a domain's in-flight resolution when the task ends (or unwinds).

@@ -4,19 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use super::store::Store;
 use super::PolicyCache;
 
 /// How often the cache is scanned for policies due for refresh.
 pub const SCAN_INTERVAL: Duration = Duration::from_secs(30);
-/// Refreshes running at once, so a large cache does not burst at one remote.
-pub const REFRESH_CONCURRENCY: usize = 16;
 
 /// Refresh every policy whose refresh time has come, forever.
 pub async fn refresher(cache: Arc<PolicyCache>, mut shutdown: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(REFRESH_CONCURRENCY));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SCAN_INTERVAL) => {}
@@ -27,15 +24,13 @@ pub async fn refresher(cache: Arc<PolicyCache>, mut shutdown: watch::Receiver<bo
             log::debug!("refreshing {} policies before they expire", due.len());
         }
         for domain in due {
+            // Shares the background bound with re-checks, so a large cache does not
+            // burst at the resolver or at one remote.
             let permit = tokio::select! {
-                p = Arc::clone(&permits).acquire_owned() => p.expect("semaphore is never closed"),
+                p = cache.background_permit() => p,
                 _ = shutdown.changed() => return,
             };
-            let resolution = cache.resolve_shared(&domain, true);
-            tokio::spawn(async move {
-                resolution.await;
-                drop(permit);
-            });
+            drop(cache.resolve_shared(&domain, true, Some(permit)));
         }
     }
 }

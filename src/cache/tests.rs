@@ -143,7 +143,7 @@ fn mode_of(l: &Lookup) -> Option<Mode> {
 
 /// Let spawned background work finish.
 async fn settle(cache: &PolicyCache) {
-    for _ in 0..100 {
+    for _ in 0..1000 {
         if cache.resolutions_in_flight() == 0 {
             return;
         }
@@ -513,7 +513,7 @@ async fn proactive_refresh_before_expiry_regardless_of_txt_spec_5_5() {
         },
     );
     let fetched_before = s.counts().1;
-    cache.resolve_shared("week.example", true).await;
+    cache.resolve_shared("week.example", true, None).await;
     assert_eq!(s.counts().1, fetched_before + 1);
     let Lookup::Policy(p) = cache.lookup("week.example").await else {
         panic!("policy lost")
@@ -544,7 +544,57 @@ async fn snapshot_and_restore_keep_usable_policies_spec_5_8() {
         mode_of(&fresh.lookup("a.example").await),
         Some(Mode::Enforce)
     );
-    assert_eq!(s2.counts().1, 0);
+    // Restored entries count as checked at start-up: no burst of TXT queries.
+    assert_eq!(s2.counts(), (0, 0));
+    clock2.advance(60);
+    fresh.lookup("a.example").await;
+    settle(&fresh).await;
+    assert_eq!(s2.counts(), (1, 0));
+}
+
+#[tokio::test]
+async fn background_rechecks_are_bounded_when_dns_is_silent() {
+    let (cache, s, clock) = setup(1000);
+    for i in 0..100 {
+        let d = format!("d{i}.example");
+        s.record(&d, "1");
+        s.policy(&d, "enforce", "mx.example.com", 86400);
+        cache.lookup(&d).await;
+    }
+    s.delay_ms.store(500, Ordering::SeqCst); // DNS now hangs for half a second
+    clock.advance(61);
+    let started = std::time::Instant::now();
+    for i in 0..100 {
+        let d = format!("d{i}.example");
+        assert_eq!(mode_of(&cache.lookup(&d).await), Some(Mode::Enforce));
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "hits never wait"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        s.counts().0,
+        100 + MAX_BACKGROUND,
+        "only {MAX_BACKGROUND} re-checks at once"
+    );
+    settle(&cache).await;
+    // The rest are picked up by later hits, once permits are free.
+    for i in 0..100 {
+        cache.lookup(&format!("d{i}.example")).await;
+    }
+    settle(&cache).await;
+    assert!(s.counts().0 > 100 + MAX_BACKGROUND);
+}
+
+#[test]
+fn resolver_trouble_is_logged_once_a_minute() {
+    let limit = RateLimited::default();
+    assert!(limit.note(T0, String::new));
+    assert!(!limit.note(T0 + 1, String::new));
+    assert!(!limit.note(T0 + 59, String::new));
+    assert!(limit.note(T0 + 60, String::new));
+    assert_eq!(limit.suppressed.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

@@ -35,7 +35,7 @@ pub struct Resolvers {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
     /// NXDOMAIN or NOERROR/NODATA: the domain publishes nothing.
-    #[error("{}", if *.nxdomain { "NXDOMAIN" } else { "no TXT record (NODATA)" })]
+    #[error("{}", if *.nxdomain { "NXDOMAIN" } else { "no records of that type (NODATA)" })]
     NoRecords {
         nxdomain: bool,
         /// From the SOA in the answer, when there was one (SPEC 5.6).

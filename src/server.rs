@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
@@ -297,8 +299,21 @@ pub async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if *shutdown.borrow_and_update() {
+        return;
+    }
+    // One timer and one shutdown waiter for the whole connection, not one per
+    // request: the timer is re-armed only when it fires early (activity since), or
+    // when a stalled request brings the deadline forward.
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    let stop = shutdown.changed();
+    tokio::pin!(stop);
     let mut input = BytesMut::with_capacity(512);
     let mut output = BytesMut::with_capacity(512);
+    let mut last_read = Instant::now();
+    // When the request now in `input` began to arrive.
+    let mut request_started: Option<Instant> = None;
     loop {
         let mut close = false;
         loop {
@@ -324,31 +339,48 @@ pub async fn serve_connection<S>(
         if !flush(&mut stream, &mut output, idle).await {
             return;
         }
-        if close || *shutdown.borrow() {
+        if close {
             let _ = tokio::time::timeout(idle, stream.shutdown()).await;
             return;
         }
-        // Waiting for a new request: the idle timeout. In the middle of one: the
-        // (shorter) request timeout.
-        let wait = if input.is_empty() {
-            idle
-        } else {
-            idle.min(REQUEST_TIMEOUT)
+        // Waiting for a new request: the idle timeout. In the middle of one: also the
+        // request timeout, counted from its first byte.
+        request_started = match (input.is_empty(), request_started) {
+            (true, _) => None,
+            (false, None) => Some(last_read),
+            (false, started) => started,
         };
-        let read = tokio::select! {
-            r = tokio::time::timeout(wait, stream.read_buf(&mut input)) => r,
-            _ = shutdown.changed() => return,
+        let deadline = match request_started {
+            None => last_read + idle,
+            Some(t) => (t + REQUEST_TIMEOUT).min(last_read + idle),
         };
-        match read {
-            Ok(Ok(0)) | Ok(Err(_)) => return,
-            Ok(Ok(_)) => {}
-            Err(_) if input.is_empty() => {
-                log::debug!("closing a connection idle for {wait:?}");
-                return;
-            }
-            Err(_) => {
-                log::warn!("closing a connection that sent an incomplete request for {wait:?}");
-                return;
+        if deadline < timer.deadline() {
+            timer.as_mut().reset(deadline);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                read = stream.read_buf(&mut input) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        break;
+                    }
+                },
+                () = &mut timer => {
+                    if Instant::now() < deadline {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
+                    if request_started.is_some() {
+                        log::warn!("closing a connection that left a request incomplete");
+                    } else {
+                        log::debug!("closing a connection idle for {idle:?}");
+                    }
+                    return;
+                }
+                // SPEC 7.3: between requests, shutdown closes the connection.
+                _ = &mut stop => return,
             }
         }
     }

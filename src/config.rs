@@ -34,6 +34,7 @@ pub struct Config {
     pub fetch: FetchConfig,
     pub cache: CacheConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
     /// Socketmap name → profile. Always contains [`DEFAULT_PROFILE`] (added with
     /// defaults when the file does not define it).
     pub profiles: BTreeMap<String, Profile>,
@@ -106,6 +107,13 @@ pub struct LogConfig {
     pub level: log::LevelFilter,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics` (Prometheus text format) and `GET /healthz`.
+    /// Default: off.
+    pub listen: Option<SocketAddr>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
     /// SPEC 6.2: answer `testing` policies like `enforce`. Default false.
@@ -160,6 +168,7 @@ impl Default for Config {
             fetch: FetchConfig::default(),
             cache: CacheConfig::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
             profiles: BTreeMap::from([(DEFAULT_PROFILE.to_owned(), Profile::default())]),
         }
     }
@@ -401,6 +410,7 @@ struct RawConfig {
     fetch: Table<RawFetch>,
     cache: Table<RawCache>,
     log: Table<RawLog>,
+    metrics: Table<RawMetrics>,
     profiles: Table<BTreeMap<ProfileName, Table<RawProfile>>>,
 }
 
@@ -472,6 +482,12 @@ struct RawLog {
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<InetAddr>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct RawProfile {
     strict_testing: Option<bool>,
     servername: Option<bool>,
@@ -488,6 +504,7 @@ impl RawConfig {
             fetch: Table(fetch),
             cache: Table(cache),
             log: Table(log),
+            metrics: Table(metrics),
             profiles: Table(raw_profiles),
         } = self;
         let d = Config::default();
@@ -545,6 +562,9 @@ impl RawConfig {
                 target: log.target.map_or(d.log.target, |t| t.0),
                 level: log.level.map_or(d.log.level, |l| l.0),
             },
+            metrics: MetricsConfig {
+                listen: metrics.listen.map(|a| a.0),
+            },
             profiles,
         })
     }
@@ -553,6 +573,21 @@ impl RawConfig {
 // ---------------------------------------------------------------------------
 // Validating value types. Each rejects a bad value with a message saying what
 // would be accepted; toml adds the span.
+
+/// `IP:port` (IPv6 in brackets).
+#[derive(Debug)]
+struct InetAddr(SocketAddr);
+
+impl<'de> Deserialize<'de> for InetAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(InetAddr).map_err(|_| {
+            de::Error::custom(format!(
+                "{text:?} is not an address: expected IP:port like \"127.0.0.1:9461\" or \"[::1]:9461\""
+            ))
+        })
+    }
+}
 
 /// Parse `500ms`, `10s`, `5m`, `1h`, `1d` (no space, no sign, no fraction).
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -974,6 +1009,19 @@ mod tests {
         // Empty sections change nothing either.
         let sections = "[server]\n[dns]\n[fetch]\n[cache]\n[log]\n[profiles]\n";
         assert_eq!(parse(sections).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn metrics_listen() {
+        assert_eq!(parse("").unwrap().metrics.listen, None);
+        let c = parse("[metrics]\nlisten = \"127.0.0.1:9461\"\n").unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9461".parse().unwrap()));
+        assert_error(
+            "[metrics]\nlisten = \"localhost\"\n",
+            2,
+            "metrics.listen",
+            "expected IP:port",
+        );
     }
 
     #[test]

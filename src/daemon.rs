@@ -63,6 +63,7 @@ pub struct Daemon {
     handler: Arc<Handler>,
     store: Option<Arc<Store>>,
     addrs: Vec<BoundAddr>,
+    metrics_addr: Option<std::net::SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     server: JoinHandle<()>,
@@ -73,6 +74,21 @@ impl Daemon {
     /// runtime. Nothing is served before every listener is bound.
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Daemon, StartError> {
         let config = Arc::new(config);
+        // Before any metric handle is registered, so that they count.
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) => {
+                crate::metrics::install();
+                Some(
+                    crate::metrics::bind(addr)
+                        .await
+                        .map_err(|source| StartError::Listen {
+                            addr: format!("{addr} (metrics)"),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let resolvers = build_resolvers(&config)?;
         let cache = PolicyCache::new(config.cache.size, cache_settings(&config), resolvers, clock);
 
@@ -100,6 +116,7 @@ impl Daemon {
             listeners.push(l);
         }
         let addrs: Vec<BoundAddr> = listeners.iter().map(Listener::local_addr).collect();
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let handler = Arc::new(Handler::new(Arc::clone(&cache), Arc::clone(&config)));
@@ -118,6 +135,13 @@ impl Daemon {
             Arc::clone(&cache),
             shutdown_rx.clone(),
         ))];
+        if let Some(listener) = metrics_listener {
+            tasks.push(tokio::spawn(crate::metrics::serve(
+                listener,
+                Arc::clone(&cache),
+                shutdown_rx.clone(),
+            )));
+        }
         if let Some(store) = &store {
             tasks.push(tokio::spawn(refresh::saver(
                 Arc::clone(&cache),
@@ -138,6 +162,7 @@ impl Daemon {
             handler,
             store,
             addrs,
+            metrics_addr,
             shutdown,
             tasks,
             server,
@@ -157,6 +182,11 @@ impl Daemon {
         })
     }
 
+    /// Where `/metrics` and `/healthz` are served, when configured.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
+    }
+
     pub fn cache(&self) -> &Arc<PolicyCache> {
         &self.cache
     }
@@ -168,6 +198,9 @@ impl Daemon {
         let resolvers = build_resolvers(&config)?;
         if config.server != self.config.server {
             log::warn!("changes to [server] (listen, limits) take effect only after a restart");
+        }
+        if config.metrics != self.config.metrics {
+            log::warn!("changes to [metrics] take effect only after a restart");
         }
         if config.cache.state_dir != self.config.cache.state_dir {
             log::warn!("a new cache.state_dir takes effect only after a restart");
@@ -193,8 +226,14 @@ impl Daemon {
             let snapshot = self.cache.snapshot();
             let n = snapshot.len();
             match store.save(&snapshot) {
-                Ok(()) => log::info!("saved {n} policies to {}", store.path().display()),
-                Err(e) => log::error!("{e}; the cache was not saved"),
+                Ok(()) => {
+                    crate::metrics::store_save(true);
+                    log::info!("saved {n} policies to {}", store.path().display())
+                }
+                Err(e) => {
+                    crate::metrics::store_save(false);
+                    log::error!("{e}; the cache was not saved")
+                }
             }
         }
     }

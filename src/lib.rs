@@ -32,6 +32,7 @@
 //! | [`config`] | 7.4 configuration errors, 7.5 listen defaults |
 //! | [`logging`] | 7.2 syslog / stderr |
 //! | [`daemon`] | 7.1 `serve`, 7.3 SIGHUP reload and shutdown wiring |
+//! | [`metrics`] | Prometheus `/metrics` and `/healthz` (issue 4) |
 //! | [`query`] | 7.1 `query` |
 //! | [`check`], [`tlsrpt`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
 //!
@@ -44,6 +45,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod logging;
+pub mod metrics;
 pub mod mta_sts;
 pub mod postfix;
 pub mod query;

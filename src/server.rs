@@ -25,9 +25,10 @@ use crate::socketmap::{netstring, normalise_key, parse_request, Key, Reply, MAX_
 /// `NOTFOUND ` (SPEC 1.3: with its trailing space), framed.
 const NOTFOUND: &[u8] = b"9:NOTFOUND ,";
 
-/// Append the framed reply for a policy under a profile. The `secure match=...` text
-/// is built on the first hit and kept with the policy; the rest is written around it.
-fn policy_reply(p: &CachedPolicy, profile: &Profile, out: &mut BytesMut) {
+/// Append the framed reply for a policy under a profile; `true` for an `OK`. The
+/// `secure match=...` text is built on the first hit and kept with the policy; the
+/// rest is written around it.
+fn policy_reply(p: &CachedPolicy, profile: &Profile, out: &mut BytesMut) -> bool {
     let answer = p.answer.get_or_init(|| {
         let text = secure_match(&p.policy).unwrap_or_default();
         let longest = "OK ".len() + text.len() + SERVERNAME_SUFFIX[1].len();
@@ -41,10 +42,12 @@ fn policy_reply(p: &CachedPolicy, profile: &Profile, out: &mut BytesMut) {
         text.into_boxed_str()
     });
     if answer.is_empty() || !enforced(p.policy.mode, profile) {
-        return out.extend_from_slice(NOTFOUND);
+        out.extend_from_slice(NOTFOUND);
+        return false;
     }
     let suffix = SERVERNAME_SUFFIX[usize::from(profile.servername)];
     netstring::encode_parts(&[b"OK ", answer.as_bytes(), suffix.as_bytes()], out);
+    true
 }
 
 /// Turns one request frame into one reply. Shared by every connection.
@@ -77,6 +80,7 @@ impl Handler {
             Ok(r) => r,
             Err(e) => {
                 log::warn!("refused request {:?}: {e}", String::from_utf8_lossy(frame));
+                crate::metrics::get().answers_perm.increment(1);
                 return Reply::Perm(e.to_string()).encode(out);
             }
         };
@@ -88,6 +92,7 @@ impl Handler {
                     request.key,
                     why.as_str()
                 );
+                crate::metrics::get().answers_skipped.increment(1);
                 return out.extend_from_slice(NOTFOUND);
             }
         };
@@ -96,9 +101,18 @@ impl Handler {
         if !known {
             self.log_unknown_map(request.map);
         }
-        match self.cache.lookup(&domain).await {
+        let enforced = match self.cache.lookup(&domain).await {
             Lookup::Policy(p) => policy_reply(&p, profile, out),
-            Lookup::NoPolicy => out.extend_from_slice(NOTFOUND),
+            Lookup::NoPolicy => {
+                out.extend_from_slice(NOTFOUND);
+                false
+            }
+        };
+        let m = crate::metrics::get();
+        if enforced {
+            m.answers_ok.increment(1);
+        } else {
+            m.answers_notfound.increment(1);
         }
     }
 
@@ -249,6 +263,8 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         let done = done.clone();
         tokio::spawn(async move {
+            let connections = &crate::metrics::get().connections;
+            connections.increment(1.0);
             match stream {
                 Stream::Tcp(s) => {
                     let _ = s.set_nodelay(true);
@@ -258,6 +274,7 @@ async fn accept_loop(
                     serve_connection(s, &handler, limits.idle_timeout, shutdown).await
                 }
             }
+            connections.decrement(1.0);
             drop(permit);
             drop(done);
         });

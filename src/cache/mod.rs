@@ -21,7 +21,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::select_record;
-use crate::mta_sts::Policy;
+use crate::mta_sts::{Mode, Policy};
 use crate::resolver::{DnsError, FetchError, Resolvers};
 
 /// Wall-clock seconds since the Unix epoch. A trait so tests can move time.
@@ -188,6 +188,16 @@ pub const MAX_BACKGROUND: usize = 32;
 /// Answer-path resolutions running at once; more wait (within the answer timeout).
 pub const MAX_FOREGROUND: usize = 256;
 
+/// See [`PolicyCache::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub policies: usize,
+    pub misses: usize,
+    pub enforce: usize,
+    pub testing: usize,
+    pub none: usize,
+}
+
 /// How a lookup was answered, for `query` and the tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -235,6 +245,27 @@ impl PolicyCache {
         self.len() == 0
     }
 
+    /// Counts for the metrics endpoint: entries by kind, usable policies by mode.
+    /// Walks the cache: for scrapes, not for the answer path.
+    pub fn stats(&self) -> CacheStats {
+        let now = self.clock.now();
+        let entries = self.entries.lock().unwrap();
+        let mut stats = CacheStats {
+            policies: entries.policies.len(),
+            misses: entries.misses.len(),
+            ..CacheStats::default()
+        };
+        for (_, e) in entries.policies.iter() {
+            match e.usable(now).map(|p| p.policy.mode) {
+                Some(Mode::Enforce) => stats.enforce += 1,
+                Some(Mode::Testing) => stats.testing += 1,
+                Some(Mode::None) => stats.none += 1,
+                None => {}
+            }
+        }
+        stats
+    }
+
     /// Resolutions running now (answer-path misses, re-checks and refreshes).
     pub fn resolutions_in_flight(&self) -> usize {
         self.inflight.lock().unwrap().len()
@@ -262,15 +293,20 @@ impl PolicyCache {
                                 drop(self.resolve_shared(domain, false, Some(permit)));
                             }
                         }
+                        crate::metrics::get().cache_hits.increment(1);
                         return Lookup::Policy(policy);
                     }
-                    None if now < entry.quiet_until => return Lookup::NoPolicy,
+                    None if now < entry.quiet_until => {
+                        crate::metrics::get().cache_negative_hits.increment(1);
+                        return Lookup::NoPolicy;
+                    }
                     None => None::<()>,
                 },
                 None => None,
             }
         };
         debug_assert!(cached.is_none());
+        crate::metrics::get().cache_misses.increment(1);
         let timeout = self.settings.read().unwrap().answer_timeout;
         match tokio::time::timeout(timeout, self.resolve_shared(domain, false, None)).await {
             Ok(Some(p)) => Lookup::Policy(p),
@@ -343,12 +379,28 @@ impl PolicyCache {
                 None => (None, None),
             }
         };
+        crate::metrics::resolution(match (refresh, &cached) {
+            (true, _) => "refresh",
+            (false, Some(_)) => "recheck",
+            (false, None) => "miss",
+        });
         let txt_name = format!("_mta-sts.{domain}");
-        let discovery = match resolvers.txt.lookup_txt(&txt_name).await {
+        let started = std::time::Instant::now();
+        let answer = resolvers.txt.lookup_txt(&txt_name).await;
+        crate::metrics::get()
+            .dns_seconds
+            .record(started.elapsed().as_secs_f64());
+        let discovery = match answer {
             Ok(records) => select_record(&records).map_err(|e| Problem::Record(e.to_string())),
             Err(DnsError::NoRecords { negative_ttl, .. }) => Err(Problem::NoRecord(negative_ttl)),
             Err(DnsError::Failed(e)) => Err(Problem::Dns(e)),
         };
+        crate::metrics::discovery(match &discovery {
+            Ok(_) => "record",
+            Err(Problem::NoRecord(_)) => "no_record",
+            Err(Problem::Record(_)) => "invalid",
+            Err(_) => "error",
+        });
         let now = self.clock.now();
         match discovery {
             Ok(record) => {
@@ -404,10 +456,18 @@ impl PolicyCache {
         cached: Option<Arc<CachedPolicy>>,
         resolvers: &Resolvers,
     ) -> Option<Arc<CachedPolicy>> {
+        let started = std::time::Instant::now();
         let result = match resolvers.fetch.fetch(domain).await {
             Ok(body) => parse_policy(&body).map_err(|e| FetchError::Parse(e.to_string())),
             Err(e) => Err(e),
         };
+        crate::metrics::get()
+            .fetch_seconds
+            .record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => crate::metrics::fetch(true, ""),
+            Err(e) => crate::metrics::fetch(false, e.stage()),
+        }
         let now = self.clock.now();
         match result {
             Ok(policy) => {
@@ -732,6 +792,9 @@ impl std::fmt::Display for Problem {
 }
 
 fn log_policy_change(domain: &str, old: Option<&CachedPolicy>, new: &CachedPolicy) {
+    if old.is_none_or(|o| o.policy != new.policy || o.id != new.id) {
+        crate::metrics::policy_change();
+    }
     let mx: Vec<String> = new.policy.mx.iter().map(|m| m.to_string()).collect();
     match old {
         None => log::info!(

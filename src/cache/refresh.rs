@@ -70,8 +70,12 @@ pub async fn save_if_dirty(cache: &Arc<PolicyCache>, store: &Arc<Store>) {
     let n = snapshot.len();
     let result = tokio::task::spawn_blocking(move || store.save(&snapshot)).await;
     match result {
-        Ok(Ok(())) => log::debug!("saved {n} policies"),
+        Ok(Ok(())) => {
+            crate::metrics::store_save(true);
+            log::debug!("saved {n} policies")
+        }
         Ok(Err(e)) => {
+            crate::metrics::store_save(false);
             log::error!("{e}; policies learnt since the last save would be lost on restart");
             cache
                 .dirty

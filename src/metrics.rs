@@ -1,0 +1,178 @@
+//! Prometheus metrics and the health check (`[metrics] listen`).
+//!
+//! Counters on the answer path are handles registered once ([`get`]): an increment
+//! is an atomic add, with no lookup and no allocation. Without `[metrics] listen`
+//! no recorder is installed and every handle is a no-op.
+//!
+//! The endpoint is a deliberately tiny HTTP/1.1 server: `GET /metrics` (text format
+//! 0.0.4) and `GET /healthz`, one request per connection.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cache::PolicyCache;
+
+/// Handles for everything counted on hot or warm paths.
+pub struct Metrics {
+    pub answers_ok: Counter,
+    pub answers_notfound: Counter,
+    pub answers_skipped: Counter,
+    pub answers_perm: Counter,
+    pub cache_hits: Counter,
+    pub cache_negative_hits: Counter,
+    pub cache_misses: Counter,
+    pub connections: Gauge,
+    pub dns_seconds: Histogram,
+    pub fetch_seconds: Histogram,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The handles. Registered on first use: [`install`] must run before that to make
+/// them count.
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(|| Metrics {
+        answers_ok: counter!("mtastsd_requests_total", "answer" => "ok"),
+        answers_notfound: counter!("mtastsd_requests_total", "answer" => "notfound"),
+        answers_skipped: counter!("mtastsd_requests_total", "answer" => "skipped"),
+        answers_perm: counter!("mtastsd_requests_total", "answer" => "perm"),
+        cache_hits: counter!("mtastsd_cache_lookups_total", "result" => "hit"),
+        cache_negative_hits: counter!("mtastsd_cache_lookups_total", "result" => "negative"),
+        cache_misses: counter!("mtastsd_cache_lookups_total", "result" => "miss"),
+        connections: gauge!("mtastsd_connections"),
+        dns_seconds: histogram!("mtastsd_dns_lookup_seconds"),
+        fetch_seconds: histogram!("mtastsd_policy_fetch_seconds"),
+    })
+}
+
+/// A resolution finished (`kind`: miss, recheck, refresh).
+pub fn resolution(kind: &'static str) {
+    counter!("mtastsd_resolutions_total", "kind" => kind).increment(1);
+}
+
+/// The outcome of a TXT lookup (`result`: record, no_record, invalid, error).
+pub fn discovery(result: &'static str) {
+    counter!("mtastsd_txt_lookups_total", "result" => result).increment(1);
+}
+
+/// The outcome of a policy fetch (`stage` is "" on success).
+pub fn fetch(ok: bool, stage: &'static str) {
+    if ok {
+        counter!("mtastsd_policy_fetches_total", "outcome" => "ok").increment(1);
+    } else {
+        counter!("mtastsd_policy_fetches_total", "outcome" => "error", "stage" => stage)
+            .increment(1);
+    }
+}
+
+/// A policy was learnt or replaced.
+pub fn policy_change() {
+    counter!("mtastsd_policy_changes_total").increment(1);
+}
+
+/// A save of the persistent cache.
+pub fn store_save(ok: bool) {
+    counter!("mtastsd_store_saves_total", "outcome" => if ok { "ok" } else { "error" })
+        .increment(1);
+}
+
+/// Install the process-wide recorder. Idempotent: a second daemon in the same
+/// process (tests) shares the first one's.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let buckets = [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let handle = PrometheusBuilder::new()
+            .set_buckets(&buckets)
+            .expect("bucket list is not empty")
+            .install_recorder()
+            .expect("no other metrics recorder is installed");
+        gauge!("mtastsd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        handle
+    })
+}
+
+/// Serve `/metrics` and `/healthz` on `listener` until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    cache: Arc<PolicyCache>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let handle = install();
+    loop {
+        let (mut stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    log::warn!("metrics listener: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let cache = Arc::clone(&cache);
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(512);
+            let mut buf = [0u8; 512];
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                true
+            })
+            .await;
+            if read != Ok(true) {
+                return;
+            }
+            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+            let (status, body) = match line {
+                l if l.starts_with(b"GET /metrics ") => {
+                    update_gauges(&cache);
+                    handle.run_upkeep();
+                    ("200 OK", handle.render())
+                }
+                l if l.starts_with(b"GET /healthz ") => ("200 OK", "ok\n".to_string()),
+                _ => ("404 Not Found", "GET /metrics or /healthz\n".to_string()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Gauges computed at scrape time rather than maintained on every change.
+fn update_gauges(cache: &PolicyCache) {
+    let stats = cache.stats();
+    gauge!("mtastsd_cache_entries", "kind" => "policy").set(stats.policies as f64);
+    gauge!("mtastsd_cache_entries", "kind" => "negative").set(stats.misses as f64);
+    gauge!("mtastsd_resolutions_in_flight").set(cache.resolutions_in_flight() as f64);
+    for (mode, n) in [
+        ("enforce", stats.enforce),
+        ("testing", stats.testing),
+        ("none", stats.none),
+    ] {
+        gauge!("mtastsd_policies", "mode" => mode).set(n as f64);
+    }
+}
+
+/// Bind the metrics listener (loopback unless configured otherwise).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

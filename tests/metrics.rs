@@ -1,0 +1,145 @@
+//! The Prometheus endpoint: counters move as queries are made (issue 4). Its own test
+//! binary: the metrics recorder is process-wide.
+
+mod harness;
+mod support;
+
+use std::net::SocketAddr;
+
+use harness::{enforce, Client, TestClock};
+use support::World;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of one sample, e.g. `mtastsd_requests_total{answer="ok"}`.
+fn sample(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_cache_and_fetches() {
+    let world = World::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut config = harness::config(&world, state.path());
+    config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    let daemon = harness::start(config, TestClock::new()).await;
+    let metrics = daemon.metrics_addr().expect("metrics listener");
+
+    let (status, body) = get(metrics, "/healthz").await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "ok\n")
+    );
+    let (status, _) = get(metrics, "/nothing").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+
+    world.publish("example.com", "1", &enforce(&["mx.example.com"]));
+    let mut c = Client::connect(daemon.inet_addr().unwrap()).await;
+    c.query("postfix", "example.com").await; // miss, fetch, OK
+    c.query("postfix", "example.com").await; // hit, OK
+    c.query("postfix", "example.com").await; // hit, OK
+    c.query("postfix", "nopolicy.example").await; // miss, NOTFOUND
+    c.query("postfix", "nopolicy.example").await; // negative hit, NOTFOUND
+    c.query("postfix", "[192.0.2.1]").await; // skipped
+    c.send_raw(harness::netstring("nospace").as_bytes()).await;
+    assert!(c.reply().await.unwrap().starts_with("PERM"));
+
+    let (status, body) = get(metrics, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(sample(&body, r#"mtastsd_requests_total{answer="ok"}"#), 3.0);
+    assert_eq!(
+        sample(&body, r#"mtastsd_requests_total{answer="notfound"}"#),
+        2.0
+    );
+    assert_eq!(
+        sample(&body, r#"mtastsd_requests_total{answer="skipped"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&body, r#"mtastsd_requests_total{answer="perm"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&body, r#"mtastsd_cache_lookups_total{result="hit"}"#),
+        2.0
+    );
+    assert_eq!(
+        sample(&body, r#"mtastsd_cache_lookups_total{result="miss"}"#),
+        2.0
+    );
+    assert_eq!(
+        sample(&body, r#"mtastsd_cache_lookups_total{result="negative"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&body, r#"mtastsd_resolutions_total{kind="miss"}"#),
+        2.0
+    );
+    assert_eq!(
+        sample(&body, r#"mtastsd_txt_lookups_total{result="record"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&body, r#"mtastsd_txt_lookups_total{result="no_record"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&body, r#"mtastsd_policy_fetches_total{outcome="ok"}"#),
+        1.0
+    );
+    assert_eq!(sample(&body, r#"mtastsd_policy_changes_total"#), 1.0);
+    assert_eq!(sample(&body, r#"mtastsd_policies{mode="enforce"}"#), 1.0);
+    assert_eq!(
+        sample(&body, r#"mtastsd_cache_entries{kind="policy"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&body, r#"mtastsd_cache_entries{kind="negative"}"#),
+        1.0
+    );
+    assert_eq!(sample(&body, r#"mtastsd_connections"#), 1.0);
+    assert_eq!(sample(&body, r#"mtastsd_dns_lookup_seconds_count"#), 2.0);
+    assert_eq!(sample(&body, r#"mtastsd_policy_fetch_seconds_count"#), 1.0);
+    let version = format!(
+        r#"mtastsd_build_info{{version="{}"}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&body, &version), 1.0);
+
+    // A failing fetch is counted with its stage.
+    world.publish("broken.example", "1", &enforce(&["mx.broken.example"]));
+    world.https.set_reply(
+        &support::policy_host("broken.example"),
+        support::Reply::status(404),
+    );
+    c.query("postfix", "broken.example").await;
+    c.query("postfix", "example.com").await;
+    let (_, body) = get(metrics, "/metrics").await;
+    assert_eq!(
+        sample(
+            &body,
+            r#"mtastsd_policy_fetches_total{outcome="error",stage="http-status"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&body, r#"mtastsd_cache_lookups_total{result="hit"}"#),
+        3.0
+    );
+    daemon.shutdown().await;
+}

@@ -97,6 +97,19 @@ pub fn install() -> &'static PrometheusHandle {
             .install_recorder()
             .expect("no other metrics recorder is installed");
         gauge!("mtastsd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        // Every series that can appear, from the start at 0: a rate over a series
+        // that does not exist yet is "no data", not 0.
+        for kind in ["miss", "recheck", "refresh"] {
+            counter!("mtastsd_resolutions_total", "kind" => kind).increment(0);
+        }
+        for result in ["record", "no_record", "invalid", "error"] {
+            counter!("mtastsd_txt_lookups_total", "result" => result).increment(0);
+        }
+        counter!("mtastsd_policy_fetches_total", "outcome" => "ok").increment(0);
+        counter!("mtastsd_policy_changes_total").increment(0);
+        for outcome in ["ok", "error"] {
+            counter!("mtastsd_store_saves_total", "outcome" => outcome).increment(0);
+        }
         handle
     })
 }

@@ -141,5 +141,23 @@ async fn metrics_count_requests_cache_and_fetches() {
         sample(&body, r#"mtastsd_cache_lookups_total{result="hit"}"#),
         3.0
     );
+
+    // The Grafana dashboard in contrib/ only uses metrics that exist.
+    let dashboard = include_str!("../contrib/grafana-dashboard.json");
+    let _: serde_json::Value = serde_json::from_str(dashboard).expect("dashboard is JSON");
+    let mut used: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("mtastsd_"))
+        .collect();
+    used.sort();
+    used.dedup();
+    assert!(used.len() >= 10, "{used:?}");
+    for name in used {
+        let base = name.strip_suffix("_bucket").unwrap_or(name);
+        assert!(
+            body.lines().any(|l| l.starts_with(base)),
+            "dashboard uses {name}, which /metrics does not export"
+        );
+    }
     daemon.shutdown().await;
 }

@@ -35,6 +35,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    /// The shared cache, when `cache.backend = "redis"`.
+    pub redis: Option<RedisConfig>,
     /// Socketmap name → profile. Always contains [`DEFAULT_PROFILE`] (added with
     /// defaults when the file does not define it).
     pub profiles: BTreeMap<String, Profile>,
@@ -107,6 +109,19 @@ pub struct LogConfig {
     pub level: log::LevelFilter,
 }
 
+/// `[redis]`: the shared cache of a cluster (`cache.backend = "redis"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host[:port][/db]` or `rediss://...` (TLS).
+    pub url: String,
+    /// Prepended to every key, so several clusters can share one Redis.
+    /// Default `mtastsd:`.
+    pub prefix: String,
+    /// Longest wait for one Redis command; past it the node carries on alone.
+    /// Default 250 ms.
+    pub timeout: Duration,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsConfig {
     /// Where to serve `GET /metrics` (Prometheus text format) and `GET /healthz`.
@@ -169,6 +184,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            redis: None,
             profiles: BTreeMap::from([(DEFAULT_PROFILE.to_owned(), Profile::default())]),
         }
     }
@@ -411,6 +427,7 @@ struct RawConfig {
     cache: Table<RawCache>,
     log: Table<RawLog>,
     metrics: Table<RawMetrics>,
+    redis: Option<Table<RawRedis>>,
     profiles: Table<BTreeMap<ProfileName, Table<RawProfile>>>,
 }
 
@@ -471,6 +488,7 @@ struct RawCache {
     state_dir: Option<StateDir>,
     recheck: Option<Dur<UNLIMITED>>,
     save_interval: Option<Dur<UNLIMITED>>,
+    backend: Option<Spanned<Backend>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -478,6 +496,49 @@ struct RawCache {
 struct RawLog {
     target: Option<Target>,
     level: Option<Level>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawRedis {
+    url: Option<RedisUrl>,
+    prefix: Option<String>,
+    /// A shared-cache call must never hold an answer up for long.
+    timeout: Option<Dur<5>>,
+}
+
+#[derive(Debug)]
+struct RedisUrl(String);
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.starts_with("redis://") || text.starts_with("rediss://") {
+            Ok(RedisUrl(text))
+        } else {
+            Err(de::Error::custom(
+                "expected a URL like \"redis://127.0.0.1:6379/0\" or \"rediss://:password@host:6380\"",
+            ))
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Backend {
+    Local,
+    Redis,
+}
+
+impl<'de> Deserialize<'de> for Backend {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match String::deserialize(deserializer)?.as_str() {
+            "local" => Ok(Backend::Local),
+            "redis" => Ok(Backend::Redis),
+            other => Err(de::Error::custom(format!(
+                "{other:?}: expected \"local\" (the default) or \"redis\""
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -505,8 +566,34 @@ impl RawConfig {
             cache: Table(cache),
             log: Table(log),
             metrics: Table(metrics),
+            redis: raw_redis,
             profiles: Table(raw_profiles),
         } = self;
+        let redis = match (
+            cache.backend.as_ref().map(|b| (b.span(), b.get_ref())),
+            raw_redis,
+        ) {
+            (Some((_, Backend::Redis)), Some(Table(r))) => match r.url {
+                Some(RedisUrl(url)) => Some(RedisConfig {
+                    url,
+                    prefix: r.prefix.unwrap_or_else(|| "mtastsd:".to_string()),
+                    timeout: r.timeout.map_or(Duration::from_millis(250), |t| t.0),
+                }),
+                None => {
+                    return Err((
+                        cache.backend.as_ref().expect("matched").span(),
+                        "backend \"redis\" needs url in a [redis] section".to_string(),
+                    ))
+                }
+            },
+            (Some((span, Backend::Redis)), None) => {
+                return Err((
+                    span,
+                    "backend \"redis\" needs a [redis] section with url".to_string(),
+                ))
+            }
+            _ => None,
+        };
         let d = Config::default();
 
         let listen = match server.listen {
@@ -565,6 +652,7 @@ impl RawConfig {
             metrics: MetricsConfig {
                 listen: metrics.listen.map(|a| a.0),
             },
+            redis,
             profiles,
         })
     }
@@ -1009,6 +1097,54 @@ mod tests {
         // Empty sections change nothing either.
         let sections = "[server]\n[dns]\n[fetch]\n[cache]\n[log]\n[profiles]\n";
         assert_eq!(parse(sections).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn redis_backend() {
+        assert_eq!(parse("").unwrap().redis, None);
+        // A [redis] section alone does not switch the backend.
+        assert_eq!(
+            parse("[redis]\nurl = \"redis://127.0.0.1\"\n")
+                .unwrap()
+                .redis,
+            None
+        );
+        let c = parse(
+            "[cache]\nbackend = \"redis\"\n[redis]\nurl = \"redis://:pw@10.0.0.1:6379/2\"\ntimeout = \"100ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.redis,
+            Some(RedisConfig {
+                url: "redis://:pw@10.0.0.1:6379/2".into(),
+                prefix: "mtastsd:".into(),
+                timeout: Duration::from_millis(100),
+            })
+        );
+        assert_error(
+            "[cache]\nbackend = \"redis\"\n",
+            2,
+            "cache.backend",
+            "[redis]",
+        );
+        assert_error(
+            "[cache]\nbackend = \"memcached\"\n",
+            2,
+            "cache.backend",
+            "\"local\"",
+        );
+        assert_error(
+            "[cache]\nbackend = \"redis\"\n[redis]\nurl = \"http://x\"\n",
+            4,
+            "redis.url",
+            "redis://",
+        );
+        assert_error(
+            "[cache]\nbackend = \"redis\"\n[redis]\nurl = \"redis://x\"\ntimeout = \"10s\"\n",
+            5,
+            "redis.timeout",
+            "at most",
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`store`]: the on-disk copy that survives restarts (5.8).
 
 pub mod refresh;
+pub mod shared;
 pub mod store;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::select_record;
 use crate::mta_sts::{Mode, Policy};
 use crate::resolver::{DnsError, FetchError, Resolvers};
+use shared::{SharedCache, SharedEntry};
 
 /// Wall-clock seconds since the Unix epoch. A trait so tests can move time.
 pub trait Clock: Send + Sync + 'static {
@@ -50,6 +52,9 @@ pub const NEGATIVE_TTL_MIN: u64 = 60;
 pub const NEGATIVE_TTL_MAX: u64 = 3600;
 /// Used when a "no record" answer carried no SOA to take a negative TTL from.
 pub const NEGATIVE_TTL_DEFAULT: u64 = 300;
+/// How long a node may hold a domain's shared lease (a re-check or refresh takes at
+/// most a DNS timeout plus a fetch deadline; a crashed node's lease lapses).
+pub const SHARED_LEASE: Duration = Duration::from_secs(30);
 /// SPEC 5.5: refresh at least daily.
 pub const MAX_REFRESH_INTERVAL: u64 = 86_400;
 /// A policy is used for at least this long after a successful fetch, whatever its
@@ -175,6 +180,8 @@ pub struct PolicyCache {
     changed: Notify,
     /// Rate-limits the warning about a failing resolver.
     dns_trouble: RateLimited,
+    /// The cluster's shared cache, when configured (issue 4).
+    shared: RwLock<Option<Arc<dyn SharedCache>>>,
     /// Bounds re-checks and refreshes ([`MAX_BACKGROUND`]).
     background: Arc<Semaphore>,
     /// Bounds answer-path resolutions ([`MAX_FOREGROUND`]).
@@ -221,6 +228,7 @@ impl PolicyCache {
             dirty: AtomicBool::new(false),
             changed: Notify::new(),
             dns_trouble: RateLimited::default(),
+            shared: RwLock::new(None),
             background: Arc::new(Semaphore::new(MAX_BACKGROUND)),
             foreground: Arc::new(Semaphore::new(MAX_FOREGROUND)),
         })
@@ -243,6 +251,115 @@ impl PolicyCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Use (or stop using) a cluster's shared cache.
+    pub fn set_shared(&self, shared: Option<Arc<dyn SharedCache>>) {
+        *self.shared.write().unwrap() = shared;
+    }
+
+    fn shared(&self) -> Option<Arc<dyn SharedCache>> {
+        self.shared.read().unwrap().clone()
+    }
+
+    /// Publish a domain's state to the shared cache, off the answer path.
+    fn publish(&self, domain: &str, entry: SharedEntry, now: u64) {
+        let Some(shared) = self.shared() else { return };
+        let until = match &entry {
+            SharedEntry::Policy { policy, .. } => policy.expires(),
+            SharedEntry::Negative { until, .. } => *until,
+        };
+        let ttl = Duration::from_secs(until.saturating_sub(now).max(1));
+        let domain = domain.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = shared.put(&domain, &entry, ttl).await {
+                log::debug!("{domain}: {e}");
+            }
+        });
+    }
+
+    /// Take over what another node learnt: a usable policy (kept locally and
+    /// persisted like one fetched here) or a live negative answer. `None` when the
+    /// shared record is of no use.
+    fn adopt(&self, domain: &str, entry: SharedEntry, now: u64) -> Option<Lookup> {
+        match entry {
+            SharedEntry::Policy { policy, checked } if policy.usable(now) => {
+                let policy = Arc::new(CachedPolicy::new(policy.policy, policy.id, policy.fetched));
+                let previous = self
+                    .entries
+                    .lock()
+                    .unwrap()
+                    .peek(domain)
+                    .and_then(|e| e.policy.clone());
+                if previous.as_ref().is_none_or(|p| p.fetched < policy.fetched) {
+                    log_policy_change(domain, previous.as_deref(), &policy);
+                    self.update(domain, |e| {
+                        e.policy = Some(Arc::clone(&policy));
+                        e.checked = e.checked.max(checked);
+                        e.quiet_until = 0;
+                        e.failed = None;
+                    });
+                    self.mark_dirty();
+                } else {
+                    self.update(domain, |e| e.checked = e.checked.max(checked));
+                }
+                Some(Lookup::Policy(policy))
+            }
+            SharedEntry::Negative { checked, until } if now < until => {
+                self.update(domain, |e| {
+                    e.policy = None;
+                    e.checked = checked;
+                    e.quiet_until = until;
+                });
+                Some(Lookup::NoPolicy)
+            }
+            _ => None,
+        }
+    }
+
+    /// Before resolving: what the cluster already knows. On a miss, a fresh enough
+    /// shared record answers without any DNS or HTTPS. For background work, a node
+    /// that cannot take the domain's lease leaves the work to the node that holds it
+    /// and only adopts what is shared. `Some` means "done, this is the result".
+    async fn consult_shared(
+        &self,
+        domain: &str,
+        cached: &Option<Arc<CachedPolicy>>,
+        refresh: bool,
+    ) -> Option<Option<Arc<CachedPolicy>>> {
+        let shared = self.shared()?;
+        let recheck = self.settings.read().unwrap().recheck.as_secs().max(1);
+        let background = refresh || cached.is_some();
+        if background {
+            match shared.lease(domain, SHARED_LEASE).await {
+                Ok(false) => {}
+                // Ours (or Redis is unreachable): do the work here.
+                Ok(true) | Err(_) => return None,
+            }
+        }
+        let entry = shared.get(domain).await.ok().flatten()?;
+        let now = self.clock.now();
+        let fresh = match &entry {
+            SharedEntry::Policy { checked, .. } | SharedEntry::Negative { checked, .. } => {
+                now < checked.saturating_add(recheck)
+            }
+        };
+        if background {
+            // Another node holds the lease: take whatever it published and move on.
+            let adopted = self.adopt(domain, entry, now);
+            self.update(domain, |e| e.checked = now);
+            return Some(match adopted {
+                Some(Lookup::Policy(p)) => Some(p),
+                _ => cached.clone(),
+            });
+        }
+        if !fresh {
+            return None;
+        }
+        match self.adopt(domain, entry, now)? {
+            Lookup::Policy(p) => Some(Some(p)),
+            Lookup::NoPolicy => Some(None),
+        }
     }
 
     /// Counts for the metrics endpoint: entries by kind, usable policies by mode.
@@ -384,6 +501,9 @@ impl PolicyCache {
             (false, Some(_)) => "recheck",
             (false, None) => "miss",
         });
+        if let Some(result) = self.consult_shared(domain, &cached, refresh).await {
+            return result;
+        }
         let txt_name = format!("_mta-sts.{domain}");
         let started = std::time::Instant::now();
         let answer = resolvers.txt.lookup_txt(&txt_name).await;
@@ -409,6 +529,16 @@ impl PolicyCache {
                     .as_ref()
                     .is_some_and(|(id, until)| *id == record.id && now < *until);
                 if (unchanged && !refresh) || backing_off {
+                    if let (true, Some(c)) = (unchanged, &cached) {
+                        self.publish(
+                            domain,
+                            SharedEntry::Policy {
+                                policy: CachedPolicy::clone(c),
+                                checked: now,
+                            },
+                            now,
+                        );
+                    }
                     self.update(domain, |e| {
                         e.checked = now;
                         e.last_problem = None;
@@ -443,6 +573,17 @@ impl PolicyCache {
                     return Some(c);
                 }
                 self.note_problem(domain, now, &problem, None);
+                if let Problem::NoRecord(_) | Problem::Record(_) = problem {
+                    let until = now + problem.backoff();
+                    self.publish(
+                        domain,
+                        SharedEntry::Negative {
+                            checked: now,
+                            until,
+                        },
+                        now,
+                    );
+                }
                 None
             }
         }
@@ -487,6 +628,14 @@ impl PolicyCache {
                     e.last_problem = None;
                 });
                 self.mark_dirty();
+                self.publish(
+                    domain,
+                    SharedEntry::Policy {
+                        policy: CachedPolicy::clone(&fresh),
+                        checked: now,
+                    },
+                    now,
+                );
                 Some(fresh)
             }
             Err(err) => {

@@ -657,3 +657,159 @@ async fn the_refresher_refreshes_due_policies_and_keeps_them_on_failure_spec_5_5
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+/// A shared cache in memory, for two `PolicyCache`s in one test (the real Redis client
+/// is tested against a real redis-server in tests/redis.rs).
+#[derive(Default)]
+struct MemoryShared {
+    entries: Mutex<HashMap<String, shared::SharedEntry>>,
+    leases: Mutex<HashMap<String, u64>>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl shared::SharedCache for MemoryShared {
+    fn get<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> BoxFuture<'a, Result<Option<shared::SharedEntry>, shared::SharedError>> {
+        Box::pin(async move {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(shared::SharedError("down".into()));
+            }
+            Ok(self.entries.lock().unwrap().get(domain).cloned())
+        })
+    }
+    fn put<'a>(
+        &'a self,
+        domain: &'a str,
+        entry: &'a shared::SharedEntry,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), shared::SharedError>> {
+        Box::pin(async move {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(shared::SharedError("down".into()));
+            }
+            self.entries
+                .lock()
+                .unwrap()
+                .insert(domain.to_string(), entry.clone());
+            Ok(())
+        })
+    }
+    fn lease<'a>(
+        &'a self,
+        domain: &'a str,
+        _ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, shared::SharedError>> {
+        Box::pin(async move {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(shared::SharedError("down".into()));
+            }
+            let mut leases = self.leases.lock().unwrap();
+            let n = leases.entry(domain.to_string()).or_insert(0);
+            *n += 1;
+            Ok(*n == 1)
+        })
+    }
+}
+
+/// Two nodes on one shared cache, each with its own scripted network and the same
+/// (shared) clock.
+fn two_nodes() -> (
+    Arc<PolicyCache>,
+    Arc<Script>,
+    Arc<PolicyCache>,
+    Arc<Script>,
+    Arc<MemoryShared>,
+    Arc<ManualClock>,
+) {
+    let (a, sa, clock) = setup(100);
+    let sb = Arc::new(Script::default());
+    let b = PolicyCache::new(
+        100,
+        CacheSettings {
+            recheck: Duration::from_secs(60),
+            answer_timeout: Duration::from_secs(5),
+        },
+        Resolvers {
+            txt: sb.clone(),
+            fetch: sb.clone(),
+        },
+        clock.clone(),
+    );
+    let shared = Arc::new(MemoryShared::default());
+    a.set_shared(Some(shared.clone()));
+    b.set_shared(Some(shared.clone()));
+    for s in [&sa, &sb] {
+        s.record("example.com", "1");
+        s.policy("example.com", "enforce", "mx.example.com", 86400);
+    }
+    (a, sa, b, sb, shared, clock)
+}
+
+async fn until_shared(shared: &MemoryShared, domain: &str) {
+    for _ in 0..200 {
+        if shared.entries.lock().unwrap().contains_key(domain) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{domain} never published");
+}
+
+#[tokio::test]
+async fn a_node_answers_from_what_another_node_fetched() {
+    let (a, sa, b, sb, shared, _) = two_nodes();
+    assert_eq!(mode_of(&a.lookup("example.com").await), Some(Mode::Enforce));
+    until_shared(&shared, "example.com").await;
+    assert_eq!(sa.counts(), (1, 1));
+    // Node B has never seen the domain: no DNS, no fetch.
+    assert_eq!(mode_of(&b.lookup("example.com").await), Some(Mode::Enforce));
+    assert_eq!(sb.counts(), (0, 0));
+    // And keeps it in its own cache (and store).
+    assert!(b.take_dirty());
+    assert_eq!(b.snapshot().len(), 1);
+}
+
+#[tokio::test]
+async fn negative_answers_are_shared_too() {
+    let (a, _, b, sb, shared, _) = two_nodes();
+    assert_eq!(mode_of(&a.lookup("nopolicy.example").await), None);
+    until_shared(&shared, "nopolicy.example").await;
+    assert_eq!(mode_of(&b.lookup("nopolicy.example").await), None);
+    assert_eq!(sb.counts(), (0, 0));
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_rechecks() {
+    let (a, sa, b, sb, shared, clock) = two_nodes();
+    a.lookup("example.com").await;
+    until_shared(&shared, "example.com").await;
+    b.lookup("example.com").await;
+    clock.advance(61);
+    a.lookup("example.com").await; // takes the lease, re-checks
+    settle(&a).await;
+    b.lookup("example.com").await; // no lease: adopts, no DNS
+    settle(&b).await;
+    assert_eq!(sa.counts(), (2, 1));
+    assert_eq!(sb.counts(), (0, 0));
+}
+
+#[tokio::test]
+async fn a_stale_shared_record_is_not_trusted_on_a_miss() {
+    let (a, _, b, sb, shared, clock) = two_nodes();
+    a.lookup("example.com").await;
+    until_shared(&shared, "example.com").await;
+    clock.advance(61); // past recheck: B resolves itself
+    assert_eq!(mode_of(&b.lookup("example.com").await), Some(Mode::Enforce));
+    assert_eq!(sb.counts(), (1, 1));
+}
+
+#[tokio::test]
+async fn a_failing_shared_cache_changes_nothing() {
+    let (a, sa, b, sb, shared, _) = two_nodes();
+    shared.down.store(true, Ordering::SeqCst);
+    assert_eq!(mode_of(&a.lookup("example.com").await), Some(Mode::Enforce));
+    assert_eq!(mode_of(&b.lookup("example.com").await), Some(Mode::Enforce));
+    assert_eq!((sa.counts(), sb.counts()), ((1, 1), (1, 1)));
+}

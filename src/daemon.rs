@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cache::redis::RedisShared;
+use crate::cache::shared::SharedError;
 use crate::cache::store::{Store, StoreError};
 use crate::cache::{refresh, CacheSettings, Clock, PolicyCache};
 use crate::config::Config;
@@ -27,6 +29,8 @@ pub enum StartError {
     Fetch(#[from] FetchSetupError),
     #[error("{0} (set cache.state_dir to a writable directory, or \"\" to keep the cache in memory only)")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Shared(#[from] SharedError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -91,6 +95,15 @@ impl Daemon {
         };
         let resolvers = build_resolvers(&config)?;
         let cache = PolicyCache::new(config.cache.size, cache_settings(&config), resolvers, clock);
+        if let Some(redis) = &config.redis {
+            // Never waits for Redis: a node starts and serves alone if it is down.
+            let shared = RedisShared::connect(redis).await?;
+            log::info!(
+                "sharing the cache through {}",
+                crate::cache::redis::redact(&redis.url)
+            );
+            cache.set_shared(Some(Arc::new(shared)));
+        }
 
         // SPEC 5.8: a configured store that cannot be used is fatal: running without
         // it would reopen the downgrade window at the next restart, silently.
@@ -198,6 +211,9 @@ impl Daemon {
         let resolvers = build_resolvers(&config)?;
         if config.server != self.config.server {
             log::warn!("changes to [server] (listen, limits) take effect only after a restart");
+        }
+        if config.redis != self.config.redis {
+            log::warn!("changes to cache.backend and [redis] take effect only after a restart");
         }
         if config.metrics != self.config.metrics {
             log::warn!("changes to [metrics] take effect only after a restart");

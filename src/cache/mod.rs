@@ -5,6 +5,7 @@
 //! - [`refresh`]: the background task that refreshes policies before they expire (5.5);
 //! - [`store`]: the on-disk copy that survives restarts (5.8).
 
+pub mod redis;
 pub mod refresh;
 pub mod shared;
 pub mod store;

@@ -715,14 +715,16 @@ impl shared::SharedCache for MemoryShared {
 
 /// Two nodes on one shared cache, each with its own scripted network and the same
 /// (shared) clock.
-fn two_nodes() -> (
-    Arc<PolicyCache>,
-    Arc<Script>,
-    Arc<PolicyCache>,
-    Arc<Script>,
-    Arc<MemoryShared>,
-    Arc<ManualClock>,
-) {
+struct Cluster {
+    a: Arc<PolicyCache>,
+    sa: Arc<Script>,
+    b: Arc<PolicyCache>,
+    sb: Arc<Script>,
+    shared: Arc<MemoryShared>,
+    clock: Arc<ManualClock>,
+}
+
+fn two_nodes() -> Cluster {
     let (a, sa, clock) = setup(100);
     let sb = Arc::new(Script::default());
     let b = PolicyCache::new(
@@ -744,7 +746,14 @@ fn two_nodes() -> (
         s.record("example.com", "1");
         s.policy("example.com", "enforce", "mx.example.com", 86400);
     }
-    (a, sa, b, sb, shared, clock)
+    Cluster {
+        a,
+        sa,
+        b,
+        sb,
+        shared,
+        clock,
+    }
 }
 
 async fn until_shared(shared: &MemoryShared, domain: &str) {
@@ -759,7 +768,14 @@ async fn until_shared(shared: &MemoryShared, domain: &str) {
 
 #[tokio::test]
 async fn a_node_answers_from_what_another_node_fetched() {
-    let (a, sa, b, sb, shared, _) = two_nodes();
+    let Cluster {
+        a,
+        sa,
+        b,
+        sb,
+        shared,
+        ..
+    } = two_nodes();
     assert_eq!(mode_of(&a.lookup("example.com").await), Some(Mode::Enforce));
     until_shared(&shared, "example.com").await;
     assert_eq!(sa.counts(), (1, 1));
@@ -773,7 +789,9 @@ async fn a_node_answers_from_what_another_node_fetched() {
 
 #[tokio::test]
 async fn negative_answers_are_shared_too() {
-    let (a, _, b, sb, shared, _) = two_nodes();
+    let Cluster {
+        a, b, sb, shared, ..
+    } = two_nodes();
     assert_eq!(mode_of(&a.lookup("nopolicy.example").await), None);
     until_shared(&shared, "nopolicy.example").await;
     assert_eq!(mode_of(&b.lookup("nopolicy.example").await), None);
@@ -782,7 +800,14 @@ async fn negative_answers_are_shared_too() {
 
 #[tokio::test]
 async fn only_the_lease_holder_rechecks() {
-    let (a, sa, b, sb, shared, clock) = two_nodes();
+    let Cluster {
+        a,
+        sa,
+        b,
+        sb,
+        shared,
+        clock,
+    } = two_nodes();
     a.lookup("example.com").await;
     until_shared(&shared, "example.com").await;
     b.lookup("example.com").await;
@@ -797,7 +822,14 @@ async fn only_the_lease_holder_rechecks() {
 
 #[tokio::test]
 async fn a_stale_shared_record_is_not_trusted_on_a_miss() {
-    let (a, _, b, sb, shared, clock) = two_nodes();
+    let Cluster {
+        a,
+        b,
+        sb,
+        shared,
+        clock,
+        ..
+    } = two_nodes();
     a.lookup("example.com").await;
     until_shared(&shared, "example.com").await;
     clock.advance(61); // past recheck: B resolves itself
@@ -807,7 +839,14 @@ async fn a_stale_shared_record_is_not_trusted_on_a_miss() {
 
 #[tokio::test]
 async fn a_failing_shared_cache_changes_nothing() {
-    let (a, sa, b, sb, shared, _) = two_nodes();
+    let Cluster {
+        a,
+        sa,
+        b,
+        sb,
+        shared,
+        ..
+    } = two_nodes();
     shared.down.store(true, Ordering::SeqCst);
     assert_eq!(mode_of(&a.lookup("example.com").await), Some(Mode::Enforce));
     assert_eq!(mode_of(&b.lookup("example.com").await), Some(Mode::Enforce));

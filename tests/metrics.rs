@@ -113,6 +113,7 @@ async fn metrics_count_requests_cache_and_fetches() {
         1.0
     );
     assert_eq!(sample(&body, r#"mtastsd_connections"#), 1.0);
+    assert_eq!(sample(&body, r#"mtastsd_shared_cache_errors_total"#), 0.0);
     assert_eq!(sample(&body, r#"mtastsd_dns_lookup_seconds_count"#), 2.0);
     assert_eq!(sample(&body, r#"mtastsd_policy_fetch_seconds_count"#), 1.0);
     let version = format!(

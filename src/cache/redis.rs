@@ -199,6 +199,7 @@ impl RedisShared {
     }
 
     fn failed(&self, failure: Failure) -> SharedError {
+        crate::metrics::shared_cache_error();
         let message = match failure {
             Failure::Redis(e) => format!("{}: {e}", self.display_url),
             Failure::TimedOut => format!(

@@ -52,8 +52,11 @@ pub fn build_resolvers(config: &Config) -> Result<Resolvers, StartError> {
 fn cache_settings(config: &Config) -> CacheSettings {
     // SPEC 3.6: TXT (two queries at most, see resolver::dns) plus the fetch, well
     // inside Postfix's 100 s.
-    let answer_timeout = (config.dns.timeout * 2 + config.fetch.timeout + Duration::from_secs(1))
-        .min(Duration::from_secs(60));
+    // A miss may first ask the shared cache (one bounded Redis command).
+    let shared = config.redis.as_ref().map_or(Duration::ZERO, |r| r.timeout);
+    let answer_timeout =
+        (config.dns.timeout * 2 + config.fetch.timeout + shared + Duration::from_secs(1))
+            .min(Duration::from_secs(60));
     CacheSettings {
         recheck: config.cache.recheck,
         answer_timeout,

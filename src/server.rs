@@ -338,6 +338,8 @@ pub async fn serve_connection<S>(
                 Ok(Some(frame)) => {
                     handler.answer(&input[frame.payload], &mut output).await;
                     input.advance(frame.len);
+                    // What follows in `input` is a new request with its own clock.
+                    request_started = None;
                     if output.len() >= OUTPUT_HIGH_WATER
                         && !flush(&mut stream, &mut output, idle).await
                     {
@@ -356,6 +358,8 @@ pub async fn serve_connection<S>(
         if !flush(&mut stream, &mut output, idle).await {
             return;
         }
+        // Idle time runs from the last thing that happened: a slow answer is not idle.
+        let last_activity = Instant::now();
         if close {
             let _ = tokio::time::timeout(idle, stream.shutdown()).await;
             return;
@@ -367,9 +371,10 @@ pub async fn serve_connection<S>(
             (false, None) => Some(last_read),
             (false, started) => started,
         };
+        let idle_end = later(last_activity, idle);
         let deadline = match request_started {
-            None => last_read + idle,
-            Some(t) => (t + REQUEST_TIMEOUT).min(last_read + idle),
+            None => idle_end,
+            Some(t) => later(t, REQUEST_TIMEOUT).min(idle_end),
         };
         if deadline < timer.deadline() {
             timer.as_mut().reset(deadline);
@@ -401,6 +406,12 @@ pub async fn serve_connection<S>(
             }
         }
     }
+}
+
+/// `t + d`, saturating far in the future (a configured idle timeout may be huge).
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(365 * 86_400))
 }
 
 /// Write out what is buffered; `false` when the client is gone or does not read

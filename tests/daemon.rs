@@ -857,6 +857,23 @@ async fn idle_connections_are_closed_spec_1_5() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_answer_does_not_count_as_idle_time_spec_1_5() {
+    let mut s = setup_with(|c| c.server.idle_timeout = Duration::from_secs(1)).await;
+    let good = enforce(&["mx.slow.example"]);
+    s.world.publish("slow.example", "1", &good);
+    s.world.https.set_reply(
+        &policy_host("slow.example"),
+        Reply::slow(Duration::from_millis(1500), Reply::Policy(good)),
+    );
+    // The answer takes longer than idle_timeout; the connection stays usable after it.
+    assert_eq!(
+        s.client.query("postfix", "slow.example").await,
+        ok("mx.slow.example")
+    );
+    assert_eq!(s.client.query("postfix", "[192.0.2.1]").await, NOTFOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_queues_the_excess() {
     let s = setup_with(|c| c.server.max_connections = 2).await; // s.client holds one
     let addr = s.daemon.inet_addr().unwrap();

@@ -283,15 +283,15 @@ impl PolicyCache {
     /// persisted like one fetched here) or a live negative answer. `None` when the
     /// shared record is of no use.
     fn adopt(&self, domain: &str, entry: SharedEntry, now: u64) -> Option<Lookup> {
-        match entry {
-            SharedEntry::Policy { policy, checked } if policy.usable(now) => {
+        match sanitize(entry, now)? {
+            SharedEntry::Policy { policy, checked } => {
                 let policy = Arc::new(CachedPolicy::new(policy.policy, policy.id, policy.fetched));
                 let previous = self
                     .entries
                     .lock()
                     .unwrap()
                     .peek(domain)
-                    .and_then(|e| e.policy.clone());
+                    .and_then(|e| e.usable(now).cloned());
                 if previous.as_ref().is_none_or(|p| p.fetched < policy.fetched) {
                     log_policy_change(domain, previous.as_deref(), &policy);
                     self.update(domain, |e| {
@@ -301,20 +301,26 @@ impl PolicyCache {
                         e.failed = None;
                     });
                     self.mark_dirty();
+                    Some(Lookup::Policy(policy))
                 } else {
                     self.update(domain, |e| e.checked = e.checked.max(checked));
+                    previous.map(Lookup::Policy)
                 }
-                Some(Lookup::Policy(policy))
             }
-            SharedEntry::Negative { checked, until } if now < until => {
+            SharedEntry::Negative { checked, until } => {
+                let mut kept = None;
                 self.update(domain, |e| {
-                    e.policy = None;
-                    e.checked = checked;
-                    e.quiet_until = until;
+                    // SPEC 5.3: another node seeing no record (maybe because its DNS
+                    // is being tampered with) never takes away a policy we trust.
+                    kept = e.usable(now).cloned();
+                    if kept.is_none() {
+                        e.policy = None;
+                        e.checked = checked;
+                        e.quiet_until = until;
+                    }
                 });
-                Some(Lookup::NoPolicy)
+                Some(kept.map_or(Lookup::NoPolicy, Lookup::Policy))
             }
-            _ => None,
         }
     }
 
@@ -473,10 +479,17 @@ impl PolicyCache {
             };
             let _permit = match permit {
                 Some(p) => p,
-                None => Arc::clone(&this.foreground)
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore is never closed"),
+                None => {
+                    // Queue no longer than an answer may wait: past that nobody is
+                    // waiting, and a flood of new domains must not build a backlog
+                    // that makes real ones miss their answer (the next query retries).
+                    let wait = this.settings.read().unwrap().answer_timeout;
+                    let permit = Arc::clone(&this.foreground).acquire_owned();
+                    match tokio::time::timeout(wait, permit).await {
+                        Ok(p) => p.expect("semaphore is never closed"),
+                        Err(_) => return None,
+                    }
+                }
             };
             this.resolve(&owned, refresh).await
         });
@@ -810,6 +823,38 @@ impl RateLimited {
             log::warn!("{}", line());
         }
         true
+    }
+}
+
+/// Bound what a shared record can claim before a node believes it: no fetch or check
+/// in the future (a record "fetched" next year would never be refreshed or replaced),
+/// `max_age` within SPEC 4.5, an enforced mode with mx patterns, a negative answer for
+/// at most SPEC 5.6's hour. `None` for a record not worth adopting.
+fn sanitize(entry: SharedEntry, now: u64) -> Option<SharedEntry> {
+    const SKEW: u64 = 60;
+    match entry {
+        SharedEntry::Policy {
+            mut policy,
+            checked,
+        } => {
+            if policy.fetched > now + SKEW
+                || (policy.policy.mode != Mode::None && policy.policy.mx.is_empty())
+            {
+                return None;
+            }
+            policy.policy.max_age = policy.policy.max_age.min(crate::mta_sts::MAX_AGE_LIMIT);
+            policy.usable(now).then_some(SharedEntry::Policy {
+                policy,
+                checked: checked.min(now),
+            })
+        }
+        SharedEntry::Negative { checked, until } => {
+            let until = until.min(now + NEGATIVE_TTL_MAX);
+            (now < until).then_some(SharedEntry::Negative {
+                checked: checked.min(now),
+                until,
+            })
+        }
     }
 }
 

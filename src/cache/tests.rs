@@ -852,3 +852,70 @@ async fn a_failing_shared_cache_changes_nothing() {
     assert_eq!(mode_of(&b.lookup("example.com").await), Some(Mode::Enforce));
     assert_eq!((sa.counts(), sb.counts()), ((1, 1), (1, 1)));
 }
+
+#[tokio::test]
+async fn a_shared_negative_answer_never_evicts_a_policy_spec_5_3() {
+    let Cluster {
+        a, shared, clock, ..
+    } = two_nodes();
+    a.lookup("example.com").await;
+    until_shared(&shared, "example.com").await;
+    // Another node (its DNS stripped by an attacker) published "no policy", and holds
+    // the lease, so this node adopts instead of checking.
+    let now = clock.now();
+    shared.entries.lock().unwrap().insert(
+        "example.com".into(),
+        shared::SharedEntry::Negative {
+            checked: now,
+            until: now + 3600,
+        },
+    );
+    shared
+        .leases
+        .lock()
+        .unwrap()
+        .insert("example.com".into(), 1);
+    clock.advance(61);
+    a.lookup("example.com").await;
+    settle(&a).await;
+    assert_eq!(mode_of(&a.lookup("example.com").await), Some(Mode::Enforce));
+}
+
+#[tokio::test]
+async fn shared_records_from_the_future_or_forever_are_not_believed() {
+    let Cluster {
+        b,
+        sb,
+        shared,
+        clock,
+        ..
+    } = two_nodes();
+    let now = clock.now();
+    let body = b"version: STSv1\nmode: none\nmax_age: 4294967295\n";
+    let poisoned = CachedPolicy::new(parse_policy(body).unwrap(), "x".into(), now + 864_000);
+    shared.entries.lock().unwrap().insert(
+        "example.com".into(),
+        shared::SharedEntry::Policy {
+            policy: poisoned,
+            checked: now + 864_000,
+        },
+    );
+    // Not adopted: B resolves the real (enforce) policy itself.
+    assert_eq!(mode_of(&b.lookup("example.com").await), Some(Mode::Enforce));
+    assert_eq!(sb.counts(), (1, 1));
+
+    // A negative answer claiming ten days is held for at most an hour.
+    shared.entries.lock().unwrap().insert(
+        "gone.example".into(),
+        shared::SharedEntry::Negative {
+            checked: now,
+            until: now + 864_000,
+        },
+    );
+    assert_eq!(mode_of(&b.lookup("gone.example").await), None);
+    assert_eq!(sb.counts(), (1, 1));
+    clock.advance(NEGATIVE_TTL_MAX);
+    shared.entries.lock().unwrap().remove("gone.example");
+    b.lookup("gone.example").await;
+    assert_eq!(sb.counts(), (2, 1), "asked DNS again after an hour");
+}

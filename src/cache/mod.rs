@@ -510,6 +510,12 @@ impl PolicyCache {
                 None => (None, None),
             }
         };
+        // A re-check of a domain whose refresh is due does the refresh (SPEC 5.5): in a
+        // cluster, the node holding the lease may be the only one that gets to.
+        let refresh = refresh
+            || cached
+                .as_ref()
+                .is_some_and(|c| self.clock.now() >= c.refresh_at());
         crate::metrics::resolution(match (refresh, &cached) {
             (true, _) => "refresh",
             (false, Some(_)) => "recheck",

@@ -299,7 +299,9 @@ async fn policy_expires_after_max_age_spec_5_1() {
     s.record("example.com", "1");
     s.policy("example.com", "enforce", "mx.example.com", 3600);
     cache.lookup("example.com").await;
+    // DNS and HTTPS both gone: nothing can refresh it (SPEC 5.5 would otherwise).
     s.txt_error("example.com", DnsError::Failed("timeout".into()));
+    s.fetch_error("example.com");
     clock.advance(3599);
     assert_eq!(
         mode_of(&cache.lookup("example.com").await),
@@ -918,4 +920,20 @@ async fn shared_records_from_the_future_or_forever_are_not_believed() {
     shared.entries.lock().unwrap().remove("gone.example");
     b.lookup("gone.example").await;
     assert_eq!(sb.counts(), (2, 1), "asked DNS again after an hour");
+}
+
+#[tokio::test]
+async fn a_recheck_that_finds_a_refresh_due_refreshes_spec_5_5() {
+    let (cache, s, clock) = setup(100);
+    s.record("example.com", "1");
+    s.policy("example.com", "enforce", "mx.example.com", 3600);
+    cache.lookup("example.com").await;
+    clock.advance(61);
+    cache.lookup("example.com").await; // same id, not due: TXT only
+    settle(&cache).await;
+    assert_eq!(s.counts(), (2, 1));
+    clock.advance(2700);
+    cache.lookup("example.com").await; // same id, but due: fetched again
+    settle(&cache).await;
+    assert_eq!(s.counts(), (3, 2));
 }

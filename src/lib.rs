@@ -28,6 +28,7 @@
 //! | [`resolver::https`] | 3.1–3.5, 3.7 the fetch |
 //! | [`cache`] | 3.6 single flight, 5.1–5.7 cache, refresh, back-off |
 //! | [`cache::store`] | 5.8 persistence |
+//! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (issue 4): adopt, lease, publish |
 //! | [`postfix`] | 6.1, 6.2 the answer |
 //! | [`config`] | 7.4 configuration errors, 7.5 listen defaults |
 //! | [`logging`] | 7.2 syslog / stderr |

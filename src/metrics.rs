@@ -53,7 +53,8 @@ pub fn get() -> &'static Metrics {
     })
 }
 
-/// A resolution finished (`kind`: miss, recheck, refresh).
+/// A resolution started (`kind`: miss, recheck, refresh); it may end early with
+/// what the shared cache already knows.
 pub fn resolution(kind: &'static str) {
     counter!("mtastsd_resolutions_total", "kind" => kind).increment(1);
 }

@@ -310,6 +310,38 @@ async fn a_lease_goes_to_one_node_until_it_expires() {
 }
 
 #[tokio::test]
+async fn a_lease_is_released_by_its_holder_only() {
+    let Some(bin) = redis_server_or_skip("a_lease_is_released_by_its_holder_only") else {
+        return;
+    };
+    let redis = Redis::start(&bin).await;
+    let node = RedisShared::connect(&config(redis.url(), "t:"))
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(30);
+    assert!(node.lease("example.com", ttl).await.unwrap());
+    node.release("example.com").await.unwrap();
+    // Free again at once, not after 30 s.
+    assert!(node.lease("example.com", ttl).await.unwrap());
+
+    // A lease that lapsed and was taken by another node is not ours to release.
+    let mut raw = redis.raw().await;
+    let () = redis::cmd("SET")
+        .arg("t:lease:example.org")
+        .arg("another-node:1")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    node.release("example.org").await.unwrap();
+    let holder: Option<String> = redis::cmd("GET")
+        .arg("t:lease:example.org")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(holder.as_deref(), Some("another-node:1"));
+}
+
+#[tokio::test]
 async fn prefixes_keep_clusters_apart() {
     let Some(bin) = redis_server_or_skip("prefixes_keep_clusters_apart") else {
         return;

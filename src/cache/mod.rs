@@ -53,6 +53,14 @@ pub const NEGATIVE_TTL_MIN: u64 = 60;
 pub const NEGATIVE_TTL_MAX: u64 = 3600;
 /// Used when a "no record" answer carried no SOA to take a negative TTL from.
 pub const NEGATIVE_TTL_DEFAULT: u64 = 300;
+/// What the shared cache says before a resolution.
+enum Consult {
+    /// The cluster already knew: this is the result.
+    Done(Option<Arc<CachedPolicy>>),
+    /// Resolve here; `leased` when this node took the domain's lease.
+    Proceed { leased: bool },
+}
+
 /// How long a node may hold a domain's shared lease (a re-check or refresh takes at
 /// most a DNS timeout plus a fetch deadline; a crashed node's lease lapses).
 pub const SHARED_LEASE: Duration = Duration::from_secs(30);
@@ -333,18 +341,24 @@ impl PolicyCache {
         domain: &str,
         cached: &Option<Arc<CachedPolicy>>,
         refresh: bool,
-    ) -> Option<Option<Arc<CachedPolicy>>> {
-        let shared = self.shared()?;
+    ) -> Consult {
+        let Some(shared) = self.shared() else {
+            return Consult::Proceed { leased: false };
+        };
         let recheck = self.settings.read().unwrap().recheck.as_secs().max(1);
         let background = refresh || cached.is_some();
         if background {
             match shared.lease(domain, SHARED_LEASE).await {
                 Ok(false) => {}
-                // Ours (or Redis is unreachable): do the work here.
-                Ok(true) | Err(_) => return None,
+                // Ours: do the work here, then hand the lease back.
+                Ok(true) => return Consult::Proceed { leased: true },
+                // Redis unreachable: do the work here, as if alone.
+                Err(_) => return Consult::Proceed { leased: false },
             }
         }
-        let entry = shared.get(domain).await.ok().flatten()?;
+        let Some(entry) = shared.get(domain).await.ok().flatten() else {
+            return Consult::Proceed { leased: false };
+        };
         let now = self.clock.now();
         let fresh = match &entry {
             SharedEntry::Policy { checked, .. } | SharedEntry::Negative { checked, .. } => {
@@ -355,18 +369,31 @@ impl PolicyCache {
             // Another node holds the lease: take whatever it published and move on.
             let adopted = self.adopt(domain, entry, now);
             self.update(domain, |e| e.checked = now);
-            return Some(match adopted {
+            return Consult::Done(match adopted {
                 Some(Lookup::Policy(p)) => Some(p),
                 _ => cached.clone(),
             });
         }
         if !fresh {
-            return None;
+            return Consult::Proceed { leased: false };
         }
-        match self.adopt(domain, entry, now)? {
-            Lookup::Policy(p) => Some(Some(p)),
-            Lookup::NoPolicy => Some(None),
+        match self.adopt(domain, entry, now) {
+            Some(Lookup::Policy(p)) => Consult::Done(Some(p)),
+            Some(Lookup::NoPolicy) => Consult::Done(None),
+            None => Consult::Proceed { leased: false },
         }
+    }
+
+    /// Hand a domain's lease back once the work is done, so the next re-check, by
+    /// any node, need not wait for it to lapse.
+    fn release_lease(&self, domain: &str) {
+        let Some(shared) = self.shared() else { return };
+        let domain = domain.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = shared.release(&domain).await {
+                log::debug!("{domain}: {e}");
+            }
+        });
     }
 
     /// Counts for the metrics endpoint: entries by kind, usable policies by mode.
@@ -521,9 +548,28 @@ impl PolicyCache {
             (false, Some(_)) => "recheck",
             (false, None) => "miss",
         });
-        if let Some(result) = self.consult_shared(domain, &cached, refresh).await {
-            return result;
+        let leased = match self.consult_shared(domain, &cached, refresh).await {
+            Consult::Done(result) => return result,
+            Consult::Proceed { leased } => leased,
+        };
+        let result = self
+            .resolve_here(domain, refresh, cached, failed, &resolvers)
+            .await;
+        if leased {
+            self.release_lease(domain);
         }
+        result
+    }
+
+    /// The resolution proper, on this node: TXT, then a fetch when needed.
+    async fn resolve_here(
+        &self,
+        domain: &str,
+        refresh: bool,
+        cached: Option<Arc<CachedPolicy>>,
+        failed: Option<(String, u64)>,
+        resolvers: &Resolvers,
+    ) -> Option<Arc<CachedPolicy>> {
         let txt_name = format!("_mta-sts.{domain}");
         let started = std::time::Instant::now();
         let answer = resolvers.txt.lookup_txt(&txt_name).await;
@@ -579,7 +625,7 @@ impl PolicyCache {
                         );
                     }
                 }
-                self.fetch(domain, record.id, cached, &resolvers).await
+                self.fetch(domain, record.id, cached, resolvers).await
             }
             Err(problem) => {
                 if let Some(c) = cached {
@@ -588,7 +634,7 @@ impl PolicyCache {
                     if refresh {
                         // SPEC 5.5: refresh regardless of the TXT record's state.
                         let id = c.id.clone();
-                        return self.fetch(domain, id, Some(c), &resolvers).await;
+                        return self.fetch(domain, id, Some(c), resolvers).await;
                     }
                     return Some(c);
                 }

@@ -348,7 +348,35 @@ impl SharedCache for RedisShared {
         }
         .boxed()
     }
+
+    fn release<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(), SharedError>> {
+        async move {
+            let key = self.lease_key(domain);
+            self.call(|mut conn| {
+                let key = &key;
+                async move {
+                    // Compare and delete in one step: our lease may have lapsed and be
+                    // another node's by now.
+                    ::redis::cmd("EVAL")
+                        .arg(RELEASE_SCRIPT)
+                        .arg(1)
+                        .arg(key)
+                        .arg(&self.node_id)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .map(|_| ())
+                        .map_err(Failure::Redis)
+                }
+            })
+            .await
+        }
+        .boxed()
+    }
 }
+
+/// Delete the lease key only if it still holds our node id.
+const RELEASE_SCRIPT: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// A connection manager that connects on first use, so that creating one never
 /// waits on (or fails because of) an unreachable Redis.

@@ -54,4 +54,8 @@ pub trait SharedCache: Send + Sync + 'static {
         domain: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, SharedError>>;
+
+    /// Give back this node's lease on `domain` (and only this node's: another node
+    /// may hold it if ours lapsed).
+    fn release<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(), SharedError>>;
 }

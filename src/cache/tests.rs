@@ -666,6 +666,7 @@ async fn the_refresher_refreshes_due_policies_and_keeps_them_on_failure_spec_5_5
 struct MemoryShared {
     entries: Mutex<HashMap<String, shared::SharedEntry>>,
     leases: Mutex<HashMap<String, u64>>,
+    released: Mutex<Vec<String>>,
     down: std::sync::atomic::AtomicBool,
 }
 
@@ -711,6 +712,12 @@ impl shared::SharedCache for MemoryShared {
             let n = leases.entry(domain.to_string()).or_insert(0);
             *n += 1;
             Ok(*n == 1)
+        })
+    }
+    fn release<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(), shared::SharedError>> {
+        Box::pin(async move {
+            self.released.lock().unwrap().push(domain.to_string());
+            Ok(())
         })
     }
 }
@@ -820,6 +827,17 @@ async fn only_the_lease_holder_rechecks() {
     settle(&b).await;
     assert_eq!(sa.counts(), (2, 1));
     assert_eq!(sb.counts(), (0, 0));
+    // The holder handed the lease back after its re-check.
+    for _ in 0..100 {
+        if !shared.released.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        *shared.released.lock().unwrap(),
+        vec!["example.com".to_string()]
+    );
 }
 
 #[tokio::test]

@@ -96,13 +96,17 @@ impl Handler {
                 return out.extend_from_slice(NOTFOUND);
             }
         };
-        let config = Arc::clone(&self.config.read().unwrap());
-        let (profile, known) = config.profile(request.map);
+        // Two flags, copied out: no lock or reference count held across the lookup.
+        let (profile, known) = {
+            let config = self.config.read().unwrap();
+            let (profile, known) = config.profile(request.map);
+            (profile.clone(), known)
+        };
         if !known {
             self.log_unknown_map(request.map);
         }
         let enforced = match self.cache.lookup(&domain).await {
-            Lookup::Policy(p) => policy_reply(&p, profile, out),
+            Lookup::Policy(p) => policy_reply(&p, &profile, out),
             Lookup::NoPolicy => {
                 out.extend_from_slice(NOTFOUND);
                 false

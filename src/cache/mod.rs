@@ -931,6 +931,8 @@ impl Drop for InflightGuard {
 struct Entries {
     policies: LruCache<String, Entry>,
     misses: LruCache<String, Entry>,
+    /// Rate-limits the "cache is full" warning.
+    evictions: RateLimited,
 }
 
 impl Entries {
@@ -938,6 +940,7 @@ impl Entries {
         Entries {
             policies: LruCache::new(cap(size)),
             misses: LruCache::new(cap(size)),
+            evictions: RateLimited::default(),
         }
     }
 
@@ -987,10 +990,13 @@ impl Entries {
         };
         if let Some((gone, old)) = evicted {
             if old.usable(now).is_some() {
-                log::warn!(
-                    "{gone}: policy dropped from a full cache (cache.size {}); raise cache.size",
-                    self.policies.cap()
-                );
+                let cap = self.policies.cap();
+                // Once a minute at most: a full cache evicts on every new domain.
+                self.evictions.note(now, || {
+                    format!(
+                        "the cache is full (cache.size {cap}): policies are being dropped, e.g. {gone}'s; raise cache.size"
+                    )
+                });
             }
         }
     }

@@ -43,12 +43,17 @@ pub async fn saver(
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The first change after a quiet spell is saved within a second; under a stream of
+    // changes, saves are at least MIN_SAVE_SPACING apart (each one writes the whole
+    // cache).
+    let mut last_save = tokio::time::Instant::now() - MIN_SAVE_SPACING;
     loop {
         tokio::select! {
             _ = cache.changed() => {
-                // Let a burst of changes settle into one write.
+                let at = (tokio::time::Instant::now() + Duration::from_secs(1))
+                    .max(last_save + MIN_SAVE_SPACING);
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep_until(at) => {}
                     _ = shutdown.changed() => return,
                 }
             }
@@ -56,8 +61,12 @@ pub async fn saver(
             _ = shutdown.changed() => return,
         }
         save_if_dirty(&cache, &store).await;
+        last_save = tokio::time::Instant::now();
     }
 }
+
+/// Shortest time between two saves prompted by policy changes.
+pub const MIN_SAVE_SPACING: Duration = Duration::from_secs(10);
 
 /// Save when anything changed since the last save; log failures (the cache itself is
 /// unaffected, the next change retries).

@@ -955,3 +955,46 @@ async fn a_recheck_that_finds_a_refresh_due_refreshes_spec_5_5() {
     settle(&cache).await;
     assert_eq!(s.counts(), (3, 2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn saves_follow_changes_but_at_most_every_ten_seconds_spec_5_8() {
+    let (cache, s, _) = setup(100);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(store::Store::open(dir.path()).unwrap());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(refresh::saver(
+        Arc::clone(&cache),
+        Arc::clone(&store),
+        Duration::from_secs(3600),
+        stopped,
+    ));
+    let saved = |store: &store::Store| store.load().unwrap().len();
+    // The save itself runs on a blocking thread, in real time: wait for it there.
+    let saved_soon = |store: &store::Store, n: usize| {
+        for _ in 0..200 {
+            if saved(store) == n {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        saved(store)
+    };
+    for d in ["a.example", "b.example"] {
+        s.record(d, "1");
+        s.policy(d, "enforce", "mx.example.com", 86400);
+    }
+    cache.lookup("a.example").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        saved_soon(&store, 1),
+        1,
+        "a change is saved within a second"
+    );
+    cache.lookup("b.example").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(saved(&store), 1, "the next save waits for the spacing");
+    tokio::time::sleep(refresh::MIN_SAVE_SPACING).await;
+    assert_eq!(saved_soon(&store, 2), 2);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}

@@ -4,12 +4,14 @@
 //! - [`target`]: `tcp:HOST:PORT`, `HOST:PORT` or `unix:/PATH`, for clients and servers;
 //! - [`keys`]: the key set (`d{N}.bench.test` pattern or a file) and how to pick keys;
 //! - [`report`]: counters, the latency histogram, the printed and JSON report;
-//! - [`dns`]: the one DNS answer `bench-dns` gives (a fixed TXT record).
+//! - [`dns`]: DNS questions and answers for `bench-dns` (a fixed TXT record) and
+//!   `bench-world` (TXT and A records of generated domains).
 //!
 //! The binaries: `socketmap-load` (src/main.rs, the load generator),
 //! `socketmap-baseline` (the ceiling every server figure is compared to) and
 //! `gen-state` (a hot mtastsd cache file, so mtastsd needs no network) and
-//! `bench-dns` (answers mtastsd's background TXT re-checks on loopback).
+//! `bench-dns` (answers mtastsd's background TXT re-checks on loopback) and
+//! `bench-world` (DNS and HTTPS for cold misses; benches/cold.sh).
 
 pub mod dns;
 pub mod keys;

@@ -63,6 +63,12 @@ struct Args {
     /// like mtastsd's background TXT re-check, is past it when measuring starts.
     #[arg(long)]
     prime: bool,
+    /// Ask for every key exactly once, spread over the connections, and measure each
+    /// reply (one pass; --warmup and --duration are ignored). With 1 connection the
+    /// keys go one after another, in order; with as many connections as keys, all at
+    /// once.
+    #[arg(long, conflicts_with_all = ["rate", "prime"])]
+    once: bool,
     /// Also report this process's CPU use in the measured window (Linux /proc): the
     /// server's, to see which side is saturated.
     #[arg(long, value_name = "PID")]
@@ -120,6 +126,38 @@ fn run(args: Args) -> Result<(), String> {
         order: args.order,
     };
     let rt = socketmap_load::runtime(args.threads).map_err(|e| format!("tokio runtime: {e}"))?;
+    if args.once {
+        let config = RunConfig {
+            warmup_s: 0.0,
+            ..config
+        };
+        let (stats, seconds, cpu, server_cpu) = rt.block_on(async {
+            let before = report::cpu_time();
+            let server_before = args.server_pid.and_then(report::process_cpu_time);
+            let (stats, seconds) = one_pass(&args.target, &requests, args.connections, true).await;
+            let server_after = args.server_pid.and_then(report::process_cpu_time);
+            let server_cpu = server_before
+                .zip(server_after)
+                .map(|(a, b)| b.saturating_sub(a));
+            (
+                stats,
+                seconds,
+                report::cpu_time().saturating_sub(before),
+                server_cpu,
+            )
+        });
+        let config = RunConfig {
+            duration_s: seconds,
+            ..config
+        };
+        let report = Report::new(config, &stats, seconds, cpu, server_cpu);
+        print!("{}", report.text());
+        if let Some(path) = &args.json {
+            let json = serde_json::to_string_pretty(&report).expect("report serializes");
+            std::fs::write(path, json + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        return Ok(());
+    }
     let (stats, (cpu, server_cpu), primed) = rt.block_on(async {
         let primed = match args.prime {
             true => Some(prime(&args.target, &requests, args.connections).await),
@@ -292,8 +330,32 @@ async fn exchange(conn: &mut Conn, buf: &mut Vec<u8>, request: &[u8]) -> Result<
     }
 }
 
-/// Every key once: connection `i` of `n` asks for keys i, i + n, i + 2n, ...
+/// Every key once, not measured (see [`one_pass`]).
 async fn prime(target: &Target, requests: &Arc<Vec<Vec<u8>>>, connections: usize) -> Prime {
+    let (total, seconds) = one_pass(target, requests, connections, false).await;
+    let replies: u64 = total.replies.iter().sum();
+    Prime {
+        seconds,
+        requests: replies,
+        ok: total.replies[Status::Ok.index()],
+        errors: total.malformed + total.connection_errors,
+        rate_rps: if seconds > 0.0 {
+            replies as f64 / seconds
+        } else {
+            0.0
+        },
+    }
+}
+
+/// Every key once: connection `i` of `n` asks for keys i, i + n, i + 2n, ...
+/// `measure`: record each reply's latency too. Returns the merged counters and the
+/// seconds the pass took.
+async fn one_pass(
+    target: &Target,
+    requests: &Arc<Vec<Vec<u8>>>,
+    connections: usize,
+    measure: bool,
+) -> (Stats, f64) {
     let started = Instant::now();
     let tasks: Vec<_> = (0..connections)
         .map(|first| {
@@ -315,7 +377,12 @@ async fn prime(target: &Target, requests: &Arc<Vec<Vec<u8>>>, connections: usize
                         }
                     }
                     let c = conn.as_mut().expect("connected above");
+                    let sent = Instant::now();
                     match exchange(c, &mut buf, request).await {
+                        Ok(status) if measure => {
+                            let ns = sent.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+                            stats.reply(status, ns, ns);
+                        }
                         Ok(status) => stats.replies[status.index()] += 1,
                         Err(failure) => {
                             failure.count(&mut stats);
@@ -332,19 +399,7 @@ async fn prime(target: &Target, requests: &Arc<Vec<Vec<u8>>>, connections: usize
     for t in tasks {
         total.merge(&t.await.expect("prime task panicked"));
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let replies: u64 = total.replies.iter().sum();
-    Prime {
-        seconds,
-        requests: replies,
-        ok: total.replies[Status::Ok.index()],
-        errors: total.malformed + total.connection_errors,
-        rate_rps: if seconds > 0.0 {
-            replies as f64 / seconds
-        } else {
-            0.0
-        },
-    }
+    (total, started.elapsed().as_secs_f64())
 }
 
 /// Sleep until `at` with sub-millisecond precision. tokio's timer has 1 ms ticks and

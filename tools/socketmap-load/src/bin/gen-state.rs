@@ -38,6 +38,11 @@ struct Args {
     /// The TXT id the policies were "fetched" under.
     #[arg(long, default_value = "bench1")]
     id: String,
+    /// Seconds before now the policies were "fetched" (0: now). More than a day
+    /// (or three quarters of --max-age) makes them due for mtastsd's proactive
+    /// refresh at its first scan.
+    #[arg(long, default_value_t = 0)]
+    fetched_ago: u64,
 }
 
 /// Mirrors mtastsd's `File1` / `Persisted` / `CachedPolicy` / `Policy` serde shapes.
@@ -78,7 +83,8 @@ fn run(args: Args) -> Result<(), String> {
     let fetched = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?
-        .as_secs();
+        .as_secs()
+        .saturating_sub(args.fetched_ago);
     let file = StoreFile {
         version: FORMAT_VERSION,
         policies: domains

@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# benches/cold.sh: cold misses, proactive refresh and a million distinct domains,
+# against a loopback MTA-STS world (tools/socketmap-load bench-world: DNS + HTTPS for
+# dN.cold.test, certificates issued on demand by a test CA). See docs/BENCHMARKS.md.
+# Linux only (taskset, /proc).
+#
+# mtastsd is pinned to SERVER_CPU; the world and the generator share LOAD_CPU.
+# Every phase starts a fresh world (fresh counters, fresh CA) and a fresh mtastsd.
+#
+#  1. cold: one connection asks COLD_N new domains one after another; per-answer
+#     p50/p99, next to bench-world probe's raw DNS RTT + TLS handshake + HTTP RTT.
+#  2. burst: BURST_N new domains at once (one connection each); all must be OK and
+#     the world must have seen exactly one TXT query and one fetch per domain.
+#  3. refresh: mtastsd starts on REFRESH_N persisted policies fetched 25 h ago (due
+#     for proactive refresh at its first scan, 30 s after start); its CPU time until
+#     the world has served REFRESH_N fetches (or REFRESH_LIMIT s); a hot-cache load
+#     runs meanwhile, to see what refreshing does to hot answers.
+#  4. million: cache.size = CACHE_SIZE; MILLION_N distinct domains, MILLION_CONNS
+#     connections, one pass; RSS peak and after.
+#
+# Settings (environment): COLD_N (1000), BURST_N (1000), REFRESH_N (100000),
+# REFRESH_LIMIT (300), MILLION_N (300000), MILLION_CONNS (64), CACHE_SIZE (100000),
+# PHASES ("cold burst refresh million"), SERVER_CPU (0), LOAD_CPU (1),
+# OUT (target/bench-cold), PORT_BASE (18560).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+COLD_N=${COLD_N:-1000}
+BURST_N=${BURST_N:-1000}
+REFRESH_N=${REFRESH_N:-100000}
+REFRESH_LIMIT=${REFRESH_LIMIT:-300}
+MILLION_N=${MILLION_N:-300000}
+MILLION_CONNS=${MILLION_CONNS:-64}
+CACHE_SIZE=${CACHE_SIZE:-100000}
+PHASES=${PHASES:-"cold burst refresh million"}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+OUT=${OUT:-target/bench-cold}
+PORT_BASE=${PORT_BASE:-18560}
+MTASTSD_PORT=$((PORT_BASE + 1))
+DNS_PORT=$((PORT_BASE + 3))
+HTTPS_PORT=$((PORT_BASE + 4))
+PATTERN='d{N}.cold.test'
+TCK=$(getconf CLK_TCK)
+
+echo "== building release binaries" >&2
+cargo build --release -p mtastsd -p socketmap-load >&2
+BIN=target/release
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+WORLD_PID=""
+MTASTSD_PID=""
+cleanup() {
+    [ -n "$MTASTSD_PID" ] && kill "$MTASTSD_PID" 2>/dev/null && wait "$MTASTSD_PID" 2>/dev/null
+    [ -n "$WORLD_PID" ] && kill "$WORLD_PID" 2>/dev/null && wait "$WORLD_PID" 2>/dev/null
+    MTASTSD_PID=""
+    WORLD_PID=""
+    return 0
+}
+trap cleanup EXIT
+
+# wstat KEY: a counter from the world's stats file.
+wstat() { awk -v k="$1" '$1 == k { print $2 }' "$OUT/world.stats"; }
+# cpu_s PID: utime + stime in seconds.
+cpu_s() { awk -v t="$TCK" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
+# mib PID FIELD: VmRSS or VmHWM in MiB.
+mib() { awk -v f="$2:" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+wait_port() {
+    for _ in $(seq 1 500); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.02
+    done
+    echo "nothing listening on port $1" >&2
+    return 1
+}
+
+start_world() {
+    rm -f "$OUT/world.stats"
+    taskset -c "$LOAD_CPU" "$BIN/bench-world" serve --dns "127.0.0.1:$DNS_PORT" \
+        --https "127.0.0.1:$HTTPS_PORT" --ca-file "$OUT/ca.pem" \
+        --stats "$OUT/world.stats" 2>"$OUT/world-$1.log" &
+    WORLD_PID=$!
+    wait_port "$HTTPS_PORT"
+    sleep 1.2 # the first stats file
+}
+
+# start_mtastsd PHASE STATE_DIR CACHE_SIZE
+start_mtastsd() {
+    cat >"$OUT/mtastsd-$1.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$MTASTSD_PORT"]
+max_connections = 5000
+[dns]
+nameservers = ["127.0.0.1:$DNS_PORT"]
+timeout = "2s"
+[fetch]
+timeout = "10s"
+ca_file = "$OUT/ca.pem"
+https_port = $HTTPS_PORT
+[cache]
+state_dir = "$2"
+size = $3
+[log]
+level = "warn"
+EOF
+    taskset -c "$SERVER_CPU" "$BIN/mtastsd" serve --config "$OUT/mtastsd-$1.toml" \
+        2>"$OUT/mtastsd-$1.log" &
+    MTASTSD_PID=$!
+    wait_port "$MTASTSD_PORT"
+}
+
+load() {
+    taskset -c "$LOAD_CPU" "$BIN/socketmap-load" --target "127.0.0.1:$MTASTSD_PORT" \
+        --pattern "$PATTERN" "$@"
+}
+
+# j FILE EXPR
+j() { jq -r "$2" "$1"; }
+
+RESULTS="$OUT/results.txt"
+: >"$RESULTS"
+say() { echo "$*" | tee -a "$RESULTS"; }
+say "cold.sh $(date -u +%Y-%m-%dT%H:%MZ); uptime at start: $(uptime)"
+
+counters() {
+    sleep 1.5 # the world writes its stats every second
+    say "  world: TXT $(wstat txt_queries) queries for $(wstat txt_domains) domains ($(wstat txt_repeated) asked more than once); A $(wstat a_queries) for $(wstat a_domains) ($(wstat a_repeated) repeated); AAAA $(wstat aaaa_queries); fetches $(wstat fetches) for $(wstat fetch_domains) domains ($(wstat fetch_repeated) repeated); TLS handshakes $(wstat handshakes); bad requests $(wstat bad_requests)"
+}
+
+for phase in $PHASES; do
+    case $phase in
+    cold)
+        say "== 1. cold misses: $COLD_N new domains, one connection, one after another"
+        start_world cold
+        rm -rf "$OUT/state-cold"
+        start_mtastsd cold "$OUT/state-cold" 100000
+        load --connections 1 --key-count "$COLD_N" --once --server-pid "$MTASTSD_PID" \
+            --json "$OUT/cold.json" >"$OUT/cold.txt"
+        say "  mtastsd: OK $(j "$OUT/cold.json" .replies.OK)/$COLD_N, p50 $(j "$OUT/cold.json" '.latency_us.p50') µs, p90 $(j "$OUT/cold.json" '.latency_us.p90') µs, p99 $(j "$OUT/cold.json" '.latency_us.p99') µs, max $(j "$OUT/cold.json" '.latency_us.max') µs; mtastsd CPU $(j "$OUT/cold.json" '.server_cpu_percent // "?"') % of one core"
+        counters
+        taskset -c "$LOAD_CPU" "$BIN/bench-world" probe --dns "127.0.0.1:$DNS_PORT" \
+            --https "127.0.0.1:$HTTPS_PORT" --ca-file "$OUT/ca.pem" --count "$COLD_N" \
+            >"$OUT/probe.txt"
+        sed 's/^/  raw /' "$OUT/probe.txt" | tee -a "$RESULTS"
+        cleanup
+        ;;
+    burst)
+        say "== 2. burst: $BURST_N new domains at once, one connection each"
+        start_world burst
+        rm -rf "$OUT/state-burst"
+        start_mtastsd burst "$OUT/state-burst" 100000
+        load --connections "$BURST_N" --key-count "$BURST_N" --once \
+            --json "$OUT/burst.json" >"$OUT/burst.txt"
+        say "  mtastsd: replies $(j "$OUT/burst.json" '.replies | to_entries | map("\(.key) \(.value)") | join(", ")'); errors malformed $(j "$OUT/burst.json" .malformed) connection $(j "$OUT/burst.json" .connection_errors); all answered in $(j "$OUT/burst.json" '.config.duration_s * 1000 | floor') ms; p50 $(j "$OUT/burst.json" '.latency_us.p50') µs, p99 $(j "$OUT/burst.json" '.latency_us.p99') µs"
+        counters
+        cleanup
+        ;;
+    refresh)
+        say "== 3. refresh: $REFRESH_N persisted policies fetched 25 h ago"
+        start_world refresh
+        rm -rf "$OUT/state-refresh"
+        "$BIN/gen-state" --dir "$OUT/state-refresh" --pattern "$PATTERN" \
+            --key-count "$REFRESH_N" --id cold1 --mx 'mx.example.net' --fetched-ago 90000 2>/dev/null
+        t0=$(date +%s.%N)
+        start_mtastsd refresh "$OUT/state-refresh" 200000
+        sleep 1
+        cpu0=$(cpu_s "$MTASTSD_PID")
+        say "  mtastsd loaded: CPU $cpu0 s, RSS $(mib "$MTASTSD_PID" VmRSS) MiB"
+        hot_done=0
+        first=""
+        last_fetches=0
+        while :; do
+            sleep 1
+            now=$(date +%s.%N)
+            el=$(echo "$now - $t0" | bc)
+            f=$(wstat fetches)
+            f=${f:-0}
+            if [ -z "$first" ] && [ "$f" -gt 0 ]; then
+                first=$el
+                cpu_first=$(cpu_s "$MTASTSD_PID")
+            fi
+            if [ "$hot_done" = 0 ] && [ "$f" -gt 2000 ]; then
+                hot_done=1
+                # Hot answers while refreshing: 1 000 cached domains, 8 connections.
+                # Shares LOAD_CPU with the world, so it slows the refresh a little.
+                load --connections 8 --key-count 1000 --warmup 1 --duration 5 \
+                    --json "$OUT/refresh-hot.json" >"$OUT/refresh-hot.txt" || true
+            fi
+            last_fetches=$f
+            if [ "$f" -ge "$REFRESH_N" ] || [ "$(echo "$el > $REFRESH_LIMIT" | bc)" = 1 ]; then
+                break
+            fi
+        done
+        cpu1=$(cpu_s "$MTASTSD_PID")
+        say "  after $(printf %.0f "$el") s: fetches $last_fetches (first at $(printf %.1f "${first:-0}") s); mtastsd CPU from the first fetch $(echo "$cpu1 - ${cpu_first:-$cpu0}" | bc) s, from after loading $(echo "$cpu1 - $cpu0" | bc) s; RSS $(mib "$MTASTSD_PID" VmRSS) MiB, peak $(mib "$MTASTSD_PID" VmHWM) MiB"
+        if [ -f "$OUT/refresh-hot.json" ]; then
+            say "  hot load during the refresh (8 conns, 1 000 cached domains, 5 s): $(j "$OUT/refresh-hot.json" '.throughput_rps | floor') r/s, p50 $(j "$OUT/refresh-hot.json" '.latency_us.p50') µs, p99 $(j "$OUT/refresh-hot.json" '.latency_us.p99') µs, p99.9 $(j "$OUT/refresh-hot.json" '.latency_us."p99.9"') µs, OK $(j "$OUT/refresh-hot.json" .replies.OK)"
+        fi
+        counters
+        cleanup
+        ;;
+    million)
+        say "== 4. $MILLION_N distinct domains, cache.size $CACHE_SIZE, $MILLION_CONNS connections, one pass"
+        start_world million
+        rm -rf "$OUT/state-million"
+        start_mtastsd million "$OUT/state-million" "$CACHE_SIZE"
+        say "  mtastsd idle RSS $(mib "$MTASTSD_PID" VmRSS) MiB"
+        (
+            while kill -0 "$MTASTSD_PID" 2>/dev/null; do
+                echo "$(date +%s) $(mib "$MTASTSD_PID" VmRSS)"
+                sleep 5
+            done
+        ) >"$OUT/million-rss.txt" &
+        sampler=$!
+        load --connections "$MILLION_CONNS" --key-count "$MILLION_N" --once \
+            --server-pid "$MTASTSD_PID" --json "$OUT/million.json" >"$OUT/million.txt"
+        sleep 2
+        say "  replies OK $(j "$OUT/million.json" .replies.OK) of $MILLION_N in $(j "$OUT/million.json" '.config.duration_s | floor') s ($(j "$OUT/million.json" '.throughput_rps | floor') new domains/s); p50 $(j "$OUT/million.json" '.latency_us.p50') µs, p99 $(j "$OUT/million.json" '.latency_us.p99') µs; mtastsd CPU $(j "$OUT/million.json" '.server_cpu_percent // "?"') %"
+        say "  mtastsd RSS after $(mib "$MTASTSD_PID" VmRSS) MiB, peak $(mib "$MTASTSD_PID" VmHWM) MiB; RSS every 60 s: $(awk 'NR % 12 == 1 { printf "%s ", $2 }' "$OUT/million-rss.txt") (all samples in million-rss.txt)"
+        kill "$sampler" 2>/dev/null || true
+        counters
+        cleanup
+        ;;
+    *)
+        echo "unknown phase $phase" >&2
+        exit 2
+        ;;
+    esac
+done
+say "uptime at the end: $(uptime)"

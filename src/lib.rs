@@ -38,7 +38,11 @@
 //! | [`check`], [`tlsrpt`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
 //!
 //! Pure modules (no I/O): `socketmap`, `mta_sts`, `tlsrpt`, `postfix`, `config` (parsing).
-//! The edges: `resolver` (network), `cache::store` (disk), `server` (sockets).
+//! The edges: `resolver` (network), `cache::redis` (the cluster's Redis, optional),
+//! `cache::store` (disk), `server` and `metrics` (sockets).
+//!
+//! The answer path touches none of the edges for a cached domain: `server` →
+//! `socketmap` → `cache` (in-memory) → reply bytes, with no allocation.
 
 pub mod cache;
 pub mod check;

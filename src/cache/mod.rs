@@ -793,7 +793,8 @@ impl PolicyCache {
     }
 
     /// Every usable policy, for the on-disk store.
-    pub fn snapshot(&self) -> Vec<(String, CachedPolicy)> {
+    /// Shares the policies (no deep copy): the store serialises them outside the lock.
+    pub fn snapshot(&self) -> Vec<(String, Arc<CachedPolicy>)> {
         let now = self.clock.now();
         let entries = self.entries.lock().unwrap();
         // Least recently used first, so a reload puts them back in the same order.
@@ -801,7 +802,7 @@ impl PolicyCache {
             .policies
             .iter()
             .rev()
-            .filter_map(|(d, e)| e.usable(now).map(|p| (d.clone(), CachedPolicy::clone(p))))
+            .filter_map(|(d, e)| e.usable(now).map(|p| (d.clone(), Arc::clone(p))))
             .collect()
     }
 

@@ -5,6 +5,7 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,20 @@ pub struct Store {
 struct File1 {
     version: u32,
     policies: Vec<Persisted>,
+}
+
+/// [`File1`], borrowed, for writing.
+#[derive(Serialize)]
+struct File1Ref<'a> {
+    version: u32,
+    policies: Vec<PersistedRef<'a>>,
+}
+
+#[derive(Serialize)]
+struct PersistedRef<'a> {
+    domain: &'a str,
+    #[serde(flatten)]
+    policy: &'a CachedPolicy,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,20 +106,21 @@ impl Store {
     }
 
     /// Replace the saved copy with `policies`, atomically.
-    pub fn save(&self, policies: &[(String, CachedPolicy)]) -> Result<(), StoreError> {
+    pub fn save(&self, policies: &[(String, Arc<CachedPolicy>)]) -> Result<(), StoreError> {
         let path = self.path();
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
         let io_err = |source| StoreError::Io {
             path: tmp.clone(),
             source,
         };
-        let file = File1 {
+        // Written from references: a save must not copy the whole cache again.
+        let file = File1Ref {
             version: FORMAT_VERSION,
             policies: policies
                 .iter()
-                .map(|(d, p)| Persisted {
-                    domain: d.clone(),
-                    policy: p.clone(),
+                .map(|(d, p)| PersistedRef {
+                    domain: d,
+                    policy: p,
                 })
                 .collect(),
         };

@@ -535,7 +535,11 @@ async fn snapshot_and_restore_keep_usable_policies_spec_5_8() {
     cache.lookup("a.example").await;
     cache.lookup("b.example").await;
     assert!(cache.take_dirty());
-    let snap = cache.snapshot();
+    let snap: Vec<(String, CachedPolicy)> = cache
+        .snapshot()
+        .into_iter()
+        .map(|(d, p)| (d, CachedPolicy::clone(&p)))
+        .collect();
     assert_eq!(snap.len(), 2);
 
     let (fresh, s2, clock2) = setup(100);

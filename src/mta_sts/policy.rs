@@ -171,6 +171,8 @@ pub fn parse_policy(body: &[u8]) -> Result<Policy, PolicyError> {
     if mx.is_empty() && mode != Mode::None {
         return Err(PolicyError::NoMx(mode));
     }
+    // Policies live in the cache for days, by the hundred thousand: no spare capacity.
+    mx.shrink_to_fit();
     Ok(Policy {
         mode,
         max_age,

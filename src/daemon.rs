@@ -1,7 +1,6 @@
 //! `mtastsd serve`: wires configuration, resolvers, cache, store and listeners
 //! together, and runs until told to stop (SPEC 7.1, 7.3).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -255,10 +254,6 @@ impl Daemon {
                 }
             }
         }
-    }
-
-    pub fn state_path(&self) -> Option<PathBuf> {
-        self.store.as_ref().map(|s| s.path())
     }
 }
 

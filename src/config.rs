@@ -56,6 +56,13 @@ pub struct ServerConfig {
     pub listen: Vec<ListenAddr>,
     /// File mode of unix sockets. Default 0o660.
     pub unix_mode: u32,
+    /// Owner of unix sockets (user name or uid); `None` keeps the daemon's user.
+    /// Giving a socket away needs root: mostly useful for non-systemd setups.
+    pub unix_owner: Option<String>,
+    /// Group of unix sockets (group name or gid), e.g. `postfix` so that a
+    /// chrooted Postfix can connect; the daemon must be a member of it
+    /// (`SupplementaryGroups=postfix` under systemd). `None`: the daemon's group.
+    pub unix_group: Option<String>,
     /// Close a connection idle this long (SPEC 1.5). Default 60 s.
     pub idle_timeout: Duration,
     /// Connections served at once; more wait in the accept queue. Default 1000.
@@ -196,6 +203,8 @@ impl Default for ServerConfig {
             // Loopback only: never listen elsewhere unless configured (SPEC 7.5).
             listen: vec![ListenAddr::Inet(SocketAddr::from(([127, 0, 0, 1], 8461)))],
             unix_mode: 0o660,
+            unix_owner: None,
+            unix_group: None,
             idle_timeout: Duration::from_secs(60),
             max_connections: 1000,
         }
@@ -460,6 +469,8 @@ struct RawServer {
     /// their own in errors, and the element's line is what the user needs.
     listen: Option<Spanned<Vec<Spanned<String>>>>,
     unix_mode: Option<UnixMode>,
+    unix_owner: Option<Spanned<String>>,
+    unix_group: Option<Spanned<String>>,
     idle_timeout: Option<Dur<UNLIMITED>>,
     max_connections: Option<AtLeastOne>,
 }
@@ -625,6 +636,8 @@ impl RawConfig {
             server: ServerConfig {
                 listen,
                 unix_mode: server.unix_mode.map_or(d.server.unix_mode, |m| m.0),
+                unix_owner: account_name(server.unix_owner)?,
+                unix_group: account_name(server.unix_group)?,
                 idle_timeout: server.idle_timeout.map_or(d.server.idle_timeout, |t| t.0),
                 max_connections: server
                     .max_connections
@@ -803,6 +816,27 @@ impl<'de> Deserialize<'de> for Port {
             }
         }
         deserializer.deserialize_any(V)
+    }
+}
+
+/// A user or group name (or a numeric id) for a unix socket's owner. Whether it
+/// exists is checked when the socket is made: the system's account database is I/O.
+fn account_name(raw: Option<Spanned<String>>) -> Result<Option<String>, Late> {
+    let Some(raw) = raw else { return Ok(None) };
+    let span = raw.span();
+    let name = raw.into_inner();
+    let valid = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if valid {
+        Ok(Some(name))
+    } else {
+        Err((
+            span,
+            format!("{name:?} is not a user or group name (like \"postfix\") or a numeric id"),
+        ))
     }
 }
 
@@ -1167,6 +1201,8 @@ mod tests {
 [server]
 listen = ["127.0.0.1:8461", "[::1]:8462", "unix:/run/mtastsd/socketmap"]
 unix_mode = "0600"
+unix_owner = "mtastsd"
+unix_group = "postfix"
 idle_timeout = "90s"
 max_connections = 20
 [dns]
@@ -1201,6 +1237,8 @@ strict_testing = true
             ]
         );
         assert_eq!(c.server.unix_mode, 0o600);
+        assert_eq!(c.server.unix_owner.as_deref(), Some("mtastsd"));
+        assert_eq!(c.server.unix_group.as_deref(), Some("postfix"));
         assert_eq!(c.server.idle_timeout, Duration::from_secs(90));
         assert_eq!(c.server.max_connections, 20);
         assert_eq!(
@@ -1461,6 +1499,25 @@ strict_testing = true
         );
         let c = parse("[server]\nunix_mode = \"777\"\n").unwrap();
         assert_eq!(c.server.unix_mode, 0o777);
+    }
+
+    #[test]
+    fn bad_socket_owner() {
+        assert_error(
+            "[server]\nunix_group = \"\"\n",
+            2,
+            "server.unix_group",
+            "is not a user or group name",
+        );
+        assert_error(
+            "[server]\nunix_owner = \"root postfix\"\n",
+            2,
+            "server.unix_owner",
+            "is not a user or group name",
+        );
+        let c = parse("[server]\nunix_group = \"119\"\n").unwrap();
+        assert_eq!(c.server.unix_group.as_deref(), Some("119"));
+        assert_eq!(c.server.unix_owner, None);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Shared(#[from] SharedError),
+    #[error(transparent)]
+    Listeners(#[from] crate::listen::ListenError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -117,19 +119,7 @@ impl Daemon {
             load(&cache, store);
         }
 
-        let mut listeners = Vec::new();
-        for addr in &config.server.listen {
-            let l = Listener::bind(addr, config.server.unix_mode).map_err(|source| {
-                StartError::Listen {
-                    addr: match addr {
-                        crate::config::ListenAddr::Inet(a) => a.to_string(),
-                        crate::config::ListenAddr::Unix(p) => format!("unix:{}", p.display()),
-                    },
-                    source,
-                }
-            })?;
-            listeners.push(l);
-        }
+        let listeners = crate::listen::open(&config.server)?;
         let addrs: Vec<BoundAddr> = listeners.iter().map(Listener::local_addr).collect();
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 

@@ -21,6 +21,7 @@
 //! | [`socketmap::netstring`] | 1.1 framing, 1.4 request cap |
 //! | [`socketmap::request`] | 1.2 map name, 1.6 key normalisation |
 //! | [`socketmap::response`] | 1.3 reply kinds |
+//! | [`listen`] | 7.5 listeners: bound from `[server] listen` (unix socket mode, owner, group) or passed by systemd socket activation |
 //! | [`server`] | 1.1 pipelining, 1.4 PERM+close, 1.5 idle timeout, 7.3 graceful stop, 7.5 listeners |
 //! | [`mta_sts::record`] | 2.2–2.5 TXT record |
 //! | [`mta_sts::policy`], [`mta_sts::mx`] | 4.1–4.6 policy file and mx patterns |
@@ -39,7 +40,7 @@
 //!
 //! Pure modules (no I/O): `socketmap`, `mta_sts`, `tlsrpt`, `postfix`, `config` (parsing).
 //! The edges: `resolver` (network), `cache::redis` (the cluster's Redis, optional),
-//! `cache::store` (disk), `server` and `metrics` (sockets).
+//! `cache::store` (disk), `listen`, `server` and `metrics` (sockets).
 //!
 //! The answer path touches none of the edges for a cached domain: `server` →
 //! `socketmap` → `cache` (in-memory) → reply bytes, with no allocation.
@@ -49,6 +50,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod mta_sts;

@@ -135,7 +135,10 @@ impl Handler {
 /// A bound listener.
 pub enum Listener {
     Tcp(TcpListener),
+    /// Bound by us: the socket file is removed at exit.
     Unix(UnixListener, PathBuf),
+    /// Passed in by systemd socket activation: the socket file is systemd's.
+    InheritedUnix(UnixListener, PathBuf),
 }
 
 /// Where a listener ended up (ephemeral ports resolved).
@@ -192,7 +195,7 @@ impl Listener {
             Listener::Tcp(l) => {
                 BoundAddr::Inet(l.local_addr().expect("bound socket has an address"))
             }
-            Listener::Unix(_, p) => BoundAddr::Unix(p.clone()),
+            Listener::Unix(_, p) | Listener::InheritedUnix(_, p) => BoundAddr::Unix(p.clone()),
         }
     }
 }
@@ -296,7 +299,9 @@ enum Stream {
 async fn accept(listener: &Listener) -> io::Result<Stream> {
     match listener {
         Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
-        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+        Listener::Unix(l, _) | Listener::InheritedUnix(l, _) => {
+            l.accept().await.map(|(s, _)| Stream::Unix(s))
+        }
     }
 }
 

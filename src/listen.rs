@@ -1,0 +1,241 @@
+//! Where the socketmap listeners come from (SPEC 7.5): either handed over by
+//! systemd socket activation (`sd_listen_fds(3)`, a `mtastsd.socket` unit), which
+//! then replaces `[server] listen`; or bound from `[server] listen`, with unix
+//! sockets given their configured mode, owner and group.
+//!
+//! This is an edge: it reads the account database and the process environment.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::config::{ListenAddr, ServerConfig};
+use crate::server::Listener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+    #[error(
+        "cannot give unix socket {path} to {what}: {source} \
+         (the daemon must run as root to change the owner, and be a member of the group \
+         to change the group; see server.unix_owner and server.unix_group)"
+    )]
+    Chown {
+        path: PathBuf,
+        what: String,
+        source: io::Error,
+    },
+    #[error("server.{key}: no {kind} named {name:?} on this system")]
+    NoSuchAccount {
+        key: &'static str,
+        kind: &'static str,
+        name: String,
+    },
+    #[error("socket activation: file descriptor {fd} is {what}; the .socket unit must use ListenStream=")]
+    Inherited { fd: RawFd, what: String },
+    #[error("socket activation: {0}")]
+    Activation(io::Error),
+}
+
+/// The listeners to serve on. Socket activation wins when systemd passed sockets
+/// to this process; `[server] listen` is then ignored (and logged).
+pub fn open(config: &ServerConfig) -> Result<Vec<Listener>, ListenError> {
+    let inherited = inherited()?;
+    if !inherited.is_empty() {
+        log::info!(
+            "socket activation: serving {} socket(s) passed by systemd; [server] listen is not used",
+            inherited.len()
+        );
+        return Ok(inherited);
+    }
+    let owner = config
+        .unix_owner
+        .as_deref()
+        .map(|name| lookup_user(name).map(|uid| (name, uid)))
+        .transpose()?;
+    let group = config
+        .unix_group
+        .as_deref()
+        .map(|name| lookup_group(name).map(|gid| (name, gid)))
+        .transpose()?;
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let listener =
+            Listener::bind(addr, config.unix_mode).map_err(|source| ListenError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+        if let ListenAddr::Unix(path) = addr {
+            if owner.is_some() || group.is_some() {
+                give(path, owner, group)?;
+            }
+        }
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn give(
+    path: &Path,
+    owner: Option<(&str, u32)>,
+    group: Option<(&str, u32)>,
+) -> Result<(), ListenError> {
+    let what = match (owner, group) {
+        (Some((u, _)), Some((g, _))) => format!("{u}:{g}"),
+        (Some((u, _)), None) => format!("user {u}"),
+        (None, Some((g, _))) => format!("group {g}"),
+        (None, None) => return Ok(()),
+    };
+    std::os::unix::fs::chown(path, owner.map(|o| o.1), group.map(|g| g.1)).map_err(|source| {
+        // A socket we cannot hand over is useless to the client it was meant for.
+        let _ = std::fs::remove_file(path);
+        ListenError::Chown {
+            path: path.to_owned(),
+            what,
+            source,
+        }
+    })
+}
+
+fn lookup_user(name: &str) -> Result<u32, ListenError> {
+    if let Ok(uid) = name.parse::<u32>() {
+        return Ok(uid);
+    }
+    lookup(name, |c, buf| {
+        // SAFETY: every pointer is valid for the call; getpwnam_r writes only into
+        // `pwd` and `buf` (of the length given) and sets `result`.
+        unsafe {
+            let mut pwd: libc::passwd = std::mem::zeroed();
+            let mut result = std::ptr::null_mut();
+            let rc = libc::getpwnam_r(c, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result);
+            (rc, (!result.is_null()).then_some(pwd.pw_uid))
+        }
+    })
+    .ok_or_else(|| ListenError::NoSuchAccount {
+        key: "unix_owner",
+        kind: "user",
+        name: name.to_owned(),
+    })
+}
+
+fn lookup_group(name: &str) -> Result<u32, ListenError> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    lookup(name, |c, buf| {
+        // SAFETY: as in lookup_user, for getgrnam_r.
+        unsafe {
+            let mut grp: libc::group = std::mem::zeroed();
+            let mut result = std::ptr::null_mut();
+            let rc = libc::getgrnam_r(c, &mut grp, buf.as_mut_ptr(), buf.len(), &mut result);
+            (rc, (!result.is_null()).then_some(grp.gr_gid))
+        }
+    })
+    .ok_or_else(|| ListenError::NoSuchAccount {
+        key: "unix_group",
+        kind: "group",
+        name: name.to_owned(),
+    })
+}
+
+/// Runs a `get*nam_r` call, growing its buffer on ERANGE.
+fn lookup(
+    name: &str,
+    call: impl Fn(*const libc::c_char, &mut Vec<libc::c_char>) -> (libc::c_int, Option<u32>),
+) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let mut buf: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        match call(c.as_ptr(), &mut buf) {
+            (libc::ERANGE, _) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            (0, id) => return id,
+            _ => return None,
+        }
+    }
+}
+
+/// The sockets systemd passed to this process (`LISTEN_FDS`, checked against
+/// `LISTEN_PID`), as listeners. Empty when not socket-activated.
+fn inherited() -> Result<Vec<Listener>, ListenError> {
+    let fds = sd_notify::listen_fds().map_err(ListenError::Activation)?;
+    let mut listeners = Vec::with_capacity(fds.len());
+    for fd in fds {
+        listeners.push(adopt(fd)?);
+    }
+    Ok(listeners)
+}
+
+fn adopt(fd: RawFd) -> Result<Listener, ListenError> {
+    let bad = |what: &str| ListenError::Inherited {
+        fd,
+        what: what.to_owned(),
+    };
+    if sockopt(fd, libc::SO_TYPE) != Some(libc::SOCK_STREAM) {
+        return Err(bad("not a stream socket"));
+    }
+    if sockopt(fd, libc::SO_ACCEPTCONN) != Some(1) {
+        return Err(bad("not a listening socket"));
+    }
+    // SAFETY: sockaddr_storage is plain data; getsockname writes at most `len` bytes.
+    let family = unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getsockname(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) != 0
+        {
+            return Err(bad("not a socket"));
+        }
+        libc::c_int::from(addr.ss_family)
+    };
+    // sd_listen_fds(3) marks the descriptors close-on-exec; so do we.
+    // SAFETY: fcntl on a descriptor we were given; no memory is involved.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let io_err = ListenError::Activation;
+    match family {
+        libc::AF_INET | libc::AF_INET6 => {
+            // SAFETY: systemd handed this descriptor to us alone; it is a listening
+            // TCP socket (checked above) and nothing else owns it.
+            let std = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            std.set_nonblocking(true).map_err(io_err)?;
+            Ok(Listener::Tcp(
+                tokio::net::TcpListener::from_std(std).map_err(io_err)?,
+            ))
+        }
+        libc::AF_UNIX => {
+            // SAFETY: as above, a listening unix stream socket.
+            let std = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+            std.set_nonblocking(true).map_err(io_err)?;
+            let path = std
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Path::to_owned))
+                .unwrap_or_else(|| PathBuf::from(format!("(fd {fd})")));
+            Ok(Listener::InheritedUnix(
+                tokio::net::UnixListener::from_std(std).map_err(io_err)?,
+                path,
+            ))
+        }
+        other => Err(bad(&format!("of address family {other}"))),
+    }
+}
+
+fn sockopt(fd: RawFd, opt: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(value)
+}

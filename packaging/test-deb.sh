@@ -124,22 +124,37 @@ python3 - "$work" "$dns_port" "$https_port" "$listen_port" <<'EOF'
 import re, sys
 work, dns, https, listen = sys.argv[1:]
 text = open("/etc/mtastsd/mtastsd.toml").read()
-for key, value in [("listen", f'["127.0.0.1:{listen}"]'),
+for key, value in [("listen", f'["127.0.0.1:{listen}", "unix:{work}/spool/mtastsd/socketmap"]'),
                    ("nameservers", f'["127.0.0.1:{dns}"]'),
                    ("https_port", https)]:
     text, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
     assert n == 1, key
-text, n = re.subn(r"^#ca_file = .*$", f'ca_file = "{work}/ca.pem"', text, count=1, flags=re.M)
-assert n == 1, "ca_file"
+for key, value in [("ca_file", f'"{work}/ca.pem"'), ("unix_group", '"postfix"')]:
+    text, n = re.subn(rf"^#{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
+    assert n == 1, key
 open(f"{work}/world.toml", "w").write(text)
 EOF
-setpriv --reuid=mtastsd --regid=mtastsd --init-groups -- /usr/sbin/mtastsd serve --config "$work/world.toml" 2>"$work/world-daemon.log" &
+# A unix socket as for a chrooted Postfix (examples/chroot.conf): in a directory
+# of the queue directory that only mtastsd and the postfix group may enter, given
+# to the postfix group; the daemon is a member (SupplementaryGroups=postfix).
+mkdir "$work/spool"
+install -d -o mtastsd -g postfix -m 0750 "$work/spool/mtastsd"
+setpriv --reuid=mtastsd --regid=mtastsd --groups="$(getent group postfix | cut -d: -f3)" -- \
+    /usr/sbin/mtastsd serve --config "$work/world.toml" 2>"$work/world-daemon.log" &
 pids+=($!)
 wait_for_port "$listen_port"
 answer=$(postmap -q d3.deb.test "socketmap:inet:127.0.0.1:$listen_port:postfix") ||
     fail "postmap d3.deb.test: $(cat "$work/world-daemon.log")"
 [ "$answer" = "secure match=mx.d3.deb.test servername=hostname" ] || fail "postmap answered: $answer"
 step "postmap -q d3.deb.test: $answer"
+[ "$(stat -c %G:%a "$work/spool/mtastsd/socketmap")" = postfix:660 ] ||
+    fail "unix socket is $(stat -c %G:%a "$work/spool/mtastsd/socketmap"), not postfix:660"
+# As Postfix's smtp(8) does: user postfix, the path relative to the queue directory.
+answer=$(cd "$work/spool" && setpriv --reuid=postfix --regid=postfix --init-groups -- \
+    postmap -c "$work/postfix" -q d4.deb.test socketmap:unix:mtastsd/socketmap:postfix) ||
+    fail "postmap as postfix over the unix socket: $(cat "$work/world-daemon.log")"
+[ "$answer" = "secure match=mx.d4.deb.test servername=hostname" ] || fail "unix socket answered: $answer"
+step "as user postfix, socketmap:unix:mtastsd/socketmap: $answer"
 kill -TERM "${pids[-1]}" && wait "${pids[-1]}" || fail "daemon did not exit 0: $(cat "$work/world-daemon.log")"
 grep -q d3.deb.test /var/lib/mtastsd/policies.json || fail "policy not saved in /var/lib/mtastsd"
 [ "$(stat -c %U /var/lib/mtastsd/policies.json)" = mtastsd ] || fail "saved cache not owned by mtastsd"

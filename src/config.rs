@@ -127,6 +127,9 @@ pub struct RedisConfig {
     /// Longest wait for one Redis command; past it the node carries on alone.
     /// Default 250 ms.
     pub timeout: Duration,
+    /// With `rediss://`: the CA certificates (PEM) that the Redis server's
+    /// certificate must chain to, instead of the system's roots. Default none.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -516,6 +519,7 @@ struct RawRedis {
     prefix: Option<String>,
     /// A shared-cache call must never hold an answer up for long.
     timeout: Option<Dur<5>>,
+    ca_file: Option<Spanned<AbsPath>>,
 }
 
 #[derive(Debug)]
@@ -585,11 +589,22 @@ impl RawConfig {
             raw_redis,
         ) {
             (Some((_, Backend::Redis)), Some(Table(r))) => match r.url {
-                Some(RedisUrl(url)) => Some(RedisConfig {
-                    url,
-                    prefix: r.prefix.unwrap_or_else(|| "mtastsd:".to_string()),
-                    timeout: r.timeout.map_or(Duration::from_millis(250), |t| t.0),
-                }),
+                Some(RedisUrl(url)) => {
+                    if let Some(ca) = &r.ca_file {
+                        if !url.starts_with("rediss://") {
+                            return Err((
+                                ca.span(),
+                                "ca_file is for TLS: it needs a rediss:// url".to_string(),
+                            ));
+                        }
+                    }
+                    Some(RedisConfig {
+                        url,
+                        prefix: r.prefix.unwrap_or_else(|| "mtastsd:".to_string()),
+                        timeout: r.timeout.map_or(Duration::from_millis(250), |t| t.0),
+                        ca_file: r.ca_file.map(|p| p.into_inner().0),
+                    })
+                }
                 None => {
                     return Err((
                         cache.backend.as_ref().expect("matched").span(),
@@ -1153,6 +1168,7 @@ mod tests {
                 url: "redis://:pw@10.0.0.1:6379/2".into(),
                 prefix: "mtastsd:".into(),
                 timeout: Duration::from_millis(100),
+                ca_file: None,
             })
         );
         assert_error(
@@ -1179,6 +1195,17 @@ mod tests {
             "redis.timeout",
             "at most",
         );
+        assert_error(
+            "[cache]\nbackend = \"redis\"\n[redis]\nurl = \"redis://x\"\nca_file = \"/etc/ca.pem\"\n",
+            5,
+            "redis.ca_file",
+            "needs a rediss:// url",
+        );
+        let c = parse(
+            "[cache]\nbackend = \"redis\"\n[redis]\nurl = \"rediss://x:6380\"\nca_file = \"/etc/ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.redis.unwrap().ca_file, Some(PathBuf::from("/etc/ca.pem")));
     }
 
     #[test]

@@ -135,6 +135,7 @@ fn config(url: String, prefix: &str) -> RedisConfig {
         url,
         prefix: prefix.to_owned(),
         timeout: TIMEOUT,
+        ca_file: None,
     }
 }
 
@@ -666,4 +667,86 @@ async fn two_daemons_share_policies_through_redis() {
     );
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A redis-server speaking only TLS (`rediss://`), with a certificate for
+/// 127.0.0.1 from the test CA; killed when dropped.
+async fn start_tls_redis(bin: &Path, dir: &Path, ca: &support::TestCa) -> (Child, u16) {
+    let (cert, key) = ca.issue_pem("127.0.0.1", support::CertKind::Valid);
+    std::fs::write(dir.join("redis.crt"), cert).unwrap();
+    std::fs::write(dir.join("redis.key"), key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.root_pem()).unwrap();
+    let port = free_port();
+    let child = Command::new(bin)
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--tls-cert-file")
+        .arg(dir.join("redis.crt"))
+        .arg("--tls-key-file")
+        .arg(dir.join("redis.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(dir.join("ca.pem"))
+        .args(["--tls-auth-clients", "no"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "TLS redis-server did not listen");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (child, port)
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_shares_entries_and_refuses_other_cas() {
+    let Some(bin) = redis_server_or_skip("rediss_with_a_private_ca") else {
+        return;
+    };
+    support::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::TestCa::new();
+    let (_redis, port) = start_tls_redis(&bin, dir.path(), &ca).await;
+    let url = format!("rediss://127.0.0.1:{port}/0");
+
+    // The server's certificate chains to redis.ca_file: entries go through TLS.
+    let mut trusted = config(url.clone(), "tls:");
+    trusted.ca_file = Some(dir.path().join("ca.pem"));
+    let shared = RedisShared::connect(&trusted).await.unwrap();
+    let entry = policy_entry();
+    let (_, ()) = until_ok(Duration::from_secs(10), || {
+        shared.put("example.com", &entry, HOUR)
+    })
+    .await;
+    let other_node = RedisShared::connect(&trusted).await.unwrap();
+    let (_, got) = until_ok(Duration::from_secs(10), || other_node.get("example.com")).await;
+    assert_eq!(got, Some(policy_entry()));
+
+    // Another CA (and so, too, the system's roots): the handshake fails, every
+    // call fails within the timeout, and nothing is read from that server.
+    std::fs::write(dir.path().join("other.pem"), ca.untrusted_root_pem()).unwrap();
+    let mut wrong = config(url.clone(), "tls:");
+    wrong.ca_file = Some(dir.path().join("other.pem"));
+    let untrusting = RedisShared::connect(&wrong).await.unwrap();
+    all_fail_in_time(&untrusting).await;
+    let system_roots = RedisShared::connect(&config(url, "tls:")).await.unwrap();
+    all_fail_in_time(&system_roots).await;
+
+    // A CA file that cannot be read is a start-up error naming the key.
+    let mut missing = config(trusted.url.clone(), "tls:");
+    missing.ca_file = Some(dir.path().join("missing.pem"));
+    let err = match RedisShared::connect(&missing).await {
+        Ok(_) => panic!("connected without its CA file"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("redis.ca_file"), "{err}");
 }

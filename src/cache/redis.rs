@@ -81,8 +81,21 @@ impl RedisShared {
     /// configuration error); an unreachable Redis is logged and retried later.
     pub async fn connect(config: &RedisConfig) -> Result<RedisShared, SharedError> {
         let display_url = redact(&config.url);
-        let client = Client::open(config.url.as_str())
-            .map_err(|e| SharedError(format!("{display_url}: {e}")))?;
+        let client = match &config.ca_file {
+            None => Client::open(config.url.as_str()),
+            Some(path) => {
+                let root_cert = std::fs::read(path)
+                    .map_err(|e| SharedError(format!("redis.ca_file {}: {e}", path.display())))?;
+                Client::build_with_tls(
+                    config.url.as_str(),
+                    ::redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root_cert),
+                    },
+                )
+            }
+        }
+        .map_err(|e| SharedError(format!("{display_url}: {e}")))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -458,6 +471,7 @@ mod tests {
             url: url.to_owned(),
             prefix: "t:".to_owned(),
             timeout: Duration::from_millis(50),
+            ca_file: None,
         };
         assert!(RedisShared::connect(&config("http://127.0.0.1:1"))
             .await

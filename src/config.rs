@@ -23,6 +23,8 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::overrides::Overrides;
+
 /// The name of the built-in profile, the last field of
 /// `socketmap:inet:127.0.0.1:8461:postfix` (SPEC 1.2).
 pub const DEFAULT_PROFILE: &str = "postfix";
@@ -40,6 +42,12 @@ pub struct Config {
     /// Socketmap name → profile. Always contains [`DEFAULT_PROFILE`] (added with
     /// defaults when the file does not define it).
     pub profiles: BTreeMap<String, Profile>,
+    /// SPEC 6.5: fixed answers, consulted before the cache. [`Config::load`] adds
+    /// the entries of the files in `override_files`.
+    pub overrides: Overrides,
+    /// `[overrides] file` and `[profiles.NAME.overrides] file`: (profile, path),
+    /// read by [`Config::load`] (again on SIGHUP).
+    pub override_files: Vec<(Option<String>, PathBuf)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +204,8 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             redis: None,
             profiles: BTreeMap::from([(DEFAULT_PROFILE.to_owned(), Profile::default())]),
+            overrides: Overrides::default(),
+            override_files: Vec::new(),
         }
     }
 }
@@ -300,15 +310,17 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => Self::parse(text, path),
+        let mut config = match std::str::from_utf8(&bytes) {
+            Ok(text) => Self::parse(text, path)?,
             Err(e) => Err(ConfigError::Invalid {
                 path: path.to_owned(),
                 line: line_at(&bytes, e.valid_up_to()),
                 key: String::new(),
                 message: "the file is not valid UTF-8 (TOML files must be)".to_owned(),
-            }),
-        }
+            })?,
+        };
+        config.load_override_files()?;
+        Ok(config)
     }
 
     /// Validate TOML text; `path` is used only in error messages.
@@ -321,6 +333,32 @@ impl Config {
                 key: key_at(text, span.start),
                 message,
             })
+    }
+
+    /// Reads the override files (entries in the TOML file win over the file's).
+    fn load_override_files(&mut self) -> Result<(), ConfigError> {
+        let mut from_files = Overrides::default();
+        for (profile, path) in &self.override_files {
+            let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let text = String::from_utf8_lossy(&bytes);
+            let entries = crate::overrides::parse_file(&text).map_err(|(line, message)| {
+                ConfigError::Invalid {
+                    path: path.clone(),
+                    line,
+                    key: String::new(),
+                    message,
+                }
+            })?;
+            for (domain, answer) in entries {
+                from_files.insert(profile.as_deref(), domain, answer);
+            }
+        }
+        from_files.extend(std::mem::take(&mut self.overrides));
+        self.overrides = from_files;
+        Ok(())
     }
 
     /// The profile for a socketmap name; unknown names get the default (SPEC 1.2).
@@ -441,7 +479,12 @@ struct RawConfig {
     metrics: Table<RawMetrics>,
     redis: Option<Table<RawRedis>>,
     profiles: Table<BTreeMap<ProfileName, Table<RawProfile>>>,
+    overrides: Option<Table<RawOverrides>>,
 }
+
+/// `[overrides]`: `"domain" = "answer"` entries, and `file` (a path; domain
+/// keys always contain a dot, so the two cannot be confused).
+type RawOverrides = BTreeMap<String, Spanned<String>>;
 
 /// A section: accepts only a TOML table. (Derived struct impls also take an
 /// array and fill the fields in order, which would let `server = [[...]]` through
@@ -567,6 +610,7 @@ struct RawMetrics {
 struct RawProfile {
     strict_testing: Option<bool>,
     servername: Option<bool>,
+    overrides: Option<Table<RawOverrides>>,
 }
 
 /// A value that failed validation after deserialization: its span and why.
@@ -583,7 +627,13 @@ impl RawConfig {
             metrics: Table(metrics),
             redis: raw_redis,
             profiles: Table(raw_profiles),
+            overrides: raw_overrides,
         } = self;
+        let mut overrides = Overrides::default();
+        let mut override_files = Vec::new();
+        if let Some(Table(raw)) = raw_overrides {
+            add_overrides(raw, None, &mut overrides, &mut override_files)?;
+        }
         let redis = match (
             cache.backend.as_ref().map(|b| (b.span(), b.get_ref())),
             raw_redis,
@@ -633,16 +683,17 @@ impl RawConfig {
                 .collect::<Result<_, _>>()?,
             None => d.dns.nameservers,
         };
-        let mut profiles: BTreeMap<String, Profile> = raw_profiles
-            .into_iter()
-            .map(|(ProfileName(name), Table(raw))| {
-                let profile = Profile {
-                    strict_testing: raw.strict_testing.unwrap_or(BUILTIN_PROFILE.strict_testing),
-                    servername: raw.servername.unwrap_or(BUILTIN_PROFILE.servername),
-                };
-                (name, profile)
-            })
-            .collect();
+        let mut profiles = BTreeMap::new();
+        for (ProfileName(name), Table(raw)) in raw_profiles {
+            let profile = Profile {
+                strict_testing: raw.strict_testing.unwrap_or(BUILTIN_PROFILE.strict_testing),
+                servername: raw.servername.unwrap_or(BUILTIN_PROFILE.servername),
+            };
+            if let Some(Table(raw)) = raw.overrides {
+                add_overrides(raw, Some(&name), &mut overrides, &mut override_files)?;
+            }
+            profiles.insert(name, profile);
+        }
         profiles
             .entry(DEFAULT_PROFILE.to_owned())
             .or_insert(BUILTIN_PROFILE);
@@ -682,6 +733,8 @@ impl RawConfig {
             },
             redis,
             profiles,
+            overrides,
+            override_files,
         })
     }
 }
@@ -832,6 +885,37 @@ impl<'de> Deserialize<'de> for Port {
         }
         deserializer.deserialize_any(V)
     }
+}
+
+/// One `[overrides]` table into `overrides` (SPEC 6.5); its `file` key into `files`.
+fn add_overrides(
+    raw: RawOverrides,
+    profile: Option<&str>,
+    overrides: &mut Overrides,
+    files: &mut Vec<(Option<String>, PathBuf)>,
+) -> Result<(), Late> {
+    for (key, value) in raw {
+        let span = value.span();
+        let value = value.into_inner();
+        if key == "file" {
+            let path = PathBuf::from(&value);
+            if !path.is_absolute() {
+                return Err((span, format!("file {value:?}: expected an absolute path")));
+            }
+            files.push((profile.map(str::to_owned), path));
+            continue;
+        }
+        let domain = crate::overrides::parse_domain(&key).map_err(|e| (span.clone(), e))?;
+        if !domain.contains('.') {
+            return Err((
+                span,
+                format!("{key:?} is not a domain (or \"file\", the path of an overrides file)"),
+            ));
+        }
+        let answer = crate::overrides::parse_answer(&value).map_err(|e| (span, e))?;
+        overrides.insert(profile, domain, answer);
+    }
+    Ok(())
 }
 
 /// A user or group name (or a numeric id) for a unix socket's owner. Whether it
@@ -1526,6 +1610,46 @@ strict_testing = true
         );
         let c = parse("[server]\nunix_mode = \"777\"\n").unwrap();
         assert_eq!(c.server.unix_mode, 0o777);
+    }
+
+    #[test]
+    fn overrides_spec_6_5() {
+        use crate::overrides::Override;
+        let c = parse(
+            "[overrides]\n\"A.example\" = \"dane-only\"\nfile = \"/etc/mtastsd/overrides\"\n[profiles.strict.overrides]\n\"b.example\" = \"none-from-mtasts\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.overrides.get("postfix", "a.example"),
+            Some(&Override::Answer("dane-only".into()))
+        );
+        assert_eq!(c.overrides.get("postfix", "b.example"), None);
+        assert_eq!(
+            c.overrides.get("strict", "b.example"),
+            Some(&Override::NoMtaSts)
+        );
+        assert_eq!(
+            c.override_files,
+            vec![(None, PathBuf::from("/etc/mtastsd/overrides"))]
+        );
+        assert_error(
+            "[overrides]\n\"a.example\" = \"dane-only\"\n\"b.example\" = \"secure matches=x\"\n",
+            3,
+            "overrides.\"b.example\"",
+            "\"matches=x\" is not an attribute",
+        );
+        assert_error(
+            "[overrides]\nexample = \"dane\"\n",
+            2,
+            "overrides.example",
+            "is not a domain",
+        );
+        assert_error(
+            "[overrides]\nfile = \"overrides.txt\"\n",
+            2,
+            "overrides.file",
+            "absolute path",
+        );
     }
 
     #[test]

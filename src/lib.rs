@@ -31,6 +31,7 @@
 //! | [`cache::store`] | 5.8 persistence |
 //! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (issue 4): adopt, lease, publish |
 //! | [`postfix`] | 6.1, 6.2 the answer |
+//! | [`overrides`] | 6.5 local overrides, consulted first (`server` asks them before the cache) |
 //! | [`config`] | 7.4 configuration errors, 7.5 listen defaults |
 //! | [`logging`] | 7.2 syslog / stderr |
 //! | [`daemon`] | 7.1 `serve`, 7.3 SIGHUP reload and shutdown wiring |
@@ -38,7 +39,7 @@
 //! | [`query`] | 7.1 `query` |
 //! | [`check`], [`tlsrpt`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
 //!
-//! Pure modules (no I/O): `socketmap`, `mta_sts`, `tlsrpt`, `postfix`, `config` (parsing).
+//! Pure modules (no I/O): `socketmap`, `mta_sts`, `tlsrpt`, `postfix`, `overrides`, `config` (parsing).
 //! The edges: `resolver` (network), `cache::redis` (the cluster's Redis, optional),
 //! `cache::store` (disk), `listen`, `server` and `metrics` (sockets).
 //!
@@ -54,6 +55,7 @@ pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod mta_sts;
+pub mod overrides;
 pub mod postfix;
 pub mod query;
 pub mod resolver;

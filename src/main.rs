@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use mtastsd::cache::SystemClock;
 use mtastsd::cli::{Cli, Command};
-use mtastsd::config::{Config, ListenAddr, LogTarget};
+use mtastsd::config::{Config, ListenAddr, LogTarget, DEFAULT_PROFILE};
 use mtastsd::daemon::{self, Daemon};
 
 const EXIT_RUNTIME: u8 = 1;
@@ -215,9 +215,9 @@ fn print_report<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool)
     }
 }
 
-fn query(config_path: Option<PathBuf>, domain: &str, profile: &str, json: bool) -> ExitCode {
+fn query(config_path: Option<PathBuf>, domain: &str, profile_name: &str, json: bool) -> ExitCode {
     one_shot(config_path, |config| async move {
-        let (profile, known) = config.profile(profile);
+        let (profile, known) = config.profile(profile_name);
         if !known {
             eprintln!("mtastsd: no profile {profile:?} in the configuration; using the default");
         }
@@ -225,8 +225,18 @@ fn query(config_path: Option<PathBuf>, domain: &str, profile: &str, json: bool) 
             Ok(r) => r,
             Err(e) => return fail(EXIT_RUNTIME, &e),
         };
-        let report =
-            mtastsd::query::query(domain, &resolvers, profile, config.fetch.https_port).await;
+        let profile_name = if known { profile_name } else { DEFAULT_PROFILE };
+        let overridden = mtastsd::overrides::parse_domain(domain)
+            .ok()
+            .and_then(|d| config.overrides.get(profile_name, &d));
+        let report = mtastsd::query::query(
+            domain,
+            &resolvers,
+            profile,
+            overridden,
+            config.fetch.https_port,
+        )
+        .await;
         print_report(&report, json);
         ExitCode::SUCCESS
     })

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::config::Profile;
 use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::{is_sts_record, select_record};
+use crate::overrides::Override;
 use crate::postfix::policy_answer;
 use crate::resolver::{policy_url, Resolvers};
 use crate::socketmap::{normalise_key, Key};
@@ -25,6 +26,9 @@ pub struct Report {
     pub policy: Option<PolicyReport>,
     /// What Postfix would get from a daemon with an empty cache.
     pub answer: String,
+    /// SPEC 6.5: the answer comes from a local override in the configuration;
+    /// the MTA-STS lookups above are shown for information only.
+    pub overridden: bool,
     pub failures: Vec<Failure>,
 }
 
@@ -47,7 +51,13 @@ pub struct Failure {
 /// Resolve `key` like the daemon would with an empty cache. The policy is fetched even
 /// when the TXT record is missing or broken, to help diagnose a half-done deployment;
 /// the answer still follows the rules (no valid record, no policy).
-pub async fn query(key: &str, resolvers: &Resolvers, profile: &Profile, https_port: u16) -> Report {
+pub async fn query(
+    key: &str,
+    resolvers: &Resolvers,
+    profile: &Profile,
+    overridden: Option<&Override>,
+    https_port: u16,
+) -> Report {
     let mut report = Report {
         key: key.to_string(),
         domain: None,
@@ -57,6 +67,7 @@ pub async fn query(key: &str, resolvers: &Resolvers, profile: &Profile, https_po
         policy_url: None,
         policy: None,
         answer: "NOTFOUND ".into(),
+        overridden: false,
         failures: Vec::new(),
     };
     let domain = match normalise_key(key) {
@@ -124,6 +135,10 @@ pub async fn query(key: &str, resolvers: &Resolvers, profile: &Profile, https_po
             report.answer = format!("OK {answer}");
         }
     }
+    if let Some(o) = overridden {
+        report.answer = o.reply();
+        report.overridden = true;
+    }
     report.domain = Some(domain);
     report.txt_name = Some(txt_name);
     report
@@ -162,6 +177,12 @@ impl std::fmt::Display for Report {
             }
         }
         writeln!(f, "answer    {}", self.answer)?;
+        if self.overridden {
+            writeln!(
+                f,
+                "          local override from the configuration ([overrides]): the daemon answers this without looking at MTA-STS"
+            )?;
+        }
         if self.failures.is_empty() {
             writeln!(f, "failures  none")?;
         }

@@ -17,7 +17,8 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::cache::{CachedPolicy, Lookup, PolicyCache};
-use crate::config::{Config, ListenAddr, Profile};
+use crate::config::{Config, ListenAddr, Profile, DEFAULT_PROFILE};
+use crate::overrides::Override;
 use crate::postfix::{enforced, secure_match, SERVERNAME_SUFFIX};
 use crate::socketmap::response::MAX_REPLY;
 use crate::socketmap::{netstring, normalise_key, parse_request, Key, Reply, MAX_REQUEST};
@@ -48,6 +49,28 @@ fn policy_reply(p: &CachedPolicy, profile: &Profile, out: &mut BytesMut) -> bool
     let suffix = SERVERNAME_SUFFIX[usize::from(profile.servername)];
     netstring::encode_parts(&[b"OK ", answer.as_bytes(), suffix.as_bytes()], out);
     true
+}
+
+/// SPEC 6.5: append the reply of a local override for `domain` under the map's
+/// profile, if there is one: `Some(true)` for an `OK`, `Some(false)` for `NOTFOUND`.
+fn override_reply(
+    config: &Config,
+    map: &str,
+    known: bool,
+    domain: &str,
+    out: &mut BytesMut,
+) -> Option<bool> {
+    let profile = if known { map } else { DEFAULT_PROFILE };
+    match config.overrides.get(profile, domain)? {
+        Override::NoMtaSts => {
+            out.extend_from_slice(NOTFOUND);
+            Some(false)
+        }
+        Override::Answer(text) => {
+            netstring::encode_parts(&[b"OK ", text.as_bytes()], out);
+            Some(true)
+        }
+    }
 }
 
 /// Turns one request frame into one reply. Shared by every connection.
@@ -97,13 +120,28 @@ impl Handler {
             }
         };
         // Two flags, copied out: no lock or reference count held across the lookup.
-        let (profile, known) = {
+        let (profile, known, overridden) = {
             let config = self.config.read().unwrap();
             let (profile, known) = config.profile(request.map);
-            (profile.clone(), known)
+            // SPEC 6.5: a local override answers before the cache and any lookup.
+            let overridden = if config.overrides.is_empty() {
+                None
+            } else {
+                override_reply(&config, request.map, known, &domain, out)
+            };
+            (profile.clone(), known, overridden)
         };
         if !known {
             self.log_unknown_map(request.map);
+        }
+        if let Some(enforced) = overridden {
+            let m = crate::metrics::get();
+            if enforced {
+                m.answers_ok.increment(1);
+            } else {
+                m.answers_notfound.increment(1);
+            }
+            return;
         }
         let enforced = match self.cache.lookup(&domain).await {
             Lookup::Policy(p) => policy_reply(&p, &profile, out),

@@ -210,6 +210,7 @@ fn profile() -> Profile {
     Profile {
         strict_testing: false,
         servername: true,
+        tlsrpt: false,
     }
 }
 

@@ -153,6 +153,9 @@ pub struct Profile {
     pub strict_testing: bool,
     /// SPEC 6.1: append `servername=hostname` (Postfix ≥ 3.4). Default true.
     pub servername: bool,
+    /// SPEC 6.3: append the TLS-RPT attributes to enforce answers (Postfix ≥ 3.10
+    /// only: older Postfix defers mail on them). Default false.
+    pub tlsrpt: bool,
 }
 
 /// A configuration error, displayed as `file:line: key: message`
@@ -273,6 +276,7 @@ impl Default for Profile {
 const BUILTIN_PROFILE: Profile = Profile {
     strict_testing: false,
     servername: true,
+    tlsrpt: false,
 };
 
 /// Answers for a `Config` built by hand without [`DEFAULT_PROFILE`].
@@ -610,6 +614,7 @@ struct RawMetrics {
 struct RawProfile {
     strict_testing: Option<bool>,
     servername: Option<bool>,
+    tlsrpt: Option<bool>,
     overrides: Option<Table<RawOverrides>>,
 }
 
@@ -688,6 +693,7 @@ impl RawConfig {
             let profile = Profile {
                 strict_testing: raw.strict_testing.unwrap_or(BUILTIN_PROFILE.strict_testing),
                 servername: raw.servername.unwrap_or(BUILTIN_PROFILE.servername),
+                tlsrpt: raw.tlsrpt.unwrap_or(BUILTIN_PROFILE.tlsrpt),
             };
             if let Some(Table(raw)) = raw.overrides {
                 add_overrides(raw, Some(&name), &mut overrides, &mut override_files)?;
@@ -1224,7 +1230,8 @@ mod tests {
             c.profiles[DEFAULT_PROFILE],
             Profile {
                 strict_testing: false,
-                servername: true
+                servername: true,
+                tlsrpt: false,
             }
         );
         // Empty sections change nothing either.
@@ -1336,6 +1343,7 @@ strict_testing = true
 servername = false
 [profiles.strict]
 strict_testing = true
+tlsrpt = true
 "#,
         )
         .unwrap();
@@ -1378,7 +1386,8 @@ strict_testing = true
             c.profiles[DEFAULT_PROFILE],
             Profile {
                 strict_testing: true,
-                servername: false
+                servername: false,
+                tlsrpt: false,
             }
         );
         // Keys left out of a profile take the defaults.
@@ -1386,7 +1395,8 @@ strict_testing = true
             c.profiles["strict"],
             Profile {
                 strict_testing: true,
-                servername: true
+                servername: true,
+                tlsrpt: true,
             }
         );
     }
@@ -1449,10 +1459,10 @@ strict_testing = true
             "unknown key `lsten`, expected one of `listen`",
         );
         assert_error(
-            "[cache]\nsize = 5\n[profiles.strict]\nstrict_testing = true\ntlsrpt = true\n",
+            "[cache]\nsize = 5\n[profiles.strict]\nstrict_testing = true\ntls_rpt = true\n",
             5,
-            "profiles.strict.tlsrpt",
-            "unknown key `tlsrpt`",
+            "profiles.strict.tls_rpt",
+            "unknown key `tls_rpt`",
         );
         // Dotted keys and inline tables find the same path.
         assert_error(
@@ -1929,7 +1939,8 @@ strict_testing = true
             (
                 &Profile {
                     strict_testing: false,
-                    servername: false
+                    servername: false,
+                    tlsrpt: false,
                 },
                 true
             )

@@ -17,6 +17,65 @@ pub fn policy_answer(policy: &Policy, profile: &Profile) -> Option<String> {
     Some(answer)
 }
 
+/// The answer with the TLS-RPT attributes when the profile asks for them
+/// (SPEC 6.3): what [`crate::server`] writes, as one string (for `query`).
+pub fn policy_answer_for(domain: &str, policy: &Policy, profile: &Profile) -> Option<String> {
+    let mut answer = policy_answer(policy, profile)?;
+    if profile.tlsrpt {
+        let tail = tlsrpt_tail(policy);
+        if fits_with_tlsrpt(answer.len(), domain, &tail) {
+            answer.push_str(TLSRPT_DOMAIN_PREFIX);
+            answer.push_str(domain);
+            answer.push_str(&tail);
+        }
+    }
+    Some(answer)
+}
+
+/// SPEC 6.3: what follows the answer's `secure ...` part, before the domain.
+pub const TLSRPT_DOMAIN_PREFIX: &str = " policy_type=sts policy_domain=";
+
+/// SPEC 6.3: the TLS-RPT attributes after `policy_domain=<domain>`: one
+/// `mx_host_pattern=` per distinct mx as published (`*.` kept: Postfix 3.10.5+
+/// matches MX hosts against them), then one `{ policy_string = <line> }` per line
+/// of the policy. The lines are rebuilt from the parsed policy (version, mode, each
+/// mx, max_age as applied): the cache keeps policies parsed, not as fetched, and
+/// unknown extension keys are not part of the policy the sender applied.
+pub fn tlsrpt_tail(policy: &Policy) -> String {
+    let mut tail = String::with_capacity(64 + policy.mx.len() * 64);
+    let mut seen = HashSet::with_capacity(policy.mx.len());
+    for mx in &policy.mx {
+        let pattern = mx.to_string();
+        if seen.insert(pattern.clone()) {
+            tail.push_str(" mx_host_pattern=");
+            tail.push_str(&pattern);
+        }
+    }
+    let mut line = |text: &str| {
+        // Braces would end Postfix's { name = value } quoting early.
+        if !text.contains(['{', '}']) {
+            tail.push_str(" { policy_string = ");
+            tail.push_str(text);
+            tail.push_str(" }");
+        }
+    };
+    line("version: STSv1");
+    line(&format!("mode: {}", policy.mode));
+    for mx in &policy.mx {
+        line(&format!("mx: {mx}"));
+    }
+    line(&format!("max_age: {}", policy.max_age));
+    tail
+}
+
+/// Whether `OK <answer> policy_type=sts policy_domain=<domain><tail>` stays under
+/// Postfix's reply limit (SPEC 1.3); if not, the answer goes without the TLS-RPT
+/// attributes rather than not at all.
+pub fn fits_with_tlsrpt(answer_len: usize, domain: &str, tail: &str) -> bool {
+    "OK ".len() + answer_len + TLSRPT_DOMAIN_PREFIX.len() + domain.len() + tail.len()
+        < crate::socketmap::response::MAX_REPLY
+}
+
 /// SPEC 6.1: appended when the profile checks the certificate against the MX name.
 /// Indexed by `profile.servername`.
 pub const SERVERNAME_SUFFIX: [&str; 2] = ["", " servername=hostname"];
@@ -72,6 +131,7 @@ mod tests {
     const DEFAULT: Profile = Profile {
         strict_testing: false,
         servername: true,
+        tlsrpt: false,
     };
 
     #[test]
@@ -127,5 +187,69 @@ mod tests {
                 "{p:?} {profile:?}"
             );
         }
+    }
+
+    #[test]
+    fn tlsrpt_attributes_golden_spec_6_3() {
+        let tlsrpt = Profile {
+            tlsrpt: true,
+            ..DEFAULT
+        };
+        let p = policy(
+            Mode::Enforce,
+            &["mail.example.com", "*.example.net", "mail.example.com"],
+        );
+        assert_eq!(
+            policy_answer_for("example.com", &p, &tlsrpt).unwrap(),
+            "secure match=mail.example.com:.example.net servername=hostname \
+             policy_type=sts policy_domain=example.com \
+             mx_host_pattern=mail.example.com mx_host_pattern=*.example.net \
+             { policy_string = version: STSv1 } { policy_string = mode: enforce } \
+             { policy_string = mx: mail.example.com } { policy_string = mx: *.example.net } \
+             { policy_string = mx: mail.example.com } { policy_string = max_age: 86400 }"
+        );
+        // Off by default: the answer Postfix 3.9 and older accept.
+        assert_eq!(
+            policy_answer_for("example.com", &p, &DEFAULT).unwrap(),
+            "secure match=mail.example.com:.example.net servername=hostname"
+        );
+        // Testing mode stays NOTFOUND with tlsrpt on.
+        let testing = policy(Mode::Testing, &["mail.example.com"]);
+        assert_eq!(policy_answer_for("example.com", &testing, &tlsrpt), None);
+        // strict_testing enforces it, and the policy string says what was published.
+        let strict = Profile {
+            strict_testing: true,
+            ..tlsrpt.clone()
+        };
+        let answer = policy_answer_for("example.com", &testing, &strict).unwrap();
+        assert!(
+            answer.ends_with("{ policy_string = mode: testing } { policy_string = mx: mail.example.com } { policy_string = max_age: 86400 }"),
+            "{answer}"
+        );
+        assert!(!answer.contains("policy_ttl"), "{answer}");
+    }
+
+    #[test]
+    fn tlsrpt_attributes_are_dropped_rather_than_exceed_the_reply_limit() {
+        let tlsrpt = Profile {
+            tlsrpt: true,
+            ..DEFAULT
+        };
+        // ~2 000 distinct mx: the secure answer fits (about 40 KB), the answer
+        // with every pattern three times over (mx_host_pattern, policy_string) not.
+        let names: Vec<String> = (0..2000).map(|i| format!("mx{i:04}.example.org")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let p = policy(Mode::Enforce, &refs);
+        let plain = policy_answer(&p, &DEFAULT).unwrap();
+        assert!(plain.len() < crate::socketmap::response::MAX_REPLY);
+        assert_eq!(
+            policy_answer_for("example.org", &p, &tlsrpt).unwrap(),
+            plain
+        );
+        // One mx: the attributes are there.
+        let small = policy(Mode::Enforce, &["mx.example.org"]);
+        assert!(policy_answer_for("example.org", &small, &tlsrpt)
+            .unwrap()
+            .contains("policy_domain=example.org"));
     }
 }

@@ -7,7 +7,7 @@ use crate::config::Profile;
 use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::{is_sts_record, select_record};
 use crate::overrides::Override;
-use crate::postfix::policy_answer;
+use crate::postfix::policy_answer_for;
 use crate::resolver::{policy_url, Resolvers};
 use crate::socketmap::{normalise_key, Key};
 
@@ -131,7 +131,7 @@ pub async fn query(
         }),
     }
     if let (Some(_), Some(p)) = (&report.txt_id, &policy) {
-        if let Some(answer) = policy_answer(p, profile) {
+        if let Some(answer) = policy_answer_for(&domain, p, profile) {
             report.answer = format!("OK {answer}");
         }
     }

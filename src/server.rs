@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::cache::{CachedPolicy, Lookup, PolicyCache};
 use crate::config::{Config, ListenAddr, Profile, DEFAULT_PROFILE};
 use crate::overrides::Override;
-use crate::postfix::{enforced, secure_match, SERVERNAME_SUFFIX};
+use crate::postfix::{
+    enforced, fits_with_tlsrpt, secure_match, tlsrpt_tail, SERVERNAME_SUFFIX, TLSRPT_DOMAIN_PREFIX,
+};
 use crate::socketmap::response::MAX_REPLY;
 use crate::socketmap::{netstring, normalise_key, parse_request, Key, Reply, MAX_REQUEST};
 
@@ -29,7 +31,7 @@ const NOTFOUND: &[u8] = b"9:NOTFOUND ,";
 /// Append the framed reply for a policy under a profile; `true` for an `OK`. The
 /// `secure match=...` text is built on the first hit and kept with the policy; the
 /// rest is written around it.
-fn policy_reply(p: &CachedPolicy, profile: &Profile, out: &mut BytesMut) -> bool {
+fn policy_reply(p: &CachedPolicy, domain: &str, profile: &Profile, out: &mut BytesMut) -> bool {
     let answer = p.answer.get_or_init(|| {
         let text = secure_match(&p.policy).unwrap_or_default();
         let longest = "OK ".len() + text.len() + SERVERNAME_SUFFIX[1].len();
@@ -47,6 +49,26 @@ fn policy_reply(p: &CachedPolicy, profile: &Profile, out: &mut BytesMut) -> bool
         return false;
     }
     let suffix = SERVERNAME_SUFFIX[usize::from(profile.servername)];
+    if profile.tlsrpt {
+        // SPEC 6.3: the attributes Postfix 3.10+ passes on to its TLS-RPT reports.
+        let tail = p
+            .tlsrpt
+            .get_or_init(|| tlsrpt_tail(&p.policy).into_boxed_str());
+        if fits_with_tlsrpt(answer.len() + suffix.len(), domain, tail) {
+            netstring::encode_parts(
+                &[
+                    b"OK ",
+                    answer.as_bytes(),
+                    suffix.as_bytes(),
+                    TLSRPT_DOMAIN_PREFIX.as_bytes(),
+                    domain.as_bytes(),
+                    tail.as_bytes(),
+                ],
+                out,
+            );
+            return true;
+        }
+    }
     netstring::encode_parts(&[b"OK ", answer.as_bytes(), suffix.as_bytes()], out);
     true
 }
@@ -144,7 +166,7 @@ impl Handler {
             return;
         }
         let enforced = match self.cache.lookup(&domain).await {
-            Lookup::Policy(p) => policy_reply(&p, &profile, out),
+            Lookup::Policy(p) => policy_reply(&p, &domain, &profile, out),
             Lookup::NoPolicy => {
                 out.extend_from_slice(NOTFOUND);
                 false

@@ -87,6 +87,7 @@ fn cache_hits_allocate_nothing() {
             Profile {
                 strict_testing: false,
                 servername: false,
+                tlsrpt: false,
             },
         );
         let handler = Handler::new(cache, Arc::new(config));

@@ -102,6 +102,48 @@ async fn testing_and_none_are_notfound_spec_6_2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tlsrpt_profile_appends_the_sts_attributes_spec_6_3() {
+    let mut s = setup_with(|c| {
+        c.profiles.insert(
+            "tlsrpt".into(),
+            Profile {
+                strict_testing: false,
+                servername: true,
+                tlsrpt: true,
+            },
+        );
+    })
+    .await;
+    s.world.publish(
+        "rpt.example",
+        "1",
+        "version: STSv1\nmode: enforce\nmx: mx1.rpt.example\nmx: *.backup.rpt.example\nmax_age: 604800\n",
+    );
+    s.world.publish(
+        "testing.example",
+        "1",
+        &policy("testing", &["mx.testing.example"], 86400),
+    );
+    let golden = "OK secure match=mx1.rpt.example:.backup.rpt.example servername=hostname \
+                  policy_type=sts policy_domain=rpt.example \
+                  mx_host_pattern=mx1.rpt.example mx_host_pattern=*.backup.rpt.example \
+                  { policy_string = version: STSv1 } { policy_string = mode: enforce } \
+                  { policy_string = mx: mx1.rpt.example } { policy_string = mx: *.backup.rpt.example } \
+                  { policy_string = max_age: 604800 }";
+    // Twice: the first hit builds the attributes, the second copies them.
+    for _ in 0..2 {
+        assert_eq!(s.client.query("tlsrpt", "rpt.example").await, golden);
+    }
+    // The same cached policy under the default profile: no attributes.
+    assert_eq!(
+        s.client.query("postfix", "rpt.example").await,
+        "OK secure match=mx1.rpt.example:.backup.rpt.example servername=hostname"
+    );
+    // Testing mode stays NOTFOUND with tlsrpt on (SPEC 6.3).
+    assert_eq!(s.client.query("tlsrpt", "testing.example").await, NOTFOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiles_are_selected_by_map_name_spec_1_2_6_1_6_2() {
     let mut s = setup_with(|c| {
         c.profiles.insert(
@@ -109,6 +151,7 @@ async fn profiles_are_selected_by_map_name_spec_1_2_6_1_6_2() {
             Profile {
                 strict_testing: true,
                 servername: true,
+                tlsrpt: false,
             },
         );
         c.profiles.insert(
@@ -116,6 +159,7 @@ async fn profiles_are_selected_by_map_name_spec_1_2_6_1_6_2() {
             Profile {
                 strict_testing: false,
                 servername: false,
+                tlsrpt: false,
             },
         );
     })

@@ -63,6 +63,7 @@ async fn postmap_gets_policies_from_the_daemon() {
         mtastsd::config::Profile {
             strict_testing: true,
             servername: true,
+            tlsrpt: false,
         },
     );
     let daemon = harness::start(config, TestClock::new()).await;

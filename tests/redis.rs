@@ -148,6 +148,7 @@ fn policy_entry() -> SharedEntry {
             id: "20261101T000000".to_owned(),
             fetched: 1_790_000_000,
             answer: Default::default(),
+            tlsrpt: Default::default(),
         },
         checked: 1_790_000_100,
     }

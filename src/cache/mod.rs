@@ -85,6 +85,10 @@ pub struct CachedPolicy {
     /// `policy`; never saved.
     #[serde(skip)]
     pub answer: Memo,
+    /// The TLS-RPT attributes after the domain (SPEC 6.3), built on the first hit
+    /// under a `tlsrpt` profile; like `answer`, derived and never saved.
+    #[serde(skip)]
+    pub tlsrpt: Memo,
 }
 
 /// A write-once slot for text derived from a policy (see [`CachedPolicy::answer`]).
@@ -119,6 +123,7 @@ impl CachedPolicy {
             id,
             fetched,
             answer: Memo::default(),
+            tlsrpt: Memo::default(),
         }
     }
 

@@ -660,6 +660,21 @@ async fn policy_host_unreachable_is_an_error() {
     assert_eq!(fetch_stage(&r), Some("https"), "{r}");
 }
 
+/// Something that is not TLS on the HTTPS port (here an SMTP greeting): the handshake
+/// fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_host_without_tls_is_an_error() {
+    let mut s = good_world().await;
+    let plain = SmtpServer::start(s.ca.clone()).await;
+    s.https_probe_port = Some(plain.port());
+    let r = run(&s, D).await;
+    assert_eq!(
+        hosts(&r, Code::PolicyHostTlsFailed),
+        vec![(policy_host(D).as_str(), Severity::Error)],
+        "{r}"
+    );
+}
+
 // ---- 3. the policy URL and the policy file -----------------------------------------
 
 /// SPEC 3.2: a redirect is an error that says where it points.
@@ -839,6 +854,21 @@ async fn mx_broken_tls_is_an_error() {
         vec![(MX1, Severity::Error), (MX2, Severity::Error)],
         "{r}"
     );
+}
+
+/// A host that answers but refuses SMTP (554 greeting) is an error: no sender can
+/// deliver to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mx_refusing_smtp_is_an_error() {
+    let world = good_world().await;
+    world.smtp.set_behaviour(Behaviour::Refuse);
+    let r = run(&world, D).await;
+    assert_eq!(
+        hosts(&r, Code::MxSmtpError),
+        vec![(MX1, Severity::Error), (MX2, Severity::Error)],
+        "{r}"
+    );
+    assert!(message(&r, Code::MxSmtpError).contains("554"), "{r}");
 }
 
 /// No address or nothing listening: a warning (outbound port 25 is often blocked

@@ -36,6 +36,8 @@ pub enum Behaviour {
     BrokenTls,
     /// TLS at once, no SMTP: a stand-in HTTPS endpoint for the policy host probe.
     ImplicitTls,
+    /// `554` greeting, then close (a host that refuses SMTP sessions).
+    Refuse,
 }
 
 /// The certificate presented for one SNI name.
@@ -231,6 +233,9 @@ async fn session(tcp: TcpStream, acceptor: TlsAcceptor, state: Shared) -> std::i
         return tls.shutdown().await;
     }
     let mut s = BufReader::new(tcp);
+    if behaviour == Behaviour::Refuse {
+        return s.get_mut().write_all(b"554 5.3.2 no service\r\n").await;
+    }
     s.get_mut()
         .write_all(b"220 mx.test ESMTP fixture\r\n")
         .await?;

@@ -80,7 +80,7 @@ pub enum Command {
         /// Extra trusted root certificates (PEM) instead of the configured fetch.ca_file.
         #[arg(long, value_name = "FILE")]
         ca_file: Option<PathBuf>,
-        /// Deadline of the policy fetch and of each TLS or SMTP probe, e.g. 10s.
+        /// Deadline of each DNS query, the policy fetch and each TLS or SMTP probe, e.g. 10s.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         timeout: Option<std::time::Duration>,
         /// Print JSON instead of text.

@@ -55,21 +55,49 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Audit a domain's own MTA-STS and TLS-RPT publication: the TXT records, the
-    /// policy, whether the policy covers every MX host. Exit 1 when something is wrong.
+    /// Audit a domain's own MTA-STS and TLS-RPT publication: the TXT records, the policy
+    /// host's certificate, the policy line by line, whether it covers every MX host,
+    /// STARTTLS on each MX host, then a verdict and the next step. For a domain without
+    /// (or with a broken) MTA-STS setup, prints what to publish.
+    ///
+    /// Exit status: 0 no errors, 1 errors found, 2 bad usage. See docs/CHECK.md.
     Check {
         /// The domain to audit.
-        domain: String,
-        /// Configuration file, for DNS servers, CA file and timeouts.
+        #[arg(required_unless_present = "policy_file")]
+        domain: Option<String>,
+        /// Lint this policy file instead of fetching the domain's (before publishing it).
+        #[arg(long, value_name = "FILE")]
+        policy_file: Option<PathBuf>,
+        /// With --policy-file: check the file against this domain's MX hosts.
+        #[arg(long = "domain", value_name = "DOMAIN", requires = "policy_file")]
+        for_domain: Option<String>,
+        /// Configuration file, for DNS servers, CA file and timeouts (as for serve).
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// DNS server (IP or IP:PORT) instead of the configured ones; may be repeated.
+        #[arg(long, value_name = "ADDR")]
+        nameserver: Vec<String>,
+        /// Extra trusted root certificates (PEM) instead of the configured fetch.ca_file.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// Deadline of each DNS query, the policy fetch and each TLS or SMTP probe, e.g. 10s.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// SMTP port of the MX hosts (tests only).
+        #[arg(long, hide = true, default_value_t = 25)]
+        smtp_port: u16,
     },
     /// Validate a configuration file and exit: 0 when valid, 2 with the problem otherwise.
     CheckConfig {
         #[arg(value_name = "FILE")]
         config: PathBuf,
     },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 10s, 500ms or 1m"))
 }

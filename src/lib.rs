@@ -38,10 +38,14 @@
 //! | [`metrics`] | Prometheus `/metrics` and `/healthz` (issue 4) |
 //! | [`query`] | 7.1 `query` |
 //! | [`check`], [`tlsrpt`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
+//! | [`check::lint`], [`check::advice`], [`check::render`] | `check`: policy lint by line, verdict and what to publish, text output |
+//! | [`check::tls`], [`check::smtp`] | `check`: TLS probe of the policy host, STARTTLS probe of each MX host (RFC 8461 §3.3, §4.2) |
 //!
-//! Pure modules (no I/O): `socketmap`, `mta_sts`, `tlsrpt`, `postfix`, `overrides`, `config` (parsing).
-//! The edges: `resolver` (network), `cache::redis` (the cluster's Redis, optional),
-//! `cache::store` (disk), `listen`, `server` and `metrics` (sockets).
+//! Pure modules (no I/O): `socketmap`, `mta_sts`, `tlsrpt`, `postfix`, `overrides`,
+//! `config` (parsing), `check::lint`, `check::advice`, `check::render`.
+//! The edges: `resolver` (network), `check::tls` and `check::smtp` (probes),
+//! `cache::redis` (the cluster's Redis, optional), `cache::store` (disk), `listen`,
+//! `server` and `metrics` (sockets).
 //!
 //! The answer path touches none of the edges for a cached domain: `server` →
 //! `socketmap` → `cache` (in-memory) → reply bytes, with no allocation.

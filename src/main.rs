@@ -40,9 +40,25 @@ fn main() -> ExitCode {
         } => query(config, &domain, &profile, json),
         Command::Check {
             domain,
+            policy_file,
+            for_domain,
             config,
+            nameserver,
+            ca_file,
+            timeout,
             json,
-        } => check(config, &domain, json),
+            smtp_port,
+        } => check(CheckArgs {
+            config_path: config,
+            domain,
+            policy_file,
+            for_domain,
+            nameserver,
+            ca_file,
+            timeout,
+            json,
+            smtp_port,
+        }),
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
@@ -189,7 +205,7 @@ fn reload(
     }
 }
 
-/// What `query` and `check` share: the configuration (for DNS servers, CA file and
+/// What `query` needs: the configuration (for DNS servers, CA file and
 /// timeouts), quiet logging (problems are the report's business), a runtime.
 fn one_shot<F, Fut>(config_path: Option<PathBuf>, run: F) -> ExitCode
 where
@@ -242,19 +258,133 @@ fn query(config_path: Option<PathBuf>, domain: &str, profile_name: &str, json: b
     })
 }
 
-fn check(config_path: Option<PathBuf>, domain: &str, json: bool) -> ExitCode {
-    one_shot(config_path, |config| async move {
-        let resolvers = match daemon::build_resolvers(&config) {
-            Ok(r) => r,
-            Err(e) => return fail(EXIT_RUNTIME, &e),
-        };
+/// `check`'s command line, after clap.
+struct CheckArgs {
+    config_path: Option<PathBuf>,
+    domain: Option<String>,
+    policy_file: Option<PathBuf>,
+    for_domain: Option<String>,
+    nameserver: Vec<String>,
+    ca_file: Option<PathBuf>,
+    timeout: Option<std::time::Duration>,
+    json: bool,
+    smtp_port: u16,
+}
+
+/// `--nameserver`: `IP` (port 53) or `IP:PORT` / `[IPv6]:PORT`.
+fn parse_nameserver(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse::<std::net::SocketAddr>()
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("--nameserver {text}: expected IP or IP:PORT"))
+}
+
+/// Colour only on a terminal, and never with `NO_COLOR` set to anything (no-color.org).
+fn colour_stdout() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// A progress line on stderr while the probes run, only when stderr is a terminal;
+/// the returned guard erases it.
+fn progress(text: &str) -> impl Drop {
+    use std::io::IsTerminal;
+    struct Erase(bool);
+    impl Drop for Erase {
+        fn drop(&mut self) {
+            if self.0 {
+                eprint!("\r\x1b[K");
+            }
+        }
+    }
+    let tty = std::io::stderr().is_terminal();
+    if tty {
+        eprint!("mtastsd: {text}\u{2026}");
+    }
+    Erase(tty)
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    let mut config = match load_config(args.config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_CONFIG, &e),
+    };
+    if !args.nameserver.is_empty() {
+        match args
+            .nameserver
+            .iter()
+            .map(|s| parse_nameserver(s))
+            .collect()
+        {
+            Ok(servers) => config.dns.nameservers = servers,
+            Err(e) => {
+                eprintln!("mtastsd: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    if let Some(ca) = args.ca_file {
+        config.fetch.ca_file = Some(ca);
+    }
+    if let Some(t) = args.timeout {
+        config.fetch.timeout = t;
+        config.dns.timeout = t;
+    }
+    // Read the policy file before any network: an unreadable file is a usage error.
+    let policy_file = match &args.policy_file {
+        Some(path) => match std::fs::read(path) {
+            Ok(body) => Some((path.clone(), body)),
+            Err(e) => {
+                eprintln!("mtastsd: {}: {e}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => None,
+    };
+    let json = args.json;
+    let smtp_port = args.smtp_port;
+    let domain = args.for_domain.or(args.domain);
+    mtastsd::logging::init(LogTarget::Stderr, log::LevelFilter::Error);
+    runtime().block_on(async move {
         let dns = match mtastsd::resolver::dns::Dns::new(&config.dns) {
             Ok(d) => d,
             Err(e) => return fail(EXIT_RUNTIME, &e),
         };
-        let report = mtastsd::check::check(domain, &dns, &resolvers, config.fetch.https_port).await;
-        print_report(&report, json);
-        if report.has_errors() {
+        let report = match policy_file {
+            Some((path, body)) => {
+                let _progress = progress("looking up MX records");
+                mtastsd::check::check_policy_file(&path, &body, domain.as_deref(), &dns).await
+            }
+            None => {
+                let domain = domain.unwrap_or_default();
+                let resolvers = match daemon::build_resolvers(&config) {
+                    Ok(r) => r,
+                    Err(e) => return fail(EXIT_RUNTIME, &e),
+                };
+                let mut opts = match mtastsd::check::CheckOptions::from_config(&config) {
+                    Ok(o) => o,
+                    Err(e) => return fail(EXIT_CONFIG, &e),
+                };
+                opts.smtp_port = smtp_port;
+                let _progress = progress(&format!(
+                    "checking {domain}: DNS, HTTPS, STARTTLS on each MX host"
+                ));
+                mtastsd::check::check(&domain, &dns, &resolvers, &opts).await
+            }
+        };
+        if json {
+            print_report(&report, true);
+        } else {
+            print!(
+                "{}",
+                mtastsd::check::render::render(&report, colour_stdout())
+            );
+        }
+        if report.has(mtastsd::check::Code::DomainInvalid) {
+            ExitCode::from(EXIT_CONFIG)
+        } else if report.has_errors() {
             ExitCode::from(EXIT_RUNTIME)
         } else {
             ExitCode::SUCCESS

@@ -21,6 +21,7 @@ pub mod ca;
 pub mod client;
 pub mod dns;
 pub mod https;
+pub mod smtp;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

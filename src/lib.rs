@@ -31,6 +31,7 @@
 //! | [`cache::store`] | 5.8 persistence |
 //! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (issue 4): adopt, lease, publish |
 //! | [`postfix`] | 6.1, 6.2 the answer |
+//! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision (pure), the MX/A/TLSA lookups with the AD bit, the result cache (`server` asks it after the overrides, before the MTA-STS cache) |
 //! | [`overrides`] | 6.5 local overrides, consulted first (`server` asks them before the cache) |
 //! | [`config`] | 7.4 configuration errors, 7.5 listen defaults |
 //! | [`logging`] | 7.2 syslog / stderr |
@@ -39,7 +40,7 @@
 //! | [`query`] | 7.1 `query` |
 //! | [`check`], [`tlsrpt`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
 //!
-//! Pure modules (no I/O): `socketmap`, `mta_sts`, `tlsrpt`, `postfix`, `overrides`, `config` (parsing).
+//! Pure modules (no I/O): `socketmap`, `mta_sts`, `tlsrpt`, `postfix`, `dane`, `overrides`, `config` (parsing).
 //! The edges: `resolver` (network), `cache::redis` (the cluster's Redis, optional),
 //! `cache::store` (disk), `listen`, `server` and `metrics` (sockets).
 //!
@@ -51,6 +52,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dane;
 pub mod listen;
 pub mod logging;
 pub mod metrics;

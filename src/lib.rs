@@ -14,6 +14,10 @@
 //!                                                         then mta_sts/ parses both (pure)
 //! ```
 //!
+//! A profile with `dane = true` asks [`cache::dane`] first, after the overrides
+//! (SPEC 6.4): `dane-only` / `dane` answers win over the MTA-STS cache; its lookups
+//! go through [`resolver::dane`] to the configured validating resolver.
+//!
 //! # Which file owns which rule (SPEC = ../shared/SPEC.md)
 //!
 //! | module | rules |

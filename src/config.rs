@@ -13,7 +13,7 @@
 //! a second, span-preserving parse ([`toml::de::DeTable`]) that looks for the key,
 //! or the value, covering the span. `contrib/mtastsd.toml` documents every key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -39,6 +39,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The shared cache, when `cache.backend = "redis"`.
     pub redis: Option<RedisConfig>,
+    /// DANE precedence (SPEC 6.4): `[dane]` and the profiles' `dane` keys.
+    pub dane: DaneConfig,
     /// Socketmap name → profile. Always contains [`DEFAULT_PROFILE`] (added with
     /// defaults when the file does not define it).
     pub profiles: BTreeMap<String, Profile>,
@@ -140,6 +142,26 @@ pub struct RedisConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+/// DANE precedence (SPEC 6.4; see [`crate::dane`] for why the AD bit is trusted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaneConfig {
+    /// `[dane] nameservers`: validating resolvers (a local unbound, say) whose AD
+    /// bit is believed. Required when a profile sets `dane = true`. Queries use
+    /// `dns.timeout`.
+    pub nameservers: Vec<SocketAddr>,
+    /// The profiles with `dane = true` (default false). A set beside
+    /// [`Config::profiles`] rather than a [`Profile`] field, which tests and benches
+    /// build literally.
+    pub profiles: BTreeSet<String>,
+}
+
+impl DaneConfig {
+    /// Does the profile of this map name (as chosen by [`Config::profile`]) check DANE?
+    pub fn enabled(&self, profile: &str) -> bool {
+        !self.profiles.is_empty() && self.profiles.contains(profile)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsConfig {
     /// Where to serve `GET /metrics` (Prometheus text format) and `GET /healthz`.
@@ -206,6 +228,7 @@ impl Default for Config {
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             redis: None,
+            dane: DaneConfig::default(),
             profiles: BTreeMap::from([(DEFAULT_PROFILE.to_owned(), Profile::default())]),
             overrides: Overrides::default(),
             override_files: Vec::new(),
@@ -482,6 +505,7 @@ struct RawConfig {
     log: Table<RawLog>,
     metrics: Table<RawMetrics>,
     redis: Option<Table<RawRedis>>,
+    dane: Table<RawDane>,
     profiles: Table<BTreeMap<ProfileName, Table<RawProfile>>>,
     overrides: Option<Table<RawOverrides>>,
 }
@@ -605,6 +629,12 @@ impl<'de> Deserialize<'de> for Backend {
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
+struct RawDane {
+    nameservers: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct RawMetrics {
     listen: Option<InetAddr>,
 }
@@ -615,6 +645,8 @@ struct RawProfile {
     strict_testing: Option<bool>,
     servername: Option<bool>,
     tlsrpt: Option<bool>,
+    /// Spanned: `true` without `[dane] nameservers` is an error at this key.
+    dane: Option<Spanned<bool>>,
     overrides: Option<Table<RawOverrides>>,
 }
 
@@ -631,6 +663,7 @@ impl RawConfig {
             log: Table(log),
             metrics: Table(metrics),
             redis: raw_redis,
+            dane: Table(raw_dane),
             profiles: Table(raw_profiles),
             overrides: raw_overrides,
         } = self;
@@ -688,8 +721,28 @@ impl RawConfig {
                 .collect::<Result<_, _>>()?,
             None => d.dns.nameservers,
         };
+        let dane_nameservers: Vec<SocketAddr> = raw_dane
+            .nameservers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| parse_nameserver(item.get_ref()).map_err(|m| (item.span(), m)))
+            .collect::<Result<_, _>>()?;
+        let mut dane_profiles = BTreeSet::new();
         let mut profiles = BTreeMap::new();
         for (ProfileName(name), Table(raw)) in raw_profiles {
+            if let Some(dane) = raw.dane {
+                if *dane.get_ref() {
+                    if dane_nameservers.is_empty() {
+                        return Err((
+                            dane.span(),
+                            "dane = true needs [dane] nameservers: the validating resolvers \
+                             whose AD bit to trust, e.g. [\"127.0.0.1:53\"] for a local unbound"
+                                .to_string(),
+                        ));
+                    }
+                    dane_profiles.insert(name.clone());
+                }
+            }
             let profile = Profile {
                 strict_testing: raw.strict_testing.unwrap_or(BUILTIN_PROFILE.strict_testing),
                 servername: raw.servername.unwrap_or(BUILTIN_PROFILE.servername),
@@ -738,6 +791,10 @@ impl RawConfig {
                 listen: metrics.listen.map(|a| a.0),
             },
             redis,
+            dane: DaneConfig {
+                nameservers: dane_nameservers,
+                profiles: dane_profiles,
+            },
             profiles,
             overrides,
             override_files,
@@ -1915,6 +1972,61 @@ tlsrpt = true
         assert!(err
             .to_string()
             .starts_with("listen address must be host:port or unix:/absolute/path"));
+    }
+
+    #[test]
+    fn dane_keys_spec_6_4() {
+        // Off by default, everywhere.
+        let c = parse("").unwrap();
+        assert_eq!(c.dane, DaneConfig::default());
+        assert!(!c.dane.enabled(DEFAULT_PROFILE));
+        let c = parse(
+            "[dane]\nnameservers = [\"127.0.0.1\", \"[::1]:5353\"]\n\
+             [profiles.postfix]\ndane = true\n[profiles.plain]\ndane = false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.dane.nameservers,
+            vec![
+                "127.0.0.1:53".parse::<SocketAddr>().unwrap(),
+                "[::1]:5353".parse().unwrap()
+            ]
+        );
+        assert!(c.dane.enabled("postfix"));
+        assert!(!c.dane.enabled("plain"));
+        // The other profile settings are untouched.
+        assert_eq!(c.profiles["postfix"], Profile::default());
+        // SPEC 7.4: dane = true without a validating resolver names file, line, key.
+        assert_error(
+            "[profiles.postfix]\nservername = true\ndane = true\n",
+            3,
+            "profiles.postfix.dane",
+            "needs [dane] nameservers",
+        );
+        assert_error(
+            "[dane]\nnameservers = []\n[profiles.x]\ndane = true\n",
+            4,
+            "profiles.x.dane",
+            "needs [dane] nameservers",
+        );
+        assert_error(
+            "[dane]\nnameservers = [\"unbound\"]\n",
+            2,
+            "dane.nameservers",
+            "nameserver must be an IP address",
+        );
+        assert_error(
+            "[dane]\nvalidate = true\n",
+            2,
+            "dane.validate",
+            "unknown key",
+        );
+        assert_error(
+            "[profiles.x]\ndane = \"yes\"\n",
+            2,
+            "profiles.x.dane",
+            "bool",
+        );
     }
 
     #[test]

@@ -7,11 +7,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cache::dane::DaneCache;
 use crate::cache::redis::RedisShared;
 use crate::cache::shared::SharedError;
 use crate::cache::store::{Store, StoreError};
 use crate::cache::{refresh, CacheSettings, Clock, PolicyCache};
 use crate::config::Config;
+use crate::resolver::dane::{DaneLookup, ValidatingDns};
 use crate::resolver::dns::{Dns, DnsSetupError};
 use crate::resolver::https::{FetchSetupError, HttpsFetcher};
 use crate::resolver::Resolvers;
@@ -50,6 +52,19 @@ pub fn build_resolvers(config: &Config) -> Result<Resolvers, StartError> {
     })
 }
 
+/// SPEC 6.4: the validating resolvers, when configured, and the bound on one DANE
+/// check (MX, then A and TLSA per host in parallel: three rounds of queries).
+fn dane_lookup(config: &Config) -> (Option<Arc<dyn DaneLookup>>, Duration) {
+    let lookup = (!config.dane.nameservers.is_empty()).then(|| {
+        Arc::new(ValidatingDns::new(
+            config.dane.nameservers.clone(),
+            config.dns.timeout,
+        )) as Arc<dyn DaneLookup>
+    });
+    let deadline = (config.dns.timeout * 3 + Duration::from_secs(1)).min(Duration::from_secs(30));
+    (lookup, deadline)
+}
+
 fn cache_settings(config: &Config) -> CacheSettings {
     // SPEC 3.6: TXT (two queries at most, see resolver::dns) plus the fetch, well
     // inside Postfix's 100 s.
@@ -68,6 +83,8 @@ fn cache_settings(config: &Config) -> CacheSettings {
 pub struct Daemon {
     config: Arc<Config>,
     cache: Arc<PolicyCache>,
+    /// SPEC 6.4: DANE results, apart from the policies.
+    dane: Arc<DaneCache>,
     handler: Arc<Handler>,
     store: Option<Arc<Store>>,
     addrs: Vec<BoundAddr>,
@@ -98,6 +115,13 @@ impl Daemon {
             None => None,
         };
         let resolvers = build_resolvers(&config)?;
+        let (lookup, deadline) = dane_lookup(&config);
+        let dane = Arc::new(DaneCache::new(
+            config.cache.size,
+            lookup,
+            deadline,
+            Arc::clone(&clock),
+        ));
         let cache = PolicyCache::new(config.cache.size, cache_settings(&config), resolvers, clock);
         if let Some(redis) = &config.redis {
             // Never waits for Redis: a node starts and serves alone if it is down.
@@ -125,6 +149,7 @@ impl Daemon {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let handler = Arc::new(Handler::new(Arc::clone(&cache), Arc::clone(&config)));
+        handler.set_dane(Arc::clone(&dane));
         let limits = Limits {
             idle_timeout: config.server.idle_timeout,
             max_connections: config.server.max_connections,
@@ -164,6 +189,7 @@ impl Daemon {
         Ok(Daemon {
             config,
             cache,
+            dane,
             handler,
             store,
             addrs,
@@ -196,6 +222,11 @@ impl Daemon {
         &self.cache
     }
 
+    /// The DANE result cache (SPEC 6.4).
+    pub fn dane(&self) -> &Arc<DaneCache> {
+        &self.dane
+    }
+
     /// SIGHUP (SPEC 7.3): new profiles, DNS (resolv.conf re-read), fetch settings, cache
     /// size and log level, without dropping the cache or connections. Listener and
     /// connection-limit changes need a restart and are reported as such.
@@ -215,6 +246,8 @@ impl Daemon {
         }
         self.cache
             .reconfigure(config.cache.size, cache_settings(&config), resolvers);
+        let (lookup, deadline) = dane_lookup(&config);
+        self.dane.reconfigure(config.cache.size, lookup, deadline);
         crate::logging::init(config.log.target, config.log.level);
         let config = Arc::new(config);
         self.handler.set_config(Arc::clone(&config));

@@ -14,6 +14,10 @@
 //!                                                         then mta_sts/ parses both (pure)
 //! ```
 //!
+//! A profile with `dane = true` asks [`cache::dane`] first, after the overrides
+//! (SPEC 6.4): `dane-only` / `dane` answers win over the MTA-STS cache; its lookups
+//! go through [`resolver::dane`] to the configured validating resolver.
+//!
 //! # Which file owns which rule (SPEC = ../shared/SPEC.md)
 //!
 //! | module | rules |
@@ -31,6 +35,7 @@
 //! | [`cache::store`] | 5.8 persistence |
 //! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (issue 4): adopt, lease, publish |
 //! | [`postfix`] | 6.1, 6.2 the answer |
+//! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision (pure), the MX/A/TLSA lookups with the AD bit, the result cache (`server` asks it after the overrides, before the MTA-STS cache) |
 //! | [`overrides`] | 6.5 local overrides, consulted first (`server` asks them before the cache) |
 //! | [`config`] | 7.4 configuration errors, 7.5 listen defaults |
 //! | [`logging`] | 7.2 syslog / stderr |
@@ -41,7 +46,7 @@
 //! | [`check::lint`], [`check::advice`], [`check::render`] | `check`: policy lint by line, verdict and what to publish, text output |
 //! | [`check::tls`], [`check::smtp`] | `check`: TLS probe of the policy host, STARTTLS probe of each MX host (RFC 8461 §3.3, §4.2) |
 //!
-//! Pure modules (no I/O): `socketmap`, `mta_sts`, `tlsrpt`, `postfix`, `overrides`,
+//! Pure modules (no I/O): `socketmap`, `mta_sts`, `tlsrpt`, `postfix`, `dane`, `overrides`,
 //! `config` (parsing), `check::lint`, `check::advice`, `check::render`.
 //! The edges: `resolver` (network), `check::tls` and `check::smtp` (probes),
 //! `cache::redis` (the cluster's Redis, optional), `cache::store` (disk), `listen`,
@@ -55,6 +60,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dane;
 pub mod listen;
 pub mod logging;
 pub mod metrics;

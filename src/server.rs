@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -16,8 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::cache::dane::DaneCache;
 use crate::cache::{CachedPolicy, Lookup, PolicyCache};
 use crate::config::{Config, ListenAddr, Profile, DEFAULT_PROFILE};
+use crate::dane::Verdict;
 use crate::overrides::Override;
 use crate::postfix::{
     enforced, fits_with_tlsrpt, secure_match, tlsrpt_tail, SERVERNAME_SUFFIX, TLSRPT_DOMAIN_PREFIX,
@@ -101,6 +103,9 @@ pub struct Handler {
     config: RwLock<Arc<Config>>,
     /// Map names already logged as unknown (SPEC 1.2: logged once).
     unknown_maps: Mutex<HashSet<String>>,
+    /// SPEC 6.4: DANE results, for profiles with `dane = true`; set once by the
+    /// daemon ([`Handler::set_dane`]).
+    dane: OnceLock<Arc<DaneCache>>,
 }
 
 impl Handler {
@@ -109,7 +114,13 @@ impl Handler {
             cache,
             config: RwLock::new(config),
             unknown_maps: Mutex::new(HashSet::new()),
+            dane: OnceLock::new(),
         }
+    }
+
+    /// The DANE cache that profiles with `dane = true` consult (SPEC 6.4).
+    pub fn set_dane(&self, dane: Arc<DaneCache>) {
+        let _ = self.dane.set(dane);
     }
 
     /// SIGHUP: new profiles apply to the next request (SPEC 7.3).
@@ -165,6 +176,13 @@ impl Handler {
             }
             return;
         }
+        // SPEC 6.4: DANE wins over MTA-STS (after the overrides, before the cache).
+        if let Some(ok) = self.dane_reply(request.map, known, &domain, out).await {
+            if ok {
+                crate::metrics::get().answers_ok.increment(1);
+            }
+            return;
+        }
         let enforced = match self.cache.lookup(&domain).await {
             Lookup::Policy(p) => policy_reply(&p, &domain, &profile, out),
             Lookup::NoPolicy => {
@@ -177,6 +195,35 @@ impl Handler {
             m.answers_ok.increment(1);
         } else {
             m.answers_notfound.increment(1);
+        }
+    }
+
+    /// SPEC 6.4, for a profile with `dane = true`: `OK dane-only` / `OK dane` when
+    /// DANE applies (`Some(true)`), `TEMP` when the check failed with no valid cached
+    /// result (`Some(false)`), `None` when the MTA-STS answer stands. A valid cached
+    /// result answers without waiting on DNS.
+    async fn dane_reply(
+        &self,
+        map: &str,
+        known: bool,
+        domain: &str,
+        out: &mut BytesMut,
+    ) -> Option<bool> {
+        let profile = if known { map } else { DEFAULT_PROFILE };
+        if !self.config.read().unwrap().dane.enabled(profile) {
+            return None;
+        }
+        let verdict = self.dane.get()?.lookup(domain).await;
+        if let Some(answer) = verdict.answer() {
+            netstring::encode_parts(&[b"OK ", answer.as_bytes()], out);
+            return Some(true);
+        }
+        match verdict {
+            Verdict::Failed(why) => {
+                Reply::Temp(format!("DANE check of {domain} failed: {why}")).encode(out);
+                Some(false)
+            }
+            _ => None,
         }
     }
 

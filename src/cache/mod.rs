@@ -3,8 +3,10 @@
 //!
 //! - this file: [`PolicyCache`], the per-domain state machine and single-flight;
 //! - [`refresh`]: the background task that refreshes policies before they expire (5.5);
-//! - [`store`]: the on-disk copy that survives restarts (5.8).
+//! - [`store`]: the on-disk copy that survives restarts (5.8);
+//! - [`dane`]: the DANE results (6.4), a cache of their own with DNS TTLs.
 
+pub mod dane;
 pub mod redis;
 pub mod refresh;
 pub mod shared;

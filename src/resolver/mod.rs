@@ -2,10 +2,13 @@
 //!
 //! - [`dns`]: [`TxtLookup`] on hickory-resolver; also resolves policy hosts for the fetch.
 //! - [`https`]: [`PolicyFetch`] on reqwest + rustls.
+//! - [`dane`]: [`dane::DaneLookup`], MX / A / TLSA with the AD bit, for DANE
+//!   precedence (SPEC 6.4); driven by [`crate::cache::dane`], not through [`Resolvers`].
 //!
 //! The cache ([`crate::cache`]) and `mtastsd query` both drive these through
 //! [`Resolvers`].
 
+pub mod dane;
 pub mod dns;
 pub mod https;
 

@@ -10,7 +10,12 @@
 //! - records are served with TTL 0 by default (see [`DnsServer::set_ttl`]);
 //! - a TXT/A/AAAA query that hits a CNAME gets the CNAME chain plus the target's
 //!   records (all names are "in zone"); the final rcode is that of the last name;
-//! - every query is counted per (name, type), whatever the answer.
+//! - every query is counted per (name, type), whatever the answer;
+//! - DNSSEC, as a validating resolver shows it (for DANE, SPEC 6.4): nothing is
+//!   signed, but answers for names marked secure ([`DnsServer::set_secure`]) carry
+//!   the AD bit when the query asked for DNSSEC (DO or AD set), NXDOMAIN/NODATA
+//!   included (a secure denial); "bogus" is what such a resolver answers for it,
+//!   SERVFAIL ([`DnsServer::set_failure`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,7 +26,8 @@ use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};
+use hickory_server::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TLSA, TXT};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -45,6 +51,8 @@ struct Node {
     aaaa: Vec<Ipv6Addr>,
     /// (preference, exchange); exchange `.` is a null MX (RFC 7505).
     mx: Vec<(u16, String)>,
+    /// (usage, selector, matching type, data).
+    tlsa: Vec<(u8, u8, u8, Vec<u8>)>,
     cname: Option<String>,
 }
 
@@ -55,6 +63,7 @@ impl Node {
             a: Vec::new(),
             aaaa: Vec::new(),
             mx: Vec::new(),
+            tlsa: Vec::new(),
             cname: None,
         }
     }
@@ -64,6 +73,10 @@ impl Node {
 struct DnsState {
     nodes: HashMap<String, Node>,
     modes: HashMap<String, Mode>,
+    /// Name → secure or not, for it and the names below it (the longest match wins).
+    secure: HashMap<String, bool>,
+    /// Queries that asked for DNSSEC (DO or AD set), per (name, type).
+    dnssec_queries: HashMap<(String, RecordType), usize>,
     ttl: u32,
     negative_ttl: u32,
     queries: HashMap<(String, RecordType), usize>,
@@ -101,6 +114,8 @@ impl DnsServer {
         let state: Shared = Arc::new(Mutex::new(DnsState {
             nodes: HashMap::new(),
             modes: HashMap::new(),
+            secure: HashMap::new(),
+            dnssec_queries: HashMap::new(),
             ttl: 0,
             negative_ttl: 300,
             queries: HashMap::new(),
@@ -198,6 +213,31 @@ impl DnsServer {
         });
     }
 
+    /// Replace the TLSA RRset of `name` (e.g. `_25._tcp.mx.example.com`) with
+    /// (usage, selector, matching type, association data) records. Removes a CNAME.
+    pub fn set_tlsa(&self, name: &str, records: Vec<(u8, u8, u8, Vec<u8>)>) {
+        self.with_node(name, |n| {
+            n.cname = None;
+            n.tlsa = records;
+        });
+    }
+
+    /// Answers for `name` and every name below it carry the AD bit (when asked
+    /// for): a signed zone behind a validating resolver. `secure = false` marks an
+    /// unsigned zone below a signed one; the longest match wins.
+    pub fn set_secure(&self, name: &str, secure: bool) {
+        lock(&self.state).secure.insert(normalize(name), secure);
+    }
+
+    /// Number of queries for (`name`, `rtype`) that asked for DNSSEC (DO or AD bit).
+    pub fn dnssec_queries(&self, name: &str, rtype: RecordType) -> usize {
+        lock(&self.state)
+            .dnssec_queries
+            .get(&(normalize(name), rtype))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Make `name` a CNAME to `target` (drops any other data at `name`).
     pub fn set_cname(&self, name: &str, target: &str) {
         let target = normalize(target);
@@ -206,6 +246,7 @@ impl DnsServer {
             n.a.clear();
             n.aaaa.clear();
             n.mx.clear();
+            n.tlsa.clear();
             n.cname = Some(target);
         });
     }
@@ -286,6 +327,7 @@ impl DnsServer {
     pub fn reset_counts(&self) {
         let mut st = lock(&self.state);
         st.queries.clear();
+        st.dnssec_queries.clear();
         st.total = 0;
         st.log.clear();
     }
@@ -342,6 +384,20 @@ impl DnsState {
         )
     }
 
+    /// The longest [`DnsServer::set_secure`] entry at or above `name`.
+    fn is_secure(&self, name: &str) -> bool {
+        let mut candidate = name;
+        loop {
+            if let Some(secure) = self.secure.get(candidate) {
+                return *secure;
+            }
+            match candidate.split_once('.') {
+                Some((_, parent)) => candidate = parent,
+                None => return false,
+            }
+        }
+    }
+
     fn exists(&self, name: &str) -> bool {
         if self.nodes.contains_key(name) {
             return true;
@@ -376,6 +432,20 @@ impl DnsState {
                     owner.clone(),
                     ttl,
                     RData::AAAA(AAAA(*ip)),
+                ));
+            }
+        }
+        if want(RecordType::TLSA) {
+            for (usage, selector, matching, data) in &node.tlsa {
+                out.push(Record::from_rdata(
+                    owner.clone(),
+                    ttl,
+                    RData::TLSA(TLSA::new(
+                        CertUsage::from(*usage),
+                        Selector::from(*selector),
+                        Matching::from(*matching),
+                        data.clone(),
+                    )),
                 ));
             }
         }
@@ -492,7 +562,15 @@ impl Handler {
         };
         let qname = normalize(&query.name().to_ascii());
         let rtype = query.query_type();
-        let outcome = lock(&self.state).resolve(&qname, rtype);
+        let wants_dnssec = request.metadata.authentic_data
+            || request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let (outcome, secure) = {
+            let mut st = lock(&self.state);
+            if wants_dnssec {
+                *st.dnssec_queries.entry((qname.clone(), rtype)).or_insert(0) += 1;
+            }
+            (st.resolve(&qname, rtype), st.is_secure(&qname))
+        };
         let (rcode, answers, soa) = match outcome {
             Outcome::NoAnswer => return fallback(ResponseCode::ServFail),
             Outcome::Answer {
@@ -506,6 +584,9 @@ impl Handler {
         metadata.authoritative = !matches!(rcode, ResponseCode::ServFail | ResponseCode::Refused);
         metadata.recursion_available = false;
         metadata.response_code = rcode;
+        metadata.authentic_data = wants_dnssec
+            && secure
+            && matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain);
 
         let resp_edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();

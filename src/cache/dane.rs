@@ -1,0 +1,485 @@
+//! The DANE result cache (SPEC 6.4), separate from the MTA-STS policies: one
+//! [`Verdict`] per domain, kept for the smallest TTL of the records it rests on
+//! (bounded by [`crate::dane::TTL_MIN`] and [`crate::dane::TTL_MAX`]).
+//!
+//! - A valid entry answers at once; past three quarters of its life it is
+//!   re-resolved in the background, so a busy domain never waits on DNS.
+//! - One resolution per domain at a time, shared by every waiter, run as its own
+//!   task (a client that hangs up does not cancel it).
+//! - A failed resolution never replaces or evicts an entry: the entry keeps
+//!   answering until it expires (fail closed, RFC 7672). With no valid entry the
+//!   caller gets [`Verdict::Failed`] and answers `TEMP`.
+//! - Failures are not cached: Postfix retries deferred mail on its own schedule,
+//!   the validating resolver caches its SERVFAILs, and concurrent requests share
+//!   one resolution.
+//! - Not persisted: entries live minutes, not the months of an MTA-STS policy.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
+use lru::LruCache;
+
+use super::Clock;
+use crate::dane::{clamp_ttl, decide, host_state, HostState, Tlsa, Verdict};
+use crate::resolver::dane::{DaneLookup, QType, Rr};
+
+/// MX hosts checked per domain, in preference order. Hosts past this count are
+/// taken as without DANE, so such a domain gets at most `dane`, never `dane-only`.
+pub const MAX_HOSTS: usize = 16;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Never [`Verdict::Failed`].
+    verdict: Verdict,
+    /// Unix time; unusable from then on.
+    expires: u64,
+    /// Re-resolve in the background from then on.
+    refresh_at: u64,
+}
+
+type SharedVerdict = Shared<BoxFuture<'static, Verdict>>;
+
+struct Inner {
+    entries: Mutex<LruCache<String, Entry>>,
+    inflight: Mutex<HashMap<String, SharedVerdict>>,
+    /// `None` until configured; lookups then fail (never happens with a validated
+    /// configuration: `dane = true` requires `[dane] nameservers`).
+    lookup: RwLock<Option<Arc<dyn DaneLookup>>>,
+    /// Bound on one whole resolution (MX, then A and TLSA per host).
+    deadline: RwLock<Duration>,
+    clock: Arc<dyn Clock>,
+}
+
+/// Cheap to share: `Arc<DaneCache>`.
+pub struct DaneCache {
+    inner: Arc<Inner>,
+}
+
+impl DaneCache {
+    pub fn new(
+        size: usize,
+        lookup: Option<Arc<dyn DaneLookup>>,
+        deadline: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> DaneCache {
+        DaneCache {
+            inner: Arc::new(Inner {
+                entries: Mutex::new(LruCache::new(cap(size))),
+                inflight: Mutex::new(HashMap::new()),
+                lookup: RwLock::new(lookup),
+                deadline: RwLock::new(deadline),
+                clock,
+            }),
+        }
+    }
+
+    /// SIGHUP: new resolvers and bounds; entries are kept.
+    pub fn reconfigure(
+        &self,
+        size: usize,
+        lookup: Option<Arc<dyn DaneLookup>>,
+        deadline: Duration,
+    ) {
+        self.inner.entries.lock().unwrap().resize(cap(size));
+        *self.inner.lookup.write().unwrap() = lookup;
+        *self.inner.deadline.write().unwrap() = deadline;
+    }
+
+    /// The DANE verdict for `domain`: from the cache when it holds a valid entry
+    /// (without waiting), else from a resolution. [`Verdict::Failed`] only when
+    /// there is no valid entry to fall back on.
+    pub async fn lookup(&self, domain: &str) -> Verdict {
+        let now = self.inner.clock.now();
+        let cached = {
+            let mut entries = self.inner.entries.lock().unwrap();
+            entries
+                .get(domain)
+                .filter(|e| now < e.expires)
+                .map(|e| (e.verdict.clone(), now >= e.refresh_at))
+        };
+        if let Some((verdict, stale)) = cached {
+            if stale {
+                // Runs on its own; the answer does not wait for it.
+                drop(self.start(domain));
+            }
+            return verdict;
+        }
+        self.start(domain).await
+    }
+
+    /// Resolutions running now (for tests and shutdown).
+    pub fn in_flight(&self) -> usize {
+        self.inner.inflight.lock().unwrap().len()
+    }
+
+    fn start(&self, domain: &str) -> SharedVerdict {
+        let mut inflight = self.inner.inflight.lock().unwrap();
+        if let Some(running) = inflight.get(domain) {
+            return running.clone();
+        }
+        let inner = Arc::clone(&self.inner);
+        let name = domain.to_string();
+        // The inflight lock is held until the entry is in: the task removes it
+        // only after that.
+        let task = tokio::spawn(async move {
+            let verdict = inner.resolve_and_store(&name).await;
+            inner.inflight.lock().unwrap().remove(&name);
+            verdict
+        });
+        let shared = async move {
+            task.await
+                .unwrap_or_else(|e| Verdict::Failed(format!("DANE lookup task: {e}")))
+        }
+        .boxed()
+        .shared();
+        inflight.insert(domain.to_string(), shared.clone());
+        shared
+    }
+}
+
+fn cap(size: usize) -> NonZeroUsize {
+    NonZeroUsize::new(size).unwrap_or(NonZeroUsize::MIN)
+}
+
+impl Inner {
+    async fn resolve_and_store(&self, domain: &str) -> Verdict {
+        let lookup = self.lookup.read().unwrap().clone();
+        let deadline = *self.deadline.read().unwrap();
+        let (verdict, ttl) = match lookup {
+            None => (Verdict::Failed("no [dane] nameservers".into()), 0),
+            Some(lookup) => {
+                match tokio::time::timeout(deadline, resolve(lookup.as_ref(), domain)).await {
+                    Ok(result) => result,
+                    Err(_) => (Verdict::Failed(format!("timed out after {deadline:?}")), 0),
+                }
+            }
+        };
+        let now = self.clock.now();
+        let mut entries = self.entries.lock().unwrap();
+        let previous = entries
+            .peek(domain)
+            .filter(|e| now < e.expires)
+            .map(|e| e.verdict.clone());
+        match &verdict {
+            Verdict::Failed(why) => {
+                // SPEC 6.4: a failure keeps a valid entry; the caller falls back to it.
+                match &previous {
+                    Some(kept) => {
+                        log::warn!("{domain}: DANE check failed ({why}); keeping {kept:?}");
+                        return kept.clone();
+                    }
+                    None => log::warn!("{domain}: DANE check failed: {why}"),
+                }
+            }
+            fresh => {
+                if previous.as_ref() != Some(fresh) {
+                    log::info!("{domain}: DANE {fresh:?} for {ttl} s");
+                }
+                let ttl = u64::from(clamp_ttl(ttl));
+                entries.put(
+                    domain.to_string(),
+                    Entry {
+                        verdict: fresh.clone(),
+                        expires: now.saturating_add(ttl),
+                        refresh_at: now.saturating_add(ttl - ttl / 4),
+                    },
+                );
+            }
+        }
+        verdict
+    }
+}
+
+/// RFC 7672 §2.2 for one domain: the verdict and the smallest TTL it rests on.
+async fn resolve(lookup: &dyn DaneLookup, domain: &str) -> (Verdict, u32) {
+    let mx = match lookup.query(domain, QType::Mx).await {
+        Ok(answer) => answer,
+        Err(e) => return (Verdict::Failed(format!("MX {domain}: {e}")), 0),
+    };
+    // An unsigned MX RRset: DANE does not apply (RFC 7672 §2.2.1).
+    if !mx.authentic || mx.nxdomain {
+        return (Verdict::NoDane, mx.ttl);
+    }
+    let mut hosts: Vec<(u16, String)> = mx
+        .records
+        .into_iter()
+        .filter_map(|r| match r {
+            Rr::Mx {
+                preference,
+                exchange,
+            } => Some((preference, exchange)),
+            _ => None,
+        })
+        .collect();
+    if hosts.is_empty() {
+        // Secure NODATA: the domain itself is the mail host (RFC 5321 §5.1).
+        hosts.push((0, domain.to_string()));
+    }
+    hosts.sort();
+    let mut names: Vec<String> = Vec::with_capacity(hosts.len());
+    for (_, host) in hosts {
+        // A null MX (RFC 7505) receives no mail: nothing to protect.
+        if !host.is_empty() && !names.contains(&host) {
+            names.push(host);
+        }
+    }
+    if names.is_empty() {
+        return (Verdict::NoDane, mx.ttl);
+    }
+    let unchecked = names.len().saturating_sub(MAX_HOSTS);
+    names.truncate(MAX_HOSTS);
+    let checked = join_all(names.iter().map(|h| check_host(lookup, h))).await;
+    let mut ttl = mx.ttl;
+    let mut states = Vec::with_capacity(checked.len() + unchecked);
+    for (state, host_ttl) in checked {
+        ttl = ttl.min(host_ttl);
+        states.push(state);
+    }
+    states.extend(std::iter::repeat_n(HostState::NoDane, unchecked));
+    (decide(&states), ttl)
+}
+
+/// One MX host: its A lookup says whether its zone is signed (RFC 7672 §2.2.2);
+/// only then do its TLSA records count.
+async fn check_host(lookup: &dyn DaneLookup, host: &str) -> (HostState, u32) {
+    let a = match lookup.query(host, QType::A).await {
+        Ok(answer) => answer,
+        Err(e) => return (HostState::Failed(format!("A {host}: {e}")), 0),
+    };
+    if !a.authentic || a.nxdomain {
+        return (HostState::NoDane, a.ttl);
+    }
+    let name = format!("_25._tcp.{host}");
+    match lookup.query(&name, QType::Tlsa).await {
+        Err(e) => (HostState::Failed(format!("TLSA {name}: {e}")), 0),
+        Ok(t) => {
+            let records: Vec<Tlsa> = t
+                .records
+                .into_iter()
+                .filter_map(|r| match r {
+                    Rr::Tlsa(t) => Some(t),
+                    _ => None,
+                })
+                .collect();
+            (host_state(t.authentic, &records), a.ttl.min(t.ttl))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolver::dane::SecureAnswer;
+    use crate::resolver::DnsError;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    struct Clock0(AtomicU64);
+    impl Clock for Clock0 {
+        fn now(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A table of answers; a name missing from it is a secure NXDOMAIN.
+    #[derive(Default)]
+    struct Table {
+        answers: Mutex<HashMap<(String, QType), Result<SecureAnswer, DnsError>>>,
+        queries: AtomicUsize,
+    }
+
+    impl Table {
+        fn set(&self, name: &str, q: QType, a: Result<SecureAnswer, DnsError>) {
+            self.answers.lock().unwrap().insert((name.into(), q), a);
+        }
+    }
+
+    impl DaneLookup for Table {
+        fn query<'a>(
+            &'a self,
+            name: &'a str,
+            qtype: QType,
+        ) -> BoxFuture<'a, Result<SecureAnswer, DnsError>> {
+            self.queries.fetch_add(1, Ordering::SeqCst);
+            let a = self
+                .answers
+                .lock()
+                .unwrap()
+                .get(&(name.to_string(), qtype))
+                .cloned()
+                .unwrap_or(Ok(SecureAnswer {
+                    authentic: true,
+                    records: vec![],
+                    nxdomain: true,
+                    ttl: 300,
+                }));
+            Box::pin(async move { a })
+        }
+    }
+
+    fn secure(records: Vec<Rr>, ttl: u32) -> Result<SecureAnswer, DnsError> {
+        Ok(SecureAnswer {
+            authentic: true,
+            records,
+            nxdomain: false,
+            ttl,
+        })
+    }
+
+    fn good_tlsa() -> Rr {
+        Rr::Tlsa(Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data_len: 32,
+        })
+    }
+
+    fn setup(table: Arc<Table>) -> (DaneCache, Arc<Clock0>) {
+        let clock = Arc::new(Clock0(AtomicU64::new(1_000_000)));
+        let cache = DaneCache::new(
+            100,
+            Some(table as Arc<dyn DaneLookup>),
+            Duration::from_secs(5),
+            clock.clone(),
+        );
+        (cache, clock)
+    }
+
+    fn mx(hosts: &[&str]) -> Vec<Rr> {
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Rr::Mx {
+                preference: i as u16 * 10,
+                exchange: h.to_string(),
+            })
+            .collect()
+    }
+
+    async fn settle(cache: &DaneCache) {
+        for _ in 0..500 {
+            if cache.in_flight() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("resolution still running");
+    }
+
+    #[tokio::test]
+    async fn ttl_is_the_smallest_and_failures_keep_the_entry_spec_6_4() {
+        let t = Arc::new(Table::default());
+        t.set("d.example", QType::Mx, secure(mx(&["mx.d.example"]), 3600));
+        t.set("mx.d.example", QType::A, secure(vec![Rr::A], 600));
+        t.set(
+            "_25._tcp.mx.d.example",
+            QType::Tlsa,
+            secure(vec![good_tlsa()], 400),
+        );
+        let (cache, clock) = setup(t.clone());
+        assert_eq!(cache.lookup("d.example").await, Verdict::DaneOnly);
+        assert_eq!(t.queries.load(Ordering::SeqCst), 3);
+        // Inside three quarters of 400 s: no query.
+        clock.0.fetch_add(299, Ordering::SeqCst);
+        assert_eq!(cache.lookup("d.example").await, Verdict::DaneOnly);
+        assert_eq!(t.queries.load(Ordering::SeqCst), 3);
+        // Past it: the cached answer now, a refresh behind it, which fails and
+        // keeps the entry.
+        t.set(
+            "_25._tcp.mx.d.example",
+            QType::Tlsa,
+            Err(DnsError::Failed("SERVFAIL".into())),
+        );
+        clock.0.fetch_add(2, Ordering::SeqCst);
+        assert_eq!(cache.lookup("d.example").await, Verdict::DaneOnly);
+        settle(&cache).await;
+        assert_eq!(t.queries.load(Ordering::SeqCst), 6);
+        assert_eq!(cache.lookup("d.example").await, Verdict::DaneOnly);
+        // Expired: the failure shows.
+        clock.0.fetch_add(100, Ordering::SeqCst);
+        assert!(matches!(
+            cache.lookup("d.example").await,
+            Verdict::Failed(why) if why.contains("SERVFAIL")
+        ));
+    }
+
+    #[tokio::test]
+    async fn unsigned_zones_stop_the_lookups_rfc_7672_2_2() {
+        let t = Arc::new(Table::default());
+        // Unsigned MX RRset: no host lookups at all.
+        t.set(
+            "u.example",
+            QType::Mx,
+            Ok(SecureAnswer {
+                authentic: false,
+                records: mx(&["mx.u.example"]),
+                nxdomain: false,
+                ttl: 300,
+            }),
+        );
+        let (cache, _) = setup(t.clone());
+        assert_eq!(cache.lookup("u.example").await, Verdict::NoDane);
+        assert_eq!(t.queries.load(Ordering::SeqCst), 1);
+
+        // Signed MX, host in an unsigned zone: its TLSA SERVFAIL does not count.
+        t.set(
+            "s.example",
+            QType::Mx,
+            secure(mx(&["mx.s.example", "mx.other"]), 300),
+        );
+        t.set("mx.s.example", QType::A, secure(vec![Rr::A], 300));
+        t.set(
+            "_25._tcp.mx.s.example",
+            QType::Tlsa,
+            secure(vec![good_tlsa()], 300),
+        );
+        t.set(
+            "mx.other",
+            QType::A,
+            Ok(SecureAnswer {
+                authentic: false,
+                records: vec![Rr::A],
+                nxdomain: false,
+                ttl: 300,
+            }),
+        );
+        t.set(
+            "_25._tcp.mx.other",
+            QType::Tlsa,
+            Err(DnsError::Failed("SERVFAIL".into())),
+        );
+        assert_eq!(cache.lookup("s.example").await, Verdict::Dane);
+    }
+
+    #[tokio::test]
+    async fn null_mx_implicit_mx_and_host_cap() {
+        let t = Arc::new(Table::default());
+        t.set("null.example", QType::Mx, secure(mx(&[""]), 300));
+        // Secure NODATA for MX: the domain is its own host.
+        t.set("implicit.example", QType::Mx, secure(vec![], 300));
+        t.set("implicit.example", QType::A, secure(vec![Rr::A], 300));
+        t.set(
+            "_25._tcp.implicit.example",
+            QType::Tlsa,
+            secure(vec![good_tlsa()], 300),
+        );
+        let many: Vec<String> = (0..MAX_HOSTS + 1).map(|i| format!("mx{i}.many")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        t.set("many.example", QType::Mx, secure(mx(&refs), 300));
+        for h in &many {
+            t.set(h, QType::A, secure(vec![Rr::A], 300));
+            t.set(
+                &format!("_25._tcp.{h}"),
+                QType::Tlsa,
+                secure(vec![good_tlsa()], 300),
+            );
+        }
+        let (cache, _) = setup(t.clone());
+        assert_eq!(cache.lookup("null.example").await, Verdict::NoDane);
+        assert_eq!(cache.lookup("implicit.example").await, Verdict::DaneOnly);
+        assert_eq!(cache.lookup("many.example").await, Verdict::Dane);
+    }
+}

@@ -92,9 +92,12 @@ fn tlsrpt_profile(c: &mut mtastsd::config::Config) {
     );
 }
 
+/// The DNS server the root's Postfix asks (its /etc/resolv.conf).
+const TEST_DNS: &str = "127.0.53.1:53";
+
 /// A minimal main.cf for the root's Postfix: no listener of its own, the test's
-/// daemon as policy map, native host lookups (the root's /etc/hosts), TLSRPT on.
-fn write_main_cf(root: &Path, daemon_port: u16, transport: &str, tlsrpt_socket: &str) {
+/// daemon as policy map, TLSRPT on; `extra` is appended.
+fn write_main_cf(root: &Path, daemon_port: u16, extra: &str, tlsrpt_socket: &str) {
     let main_cf = format!(
         "compatibility_level = 3.10
 myhostname = sender.postfix310.test
@@ -103,9 +106,7 @@ inet_interfaces = loopback-only
 inet_protocols = ipv4
 master_service_disable = inet
 maillog_file = /var/log/postfix-test.log
-smtp_host_lookup = native
-smtp_dns_support_level = disabled
-transport_maps = inline:{{ {transport} }}
+{extra}
 smtp_tls_security_level = may
 smtp_tls_CAfile = /etc/mtastsd-test-ca.pem
 smtp_tls_policy_maps = socketmap:inet:127.0.0.1:{daemon_port}:tlsrpt
@@ -131,7 +132,7 @@ async fn postmap_of_postfix_3_10_takes_the_tlsrpt_answers_spec_6_3() {
     tlsrpt_profile(&mut config);
     let daemon = harness::start(config, TestClock::new()).await;
     let port = daemon.inet_addr().unwrap().port();
-    write_main_cf(&root, port, "x.invalid=error:unused", "/run/unused.sock");
+    write_main_cf(&root, port, "", "/run/unused.sock");
     let version = in_root(&root, &["postconf", "-h", "mail_version"], None);
     assert!(version.starts_with("3.10"), "{version}");
 
@@ -153,13 +154,27 @@ async fn postmap_of_postfix_3_10_takes_the_tlsrpt_answers_spec_6_3() {
 async fn a_failed_delivery_is_reported_to_tlsrpt_with_our_policy_spec_6_3() {
     let Some(root) = trixie_root() else { return };
     let _lock = ROOT_LOCK.lock().await;
-    let world = World::start().await;
-    // Postfix asks the policy map for the next hop, mx.rpt.example:PORT, which
-    // mtastsd reduces to mx.rpt.example (SPEC 1.6): the policy is that domain's.
+    // Postfix's TLSRPT needs DNS (it refuses with smtp_dns_support_level =
+    // disabled), and the root's resolver knows no port but 53: the world's DNS
+    // server listens on port 53 of a loopback address of its own.
+    let world = World::start_with_dns_at(TEST_DNS.parse().unwrap()).await;
+    // As on the Internet: Postfix looks up rpt.example's MX, asks mtastsd for
+    // rpt.example's policy, connects to the MX (smtp_tcp_port: the fixture's).
     world.publish(
-        "mx.rpt.example",
+        "rpt.example",
         "1",
         "version: STSv1\nmode: enforce\nmx: mx.rpt.example\nmax_age: 604800\n",
+    );
+    world
+        .dns
+        .set_mx("rpt.example", vec![(10, "mx.rpt.example".into())]);
+    world
+        .dns
+        .set_a("mx.rpt.example", std::net::Ipv4Addr::LOCALHOST);
+    // Postfix reports only for domains that ask for reports (RFC 8460 §3).
+    world.dns.set_txt1(
+        "_smtp._tls.rpt.example",
+        "v=TLSRPTv1; rua=mailto:tlsrpt@rpt.example",
     );
     let smtp = SmtpServer::start(world.ca.clone()).await;
     // The MX presents a certificate for another name: MTA-STS must refuse it.
@@ -180,55 +195,92 @@ async fn a_failed_delivery_is_reported_to_tlsrpt_with_our_policy_spec_6_3() {
     std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o666)).unwrap();
 
     std::fs::write(root.join("etc/mtastsd-test-ca.pem"), world.ca.root_pem()).unwrap();
-    std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost mx.rpt.example\n").unwrap();
+    std::fs::write(
+        root.join("etc/resolv.conf"),
+        format!("nameserver {}\n", TEST_DNS.trim_end_matches(":53")),
+    )
+    .unwrap();
     write_main_cf(
         &root,
         port,
-        &format!("rpt.example=smtp:mx.rpt.example:{}", smtp.port()),
+        &format!("smtp_tcp_port = {}", smtp.port()),
         "/run/mtastsd-test/tlsrpt.sock",
     );
     in_root(
         &root,
-        &["postconf", "-F", "smtp/unix/chroot=n", "pickup/unix/chroot=n"],
+        &[
+            "postconf",
+            "-F",
+            "smtp/unix/chroot=n",
+            "pickup/unix/chroot=n",
+        ],
         None,
     );
     let _ = std::fs::remove_file(root.join("var/log/postfix-test.log"));
     // A Postfix left running by an interrupted run would keep the old settings.
-    let _ = Command::new("chroot").arg(&root).args(["postfix", "stop"]).output();
+    let _ = Command::new("chroot")
+        .arg(&root)
+        .args(["postfix", "stop"])
+        .output();
+    // Nor its queue: mail from an earlier run would be delivered first.
+    let _ = Command::new("chroot")
+        .arg(&root)
+        .args(["postsuper", "-d", "ALL"])
+        .output();
     in_root(&root, &["postfix", "start"], None);
     let stop = Stopper(root.clone());
     in_root(
         &root,
-        &["sendmail", "-f", "sender@sender.postfix310.test", "user@rpt.example"],
+        &[
+            "sendmail",
+            "-f",
+            "sender@sender.postfix310.test",
+            "user@rpt.example",
+        ],
         Some("Subject: mtastsd TLS-RPT test\n\nhello\n"),
     );
 
     let mut buf = vec![0u8; 65536];
-    let datagram = match tokio::time::timeout(Duration::from_secs(60), collector.recv(&mut buf))
-        .await
-    {
-        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
-        _ => panic!(
-            "no TLSRPT datagram within 60 s; Postfix log:\n{}",
-            std::fs::read_to_string(root.join("var/log/postfix-test.log")).unwrap_or_default()
-        ),
-    };
+    let datagram =
+        match tokio::time::timeout(Duration::from_secs(60), collector.recv(&mut buf)).await {
+            Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            _ => panic!(
+                "no TLSRPT datagram within 60 s; Postfix log:\n{}",
+                std::fs::read_to_string(root.join("var/log/postfix-test.log")).unwrap_or_default()
+            ),
+        };
     drop(stop);
     let log = std::fs::read_to_string(root.join("var/log/postfix-test.log")).unwrap_or_default();
     eprintln!("TLSRPT datagram: {datagram}\nPostfix log:\n{log}");
     // The delivery was refused for the certificate, under our policy...
     assert!(log.contains("status=deferred"), "{log}");
     assert!(smtp.handshakes().contains(&"mx.rpt.example".to_string()));
-    // ... and Postfix reported it with the policy details mtastsd gave it.
-    for needle in [
-        "mx.rpt.example",
-        "sts",
-        "version: STSv1",
-        "mode: enforce",
-        "max_age: 604800",
-    ] {
-        assert!(datagram.contains(needle), "{needle:?} not in {datagram}");
-    }
+    assert!(
+        log.contains(
+            "TLSRPT: status=failure, domain=rpt.example, receiving_mx=mx.rpt.example[127.0.0.1], \
+             failure_type=certificate_host_mismatch"
+        ),
+        "{log}"
+    );
+    // ... and Postfix handed libtlsrpt the policy details mtastsd gave it: the
+    // policy type (2: sts), domain, lines and mx patterns of our answer.
+    let report: serde_json::Value = serde_json::from_str(&datagram).unwrap();
+    assert_eq!(report["d"], "rpt.example");
+    assert_eq!(report["pr"], "v=TLSRPTv1; rua=mailto:tlsrpt@rpt.example");
+    let policy = &report["policies"][0];
+    assert_eq!(policy["policy-type"], 2, "{datagram}");
+    assert_eq!(policy["policy-domain"], "rpt.example");
+    assert_eq!(
+        policy["policy-string"],
+        serde_json::json!([
+            "version: STSv1",
+            "mode: enforce",
+            "mx: mx.rpt.example",
+            "max_age: 604800"
+        ])
+    );
+    assert_eq!(policy["mx-host"], serde_json::json!(["mx.rpt.example"]));
+    assert_eq!(policy["f"], 1, "one failed session: {datagram}");
     daemon.shutdown().await;
 }
 

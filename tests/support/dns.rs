@@ -111,6 +111,12 @@ impl DnsServer {
     /// Bind UDP and TCP on the same ephemeral port of 127.0.0.1 and start serving.
     /// Must be called inside a tokio runtime.
     pub async fn start() -> DnsServer {
+        Self::start_at("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Like [`DnsServer::start`], on `addr`: port 0 picks a free port; a fixed
+    /// port (53, for a resolver that cannot be told another port) must be free.
+    pub async fn start_at(addr: std::net::SocketAddr) -> DnsServer {
         let state: Shared = Arc::new(Mutex::new(DnsState {
             nodes: HashMap::new(),
             modes: HashMap::new(),
@@ -123,10 +129,11 @@ impl DnsServer {
             log: Vec::new(),
         }));
         let mut last_err = None;
-        for _ in 0..50 {
-            let udp = tokio::net::UdpSocket::bind(("127.0.0.1", 0))
+        let attempts = if addr.port() == 0 { 50 } else { 1 };
+        for _ in 0..attempts {
+            let udp = tokio::net::UdpSocket::bind(addr)
                 .await
-                .expect("bind DNS UDP socket");
+                .unwrap_or_else(|e| panic!("bind DNS UDP socket {addr}: {e}"));
             let addr = udp.local_addr().expect("UDP local addr");
             match tokio::net::TcpListener::bind(addr).await {
                 Ok(tcp) => {

@@ -49,12 +49,18 @@ pub struct World {
 impl World {
     /// Start DNS and HTTPS servers and write the CA file. Call inside a tokio runtime.
     pub async fn start() -> World {
+        Self::start_with_dns_at("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Like [`World::start`], with the DNS server on `dns` (see
+    /// [`DnsServer::start_at`]).
+    pub async fn start_with_dns_at(dns: std::net::SocketAddr) -> World {
         install_crypto_provider();
         let ca = Arc::new(TestCa::new());
         let dir = tempfile::tempdir().expect("tempdir");
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca.root_pem()).expect("write ca.pem");
-        let dns = DnsServer::start().await;
+        let dns = DnsServer::start_at(dns).await;
         let https = HttpsServer::start(ca.clone()).await;
         World {
             dns,

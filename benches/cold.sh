@@ -17,10 +17,15 @@
 #     runs meanwhile, to see what refreshing does to hot answers.
 #  4. million: cache.size = CACHE_SIZE; MILLION_N distinct domains, MILLION_CONNS
 #     connections, one pass; RSS peak and after.
+#  5. recheck: RECHECK_N domains fetched once (cache.recheck = 20 s), then, once
+#     their recheck is due, one pass of hot lookups that makes mtastsd re-check every
+#     TXT id in the background (SPEC 5.4; ids unchanged: no fetch); its CPU until
+#     the world has answered RECHECK_N more TXT queries, minus the CPU of the same
+#     pass with nothing due; p99 of both passes.
 #
 # Settings (environment): COLD_N (1000), BURST_N (1000), REFRESH_N (100000),
 # REFRESH_LIMIT (300), MILLION_N (300000), MILLION_CONNS (64), CACHE_SIZE (100000),
-# PHASES ("cold burst refresh million"), SERVER_CPU (0), LOAD_CPU (1),
+# RECHECK_N (100000), PHASES ("cold burst refresh million recheck"), SERVER_CPU (0), LOAD_CPU (1),
 # OUT (target/bench-cold), PORT_BASE (18560).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +37,8 @@ REFRESH_LIMIT=${REFRESH_LIMIT:-300}
 MILLION_N=${MILLION_N:-300000}
 MILLION_CONNS=${MILLION_CONNS:-64}
 CACHE_SIZE=${CACHE_SIZE:-100000}
-PHASES=${PHASES:-"cold burst refresh million"}
+RECHECK_N=${RECHECK_N:-100000}
+PHASES=${PHASES:-"cold burst refresh million recheck"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-target/bench-cold}
@@ -85,7 +91,7 @@ start_world() {
     sleep 1.2 # the first stats file
 }
 
-# start_mtastsd PHASE STATE_DIR CACHE_SIZE
+# start_mtastsd PHASE STATE_DIR CACHE_SIZE [RECHECK]
 start_mtastsd() {
     cat >"$OUT/mtastsd-$1.toml" <<EOF
 [server]
@@ -101,6 +107,7 @@ https_port = $HTTPS_PORT
 [cache]
 state_dir = "$2"
 size = $3
+recheck = "${4:-60s}"
 [log]
 level = "warn"
 EOF
@@ -220,6 +227,47 @@ for phase in $PHASES; do
         say "  mtastsd RSS after $(mib "$MTASTSD_PID" VmRSS) MiB, peak $(mib "$MTASTSD_PID" VmHWM) MiB; RSS every 60 s: $(awk 'NR % 12 == 1 { printf "%s ", $2 }' "$OUT/million-rss.txt") (all samples in million-rss.txt)"
         kill "$sampler" 2>/dev/null || true
         counters
+        cleanup
+        ;;
+    recheck)
+        say "== 5. recheck: $RECHECK_N cached domains re-check their TXT id (cache.recheck 20 s)"
+        start_world recheck
+        rm -rf "$OUT/state-recheck"
+        start_mtastsd recheck "" 200000 20s
+        load --connections 64 --key-count "$RECHECK_N" --once \
+            --json "$OUT/recheck-fill.json" >"$OUT/recheck-fill.txt"
+        t_fill=$(date +%s)
+        say "  filled: OK $(j "$OUT/recheck-fill.json" .replies.OK) of $RECHECK_N; RSS $(mib "$MTASTSD_PID" VmRSS) MiB"
+        counters
+        # Every entry's recheck is due 20 s after its fetch.
+        sleep $((22 - ($(date +%s) - t_fill)))
+        txt0=$(wstat txt_queries)
+        fetch0=$(wstat fetches)
+        cpu0=$(cpu_s "$MTASTSD_PID")
+        t0=$(date +%s.%N)
+        load --connections 8 --key-count "$RECHECK_N" --once --warmup 0 \
+            --json "$OUT/recheck-due.json" >"$OUT/recheck-due.txt"
+        while :; do
+            sleep 1
+            txt=$(wstat txt_queries)
+            el=$(echo "$(date +%s.%N) - $t0" | bc)
+            if [ $((txt - txt0)) -ge "$RECHECK_N" ] || [ "$(echo "$el > 120" | bc)" = 1 ]; then
+                break
+            fi
+        done
+        cpu1=$(cpu_s "$MTASTSD_PID")
+        rechecks=$((txt - txt0))
+        fetches=$(( $(wstat fetches) - fetch0 ))
+        # The same pass again: nothing is due now (all re-checked under 20 s ago).
+        cpu2=$(cpu_s "$MTASTSD_PID")
+        load --connections 8 --key-count "$RECHECK_N" --once --warmup 0 \
+            --json "$OUT/recheck-none.json" >"$OUT/recheck-none.txt"
+        sleep 1.5
+        cpu3=$(cpu_s "$MTASTSD_PID")
+        txt_after=$(( $(wstat txt_queries) - txt ))
+        say "  pass with rechecks due: $rechecks TXT queries, $fetches fetches, mtastsd CPU $(echo "$cpu1 - $cpu0" | bc) s; p50 $(j "$OUT/recheck-due.json" '.latency_us.p50') µs, p99 $(j "$OUT/recheck-due.json" '.latency_us.p99') µs, p99.9 $(j "$OUT/recheck-due.json" '.latency_us."p99.9"') µs"
+        say "  same pass, nothing due: $txt_after TXT queries, mtastsd CPU $(echo "$cpu3 - $cpu2" | bc) s; p50 $(j "$OUT/recheck-none.json" '.latency_us.p50') µs, p99 $(j "$OUT/recheck-none.json" '.latency_us.p99') µs, p99.9 $(j "$OUT/recheck-none.json" '.latency_us."p99.9"') µs"
+        say "  CPU of $rechecks TXT re-checks: $(echo "($cpu1 - $cpu0) - ($cpu3 - $cpu2)" | bc) s"
         cleanup
         ;;
     *)

@@ -17,32 +17,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_mtastsd");
 
 /// A config file pointing at the world, listening on a unix socket in `dir`.
 fn write_config(world: &World, dir: &Path, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[server]
-listen = ["unix:{dir}/socketmap"]
-
-[dns]
-nameservers = ["{dns}"]
-timeout = "1s"
-
-[fetch]
-ca_file = "{ca}"
-https_port = {port}
-timeout = "2s"
-
-[cache]
-state_dir = "{dir}/state"
-{extra}
-"#,
-        dir = dir.display(),
-        dns = world.dns_addr(),
-        ca = world.ca_file().display(),
-        port = world.https_port(),
-    );
-    let path = dir.join("mtastsd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let socket = format!("unix:{}/socketmap", dir.display());
+    let state = format!("{}/state", dir.display());
+    harness::config_file(world, dir, &socket, &state, extra)
 }
 
 async fn run(args: &[&str]) -> std::process::Output {

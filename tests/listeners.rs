@@ -22,28 +22,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_mtastsd");
 /// A config for the real binary. Its own listener is a unix socket that must
 /// *not* appear when systemd passes sockets.
 fn write_config(world: &World, dir: &Path) -> PathBuf {
-    let text = format!(
-        r#"
-[server]
-listen = ["unix:{dir}/configured.sock"]
-[dns]
-nameservers = ["{dns}"]
-timeout = "1s"
-[fetch]
-ca_file = "{ca}"
-https_port = {port}
-timeout = "2s"
-[cache]
-state_dir = ""
-"#,
-        dir = dir.display(),
-        dns = world.dns_addr(),
-        ca = world.ca_file().display(),
-        port = world.https_port(),
-    );
-    let path = dir.join("mtastsd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let socket = format!("unix:{}/configured.sock", dir.display());
+    harness::config_file(world, dir, &socket, "", "")
 }
 
 /// Starts `mtastsd serve` the way systemd does for a socket unit: `fd` becomes

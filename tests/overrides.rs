@@ -15,28 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_mtastsd");
 
 /// A TOML file pointing at the world, with `extra` appended.
 fn write_config(world: &World, dir: &Path, extra: &str) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-[server]
-listen = ["127.0.0.1:0"]
-[dns]
-nameservers = ["{dns}"]
-timeout = "1s"
-[fetch]
-ca_file = "{ca}"
-https_port = {port}
-timeout = "2s"
-[cache]
-state_dir = ""
-{extra}
-"#,
-        dns = world.dns_addr(),
-        ca = world.ca_file().display(),
-        port = world.https_port(),
-    );
-    let path = dir.join("mtastsd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    harness::config_file(world, dir, "127.0.0.1:0", "", extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,21 +96,6 @@ fn advice(policy: &Policy) -> Vec<Finding> {
     out
 }
 
-/// `sts-policy-ext-name` (RFC 8461 §3.2): the shape of every key, known or not.
-fn is_key(key: &str) -> bool {
-    let b = key.as_bytes();
-    match b.split_first() {
-        Some((first, rest)) => {
-            first.is_ascii_alphanumeric()
-                && b.len() <= 32
-                && rest
-                    .iter()
-                    .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
-        }
-        None => false,
-    }
-}
-
 /// Per-line findings, in line order, then the file-wide ones (missing keys, line ends).
 /// Line numbers count from 1 and count blank lines, as an editor does.
 pub fn lint_lines(body: &[u8]) -> Vec<Finding> {
@@ -160,7 +145,7 @@ pub fn lint_lines(body: &[u8]) -> Vec<Finding> {
             );
             continue;
         };
-        if !is_key(key) {
+        if !crate::mta_sts::policy::is_key(key) {
             let why = if key.trim() != key {
                 "no spaces are allowed around a key"
             } else {

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -86,37 +85,12 @@ impl CertVerdict {
 
 /// Trust anchors could not be loaded.
 #[derive(Debug, thiserror::Error)]
-#[error("fetch.ca_file {path}: {message}")]
-pub struct RootsError {
-    path: String,
-    message: String,
-}
+#[error(transparent)]
+pub struct RootsError(crate::resolver::https::FetchSetupError);
 
 /// SPEC 3.7: the system's roots plus the configured CA file, as for the policy fetch.
 pub fn roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, RootsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    // As for the fetch: unreadable system roots are not fatal (a private root may be
-    // all that is needed, and a machine without roots fails every probe loudly).
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    if let Some(path) = ca_file {
-        let err = |message: String| RootsError {
-            path: path.display().to_string(),
-            message,
-        };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| err(e.to_string()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(err("no PEM certificates in the file".into()));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| err(format!("unusable certificate: {e}")))?;
-        }
-    }
-    Ok(roots)
+    crate::resolver::https::trust_roots(ca_file).map_err(RootsError)
 }
 
 /// Verifies like a sender, remembers the verdict and the leaf, and lets the handshake

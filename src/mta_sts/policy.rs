@@ -65,7 +65,7 @@ pub enum PolicyError {
 }
 
 /// `sts-policy-ext-name` (RFC 8461 §3.2), the shape of every key, known or not.
-fn is_key(key: &str) -> bool {
+pub fn is_key(key: &str) -> bool {
     let b = key.as_bytes();
     match b.split_first() {
         Some((first, rest)) => {

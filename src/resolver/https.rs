@@ -113,7 +113,9 @@ pub fn is_text_plain(value: &str) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/plain"))
 }
 
-fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, FetchSetupError> {
+/// SPEC 3.7: the system's roots plus `fetch.ca_file`: the trust anchors of the
+/// policy fetch, and of `mtastsd check`'s certificate probes.
+pub fn trust_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, FetchSetupError> {
     let mut roots = rustls::RootCertStore::empty();
     // Unreadable system certificates are not fatal: a private root in ca_file may be
     // all that is needed, and a machine without roots fails every fetch loudly.
@@ -137,6 +139,11 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, FetchSetup
                 .map_err(|e| ca_err(format!("unusable certificate: {e}")))?;
         }
     }
+    Ok(roots)
+}
+
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, FetchSetupError> {
+    let roots = trust_roots(ca_file)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         // SPEC 3.1: TLS 1.2 or newer (rustls speaks nothing older).

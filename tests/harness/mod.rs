@@ -48,6 +48,43 @@ pub fn config(world: &World, state_dir: &Path) -> Config {
     c
 }
 
+/// The file form of [`config`], for tests of the binary and of `Config::load`:
+/// `dir/mtastsd.toml` listening on `listen`, with `state_dir` and `extra` (more
+/// TOML, e.g. sections) appended.
+pub fn config_file(
+    world: &World,
+    dir: &Path,
+    listen: &str,
+    state_dir: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[server]
+listen = ["{listen}"]
+
+[dns]
+nameservers = ["{dns}"]
+timeout = "1s"
+
+[fetch]
+ca_file = "{ca}"
+https_port = {port}
+timeout = "2s"
+
+[cache]
+state_dir = "{state_dir}"
+{extra}
+"#,
+        dns = world.dns_addr(),
+        ca = world.ca_file().display(),
+        port = world.https_port(),
+    );
+    let path = dir.join("mtastsd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 pub async fn start(config: Config, clock: Arc<TestClock>) -> Daemon {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     Daemon::start(config, clock).await.expect("daemon starts")

@@ -245,6 +245,11 @@ for phase in $PHASES; do
         fetch0=$(wstat fetches)
         cpu0=$(cpu_s "$MTASTSD_PID")
         t0=$(date +%s.%N)
+        perf_pid=""
+        if [ -n "${PERF:-}" ]; then # PERF=1: profile mtastsd while it re-checks
+            perf record -q -e cpu-clock -F 999 -g -o "$OUT/recheck.perf" -p "$MTASTSD_PID" 2>/dev/null &
+            perf_pid=$!
+        fi
         load --connections 8 --key-count "$RECHECK_N" --once --warmup 0 \
             --json "$OUT/recheck-due.json" >"$OUT/recheck-due.txt"
         while :; do
@@ -256,6 +261,7 @@ for phase in $PHASES; do
             fi
         done
         cpu1=$(cpu_s "$MTASTSD_PID")
+        if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
         rechecks=$((txt - txt0))
         fetches=$(( $(wstat fetches) - fetch0 ))
         # The same pass again: nothing is due now (all re-checked under 20 s ago).

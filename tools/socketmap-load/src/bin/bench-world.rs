@@ -9,6 +9,10 @@
 //!   by a test CA made at start (its PEM written to `--ca-file`) and cached, and
 //!   `GET /.well-known/mta-sts.txt` → an enforce policy with `mx: mx.dN.cold.test`.
 //!
+//! Options for long runs: `--id-every S` changes every domain's TXT id every S
+//! seconds (a policy update to notice), `--broken-every K` makes every K-th
+//! domain's policy server answer HTTP 500 (a domain whose policy cannot be fetched).
+//!
 //! It counts TXT and A queries and fetches per domain, and writes the totals (with
 //! how many domains were asked more than once) to `--stats` every second and on
 //! SIGTERM/SIGINT, so a script can check "one DNS query and one fetch per domain".
@@ -78,6 +82,13 @@ struct ServeArgs {
     /// The id in every TXT record.
     #[arg(long, default_value = "cold1")]
     id: String,
+    /// Change the id every this many seconds (0: never): a new policy to fetch.
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    id_every: u64,
+    /// Every K-th domain (index divisible by K) answers its policy fetch with HTTP
+    /// 500 while its TXT record stays: a broken policy server (0: none).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    broken_every: usize,
     /// Domains d0 .. d{max-domains - 1} are counted one by one (others in totals).
     #[arg(long, default_value_t = 1_100_000)]
     max_domains: usize,
@@ -225,8 +236,31 @@ fn domain_index(name: &str, prefix: &str, suffix: &str) -> Option<usize> {
 
 // ---------------------------------------------------------------- DNS
 
-fn dns_loop(socket: UdpSocket, counters: Arc<Counters>, suffix: String, txt: Vec<u8>) {
+/// The TXT record's id: `--id`, or with `--id-every S`, `--id` followed by the
+/// number of S-second periods since the epoch (a policy change every S seconds).
+struct TxtId {
+    base: String,
+    every: u64,
+}
+
+impl TxtId {
+    fn rdata(&self) -> Vec<u8> {
+        let id = if self.every == 0 {
+            self.base.clone()
+        } else {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            format!("{}{}", self.base, now / self.every)
+        };
+        dns::txt_rdata(format!("v=STSv1; id={id}").as_bytes())
+    }
+}
+
+fn dns_loop(socket: UdpSocket, counters: Arc<Counters>, suffix: String, id: TxtId) {
     const TYPE_AAAA: u16 = 28;
+    let fixed = id.rdata();
     let dot_suffix = format!(".{suffix}");
     let mut buf = [0u8; 4096];
     loop {
@@ -242,11 +276,18 @@ fn dns_loop(socket: UdpSocket, counters: Arc<Counters>, suffix: String, txt: Vec
             continue;
         };
         let ours = q.name.ends_with(&dot_suffix);
+        let rotating;
+        let txt: &[u8] = if id.every == 0 {
+            &fixed
+        } else {
+            rotating = id.rdata();
+            &rotating
+        };
         let rdata: Option<&[u8]> = match q.qtype {
             dns::TYPE_TXT if ours && q.name.starts_with("_mta-sts.") => {
                 counters.txt_total.fetch_add(1, Ordering::Relaxed);
                 Counters::bump(&counters.txt, domain_index(&q.name, "_mta-sts.", &suffix));
-                Some(&txt)
+                Some(txt)
             }
             dns::TYPE_A if ours && q.name.starts_with("mta-sts.") => {
                 counters.a_total.fetch_add(1, Ordering::Relaxed);
@@ -396,6 +437,7 @@ async fn https_conn(
     acceptor: tokio_rustls::TlsAcceptor,
     counters: Arc<Counters>,
     suffix: Arc<str>,
+    broken_every: usize,
 ) {
     let _ = tcp.set_nodelay(true);
     let Ok(Ok(mut tls)) = tokio::time::timeout(IO_TIMEOUT, acceptor.accept(tcp)).await else {
@@ -418,7 +460,14 @@ async fn https_conn(
     let good = complete
         && (head.starts_with(format!("GET {POLICY_PATH} ").as_bytes())
             || head.starts_with(format!("GET https://{sni}{POLICY_PATH} ").as_bytes()));
+    let index = domain_index(&sni, "mta-sts.", &suffix);
+    let broken = broken_every > 0 && index.is_some_and(|i| i % broken_every == 0);
     let response = match sni.strip_prefix("mta-sts.") {
+        Some(_) if good && broken => {
+            counters.fetch_total.fetch_add(1, Ordering::Relaxed);
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .into()
+        }
         Some(domain) if good => {
             counters.fetch_total.fetch_add(1, Ordering::Relaxed);
             Counters::bump(&counters.fetch, domain_index(&sni, "mta-sts.", &suffix));
@@ -464,8 +513,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     {
         let counters = Arc::clone(&counters);
         let suffix = args.suffix.clone();
-        let txt = dns::txt_rdata(format!("v=STSv1; id={}", args.id).as_bytes());
-        std::thread::spawn(move || dns_loop(udp, counters, suffix, txt));
+        let id = TxtId {
+            base: args.id.clone(),
+            every: args.id_every,
+        };
+        std::thread::spawn(move || dns_loop(udp, counters, suffix, id));
     }
     if let Some(path) = args.stats.clone() {
         let counters = Arc::clone(&counters);
@@ -496,6 +548,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                             acceptor.clone(),
                             Arc::clone(&counters),
                             Arc::clone(&suffix),
+                            args.broken_every,
                         ));
                     }
                     Err(e) => {

@@ -10,7 +10,9 @@
 //! - records are served with TTL 0 by default (see [`DnsServer::set_ttl`]);
 //! - a TXT/A/AAAA query that hits a CNAME gets the CNAME chain plus the target's
 //!   records (all names are "in zone"); the final rcode is that of the last name;
-//! - every query is counted per (name, type), whatever the answer.
+//! - every query is counted per (name, type), whatever the answer, and so are the
+//!   queries being handled at once (see [`DnsServer::peak_in_flight`]);
+//! - answers can be delayed, for one name or for all ([`DnsServer::set_delay`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -69,6 +71,11 @@ struct DnsState {
     queries: HashMap<(String, RecordType), usize>,
     total: usize,
     log: Vec<(String, RecordType)>,
+    /// Per-name answer delays; `""` applies to every name without its own.
+    delays: HashMap<String, Duration>,
+    /// Queries received and not yet answered (or dropped), and the most seen at once.
+    in_flight: usize,
+    peak_in_flight: usize,
 }
 
 type Shared = Arc<Mutex<DnsState>>;
@@ -106,6 +113,9 @@ impl DnsServer {
             queries: HashMap::new(),
             total: 0,
             log: Vec::new(),
+            delays: HashMap::new(),
+            in_flight: 0,
+            peak_in_flight: 0,
         }));
         let mut last_err = None;
         for _ in 0..50 {
@@ -288,6 +298,33 @@ impl DnsServer {
         st.queries.clear();
         st.total = 0;
         st.log.clear();
+        st.peak_in_flight = st.in_flight;
+    }
+
+    /// Answer queries for `name` only after `delay` (`""`: every name without a
+    /// delay of its own). `Duration::ZERO` removes it.
+    pub fn set_delay(&self, name: &str, delay: Duration) {
+        let mut st = lock(&self.state);
+        let key = if name.is_empty() {
+            String::new()
+        } else {
+            normalize(name)
+        };
+        if delay.is_zero() {
+            st.delays.remove(&key);
+        } else {
+            st.delays.insert(key, delay);
+        }
+    }
+
+    /// Queries being handled right now (received, not yet answered).
+    pub fn in_flight(&self) -> usize {
+        lock(&self.state).in_flight
+    }
+
+    /// The most queries handled at once since the start (or [`Self::reset_counts`]).
+    pub fn peak_in_flight(&self) -> usize {
+        lock(&self.state).peak_in_flight
     }
 }
 
@@ -469,6 +506,24 @@ pub struct Handler {
     state: Shared,
 }
 
+/// Counts a query as in flight for as long as it lives.
+struct InFlight(Shared);
+
+impl InFlight {
+    fn enter(state: &Shared) -> InFlight {
+        let mut st = lock(state);
+        st.in_flight += 1;
+        st.peak_in_flight = st.peak_in_flight.max(st.in_flight);
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.0).in_flight -= 1;
+    }
+}
+
 impl Handler {
     async fn handle<R: ResponseHandler>(&self, request: &Request, mut response: R) -> ResponseInfo {
         let fallback = |rcode: ResponseCode| {
@@ -492,6 +547,14 @@ impl Handler {
         };
         let qname = normalize(&query.name().to_ascii());
         let rtype = query.query_type();
+        let _in_flight = InFlight::enter(&self.state);
+        let delay = {
+            let st = lock(&self.state);
+            st.delays.get(&qname).or_else(|| st.delays.get("")).copied()
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let outcome = lock(&self.state).resolve(&qname, rtype);
         let (rcode, answers, soa) = match outcome {
             Outcome::NoAnswer => return fallback(ResponseCode::ServFail),

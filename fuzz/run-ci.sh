@@ -21,7 +21,7 @@ fi
 # Fuzz builds have their own flags: keep them out of the main target directory.
 unset CARGO_TARGET_DIR
 targets=${*:-$(cargo $toolchain fuzz list)}
-cargo $toolchain fuzz build $targets 2>&1 | tail -n 1
+cargo $toolchain fuzz build
 for t in $targets; do
     mkdir -p "corpus/$t" "seeds/$t"
     log="artifacts/$t.log"

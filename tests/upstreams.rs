@@ -175,9 +175,17 @@ async fn hostile_policy_servers_are_bounded_and_never_evict_spec_3_4_3_5_5_3() {
 /// A DNS server that answers every query with garbage, over UDP and TCP: random
 /// bytes, the query's id then junk, a reply header with nothing behind it.
 async fn garbage_dns() -> std::net::SocketAddr {
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+    // One port for both, as for a real server: retry until TCP gets the UDP port.
+    let mut bound = None;
+    for _ in 0..50 {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        if let Ok(tcp) = tokio::net::TcpListener::bind(addr).await {
+            bound = Some((udp, tcp, addr));
+            break;
+        }
+    }
+    let (udp, tcp, addr) = bound.expect("a port free for UDP and TCP");
     tokio::spawn(async move {
         let mut buf = [0u8; 4096];
         let mut n = 0u64;

@@ -150,6 +150,7 @@ fn filled(rt: &tokio::runtime::Runtime, n: usize) -> Filled {
         CacheSettings {
             recheck: Duration::from_secs(86_400),
             answer_timeout: Duration::from_secs(5),
+            max_concurrency: mtastsd::cache::MAX_FOREGROUND,
         },
         Resolvers {
             txt: Arc::new(InMemory),

@@ -75,7 +75,7 @@ pub struct ServerConfig {
     pub unix_group: Option<String>,
     /// Close a connection idle this long (SPEC 1.5). Default 60 s.
     pub idle_timeout: Duration,
-    /// Connections served at once; more wait in the accept queue. Default 1000.
+    /// Connections served at once; more are answered `TEMP` and closed. Default 1000.
     pub max_connections: usize,
 }
 
@@ -85,6 +85,10 @@ pub struct DnsConfig {
     pub nameservers: Vec<SocketAddr>,
     /// Per-query timeout. Default 5 s.
     pub timeout: Duration,
+    /// Resolutions (TXT query, then the policy host's address and the HTTPS fetch)
+    /// running at once, answer path and background together: a flood of new domains
+    /// cannot put more than this many queries on the resolver. Default 256.
+    pub max_concurrency: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -255,6 +259,7 @@ impl Default for DnsConfig {
         DnsConfig {
             nameservers: Vec::new(),
             timeout: Duration::from_secs(5),
+            max_concurrency: 256,
         }
     }
 }
@@ -555,6 +560,7 @@ struct RawDns {
     nameservers: Option<Vec<Spanned<String>>>,
     /// One query must leave room for the fetch inside Postfix's 100 s (SPEC 3.6).
     timeout: Option<Dur<30>>,
+    max_concurrency: Option<AtLeastOne>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -771,6 +777,7 @@ impl RawConfig {
             dns: DnsConfig {
                 nameservers,
                 timeout: dns.timeout.map_or(d.dns.timeout, |t| t.0),
+                max_concurrency: dns.max_concurrency.map_or(d.dns.max_concurrency, |n| n.0),
             },
             fetch: FetchConfig {
                 timeout: fetch.timeout.map_or(d.fetch.timeout, |t| t.0),
@@ -1703,7 +1710,7 @@ tlsrpt = true
             "[overrides]\n\"a.example\" = \"dane-only\"\n\"b.example\" = \"secure matches=x\"\n",
             3,
             "overrides.\"b.example\"",
-            "\"matches=x\" is not an attribute",
+            "unknown attribute \"matches\"",
         );
         assert_error(
             "[overrides]\nexample = \"dane\"\n",
@@ -1793,6 +1800,27 @@ tlsrpt = true
             "invalid type",
         );
         assert_error("[fetch]\nca_file = 1\n", 2, "fetch.ca_file", "invalid type");
+    }
+
+    /// Issue 5: the resolution concurrency limit is a whole number ≥ 1, with its
+    /// file:line (SPEC 7.4).
+    #[test]
+    fn dns_max_concurrency() {
+        assert_eq!(Config::default().dns.max_concurrency, 256);
+        let c = parse("[dns]\nmax_concurrency = 8\n").unwrap();
+        assert_eq!(c.dns.max_concurrency, 8);
+        assert_error(
+            "[dns]\n\nmax_concurrency = 0\n",
+            3,
+            "dns.max_concurrency",
+            "at least 1",
+        );
+        assert_error(
+            "[dns]\nmax_concurrency = \"many\"\n",
+            2,
+            "dns.max_concurrency",
+            "a whole number of at least 1",
+        );
     }
 
     #[test]

@@ -76,6 +76,7 @@ fn cache_settings(config: &Config) -> CacheSettings {
     CacheSettings {
         recheck: config.cache.recheck,
         answer_timeout,
+        max_concurrency: config.dns.max_concurrency,
     }
 }
 
@@ -240,6 +241,9 @@ impl Daemon {
         }
         if config.metrics != self.config.metrics {
             log::warn!("changes to [metrics] take effect only after a restart");
+        }
+        if config.dns.max_concurrency != self.config.dns.max_concurrency {
+            log::warn!("a new dns.max_concurrency takes effect only after a restart");
         }
         if config.cache.state_dir != self.config.cache.state_dir {
             log::warn!("a new cache.state_dir takes effect only after a restart");

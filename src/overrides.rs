@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use crate::postfix::check_answer_syntax;
 use crate::socketmap::response::MAX_REPLY;
 use crate::socketmap::{normalise_key, Key};
 
@@ -35,71 +36,33 @@ impl Override {
 /// `none-from-mtasts`, the keyword for "no MTA-STS here".
 pub const NO_MTA_STS: &str = "none-from-mtasts";
 
-/// Postfix TLS security levels (postconf(5), smtp_tls_policy_maps).
-const LEVELS: &[&str] = &[
-    "none",
-    "may",
-    "encrypt",
-    "dane",
-    "dane-only",
-    "fingerprint",
-    "verify",
-    "secure",
-];
-
-/// Attributes a policy table answer may carry (postconf(5), smtp_tls_policy_maps).
-const ATTRIBUTES: &[&str] = &[
-    "match",
-    "servername",
-    "protocols",
-    "ciphers",
-    "exclude",
-    "connection_reuse",
-    "enable_rpk",
-];
-
-/// Parse an override answer: `none-from-mtasts`, or a Postfix TLS policy level
-/// followed by `name=value` attributes. Whitespace is normalised to single spaces.
+/// Parse an override answer: `none-from-mtasts`, or a Postfix TLS policy (a
+/// security level and attributes) that passes [`check_answer_syntax`].
+/// Whitespace is normalised to single spaces.
 pub fn parse_answer(text: &str) -> Result<Override, String> {
-    let mut words = text.split_ascii_whitespace();
-    let Some(level) = words.next() else {
-        return Err(format!(
+    let words: Vec<&str> = text.split_ascii_whitespace().collect();
+    match words.as_slice() {
+        [] => Err(format!(
             "empty answer: expected {NO_MTA_STS:?} or a Postfix TLS policy like \"secure match=.example.net\""
-        ));
-    };
-    if level == NO_MTA_STS {
-        return match words.next() {
-            None => Ok(Override::NoMtaSts),
-            Some(w) => Err(format!("{NO_MTA_STS:?} takes no attributes, found {w:?}")),
-        };
-    }
-    if !LEVELS.contains(&level) {
-        return Err(format!(
-            "{level:?} is not a Postfix TLS security level ({}) nor {NO_MTA_STS:?}",
-            LEVELS.join(", ")
-        ));
-    }
-    let mut normalised = String::from(level);
-    for word in words {
-        let valid = word.split_once('=').is_some_and(|(name, value)| {
-            ATTRIBUTES.contains(&name) && !value.is_empty() && !value.contains(['{', '}'])
-        });
-        if !valid {
-            return Err(format!(
-                "{word:?} is not an attribute Postfix accepts here: expected name=value with name one of {}",
-                ATTRIBUTES.join(", ")
-            ));
+        )),
+        [only] if *only == NO_MTA_STS => Ok(Override::NoMtaSts),
+        [first, next, ..] if *first == NO_MTA_STS => Err(format!(
+            "{NO_MTA_STS:?} takes no attributes, found {next:?}"
+        )),
+        _ => {
+            let normalised = words.join(" ");
+            check_answer_syntax(&normalised).map_err(|e| {
+                format!("{e} (or {NO_MTA_STS:?} to leave the domain to Postfix's own settings)")
+            })?;
+            if normalised.len() + "OK ".len() > MAX_REPLY {
+                return Err(format!(
+                    "answer of {} bytes is longer than Postfix accepts ({MAX_REPLY})",
+                    normalised.len()
+                ));
+            }
+            Ok(Override::Answer(normalised.into_boxed_str()))
         }
-        normalised.push(' ');
-        normalised.push_str(word);
     }
-    if normalised.len() + "OK ".len() > MAX_REPLY {
-        return Err(format!(
-            "answer of {} bytes is longer than Postfix accepts ({MAX_REPLY})",
-            normalised.len()
-        ));
-    }
-    Ok(Override::Answer(normalised.into_boxed_str()))
 }
 
 /// A domain as lookups see it (SPEC 1.6: case, trailing dot, IDN → A-label).
@@ -202,17 +165,18 @@ mod tests {
         }
         for (text, fragment) in [
             ("", "empty answer"),
-            ("securee", "not a Postfix TLS security level"),
+            ("securee", "unknown security level \"securee\""),
             ("none-from-mtasts secure", "takes no attributes"),
-            ("secure match", "not an attribute"),
-            ("secure match=", "not an attribute"),
-            ("secure policy_type=sts", "not an attribute"),
-            ("secure match={a}", "not an attribute"),
+            ("secure match", "not a Postfix TLS policy"),
+            ("secure match=", "not a Postfix TLS policy"),
+            ("secure matches=x", "unknown attribute \"matches\""),
+            ("encrypt match=.example.net", "not a Postfix TLS policy"),
         ] {
             let err = parse_answer(text).unwrap_err();
             assert!(err.contains(fragment), "{text:?}: {err}");
         }
-        let long = format!("secure match={}", "a".repeat(MAX_REPLY));
+        let hosts: Vec<String> = (0..10_000).map(|i| format!("mx{i}.example.net")).collect();
+        let long = format!("secure match={}", hosts.join(":"));
         assert!(parse_answer(&long).unwrap_err().contains("longer than"));
     }
 
@@ -251,7 +215,10 @@ mod tests {
         assert!(err.contains("expected \"domain answer\""), "{err}");
         let (line, err) = parse_file("a.example dane\n\nb.example bogus\n").unwrap_err();
         assert_eq!(line, 3);
-        assert!(err.contains("b.example: \"bogus\""), "{err}");
+        assert!(
+            err.contains("b.example: not a Postfix TLS policy: unknown security level \"bogus\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -114,6 +114,172 @@ pub fn secure_match(policy: &Policy) -> Option<String> {
     Some(answer)
 }
 
+/// An answer Postfix would not accept as an `smtp_tls_policy_maps` value, or would
+/// read differently from what was meant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a Postfix TLS policy: {0}")]
+pub struct AnswerSyntaxError(pub String);
+
+/// Check the data of an `OK` reply against the `smtp_tls_policy_maps` syntax of
+/// postconf(5) and the way `smtp_tls_policy.c` reads it: a security level, then
+/// `name=value` attributes separated by whitespace or commas, an attribute holding
+/// spaces written as `{ name = value }`. Stricter than Postfix where Postfix would
+/// silently read something else than meant (a comma inside a value splits it, an
+/// empty `match` pattern, a wildcard it does not know). Used by the tests and the
+/// `answer` fuzz target: every answer the daemon builds must pass (SPEC 1.3, 6.1).
+pub fn check_answer_syntax(answer: &str) -> Result<(), AnswerSyntaxError> {
+    let bad = |m: String| Err(AnswerSyntaxError(m));
+    if answer.is_empty() {
+        return bad("empty (SPEC 1.3: never OK with empty data)".into());
+    }
+    if let Some(c) = answer
+        .chars()
+        .find(|c| !c.is_ascii() || c.is_ascii_control() && *c != '\t')
+    {
+        return bad(format!("character {c:?}"));
+    }
+    let mut words = tokens(answer)?.into_iter();
+    let level = words.next().unwrap_or_default();
+    const LEVELS: [&str; 8] = [
+        "none",
+        "may",
+        "encrypt",
+        "dane",
+        "dane-only",
+        "fingerprint",
+        "verify",
+        "secure",
+    ];
+    if !LEVELS.contains(&level.as_str()) {
+        return bad(format!("unknown security level {level:?}"));
+    }
+    let mut seen: HashSet<String> = HashSet::new();
+    for word in words {
+        let (name, value) = match word.split_once('=') {
+            Some((n, v)) => (n.trim(), v.trim()),
+            None => return bad(format!("{word:?} is not name=value")),
+        };
+        // postconf(5), smtp_tls_policy_maps, and Postfix 3.10's TLSRPT attributes.
+        const SINGLE: [&str; 12] = [
+            "ciphers",
+            "protocols",
+            "exclude",
+            "match",
+            "servername",
+            "tafile",
+            "connection_reuse",
+            "enable_rpk",
+            "policy_type",
+            "policy_domain",
+            "policy_ttl",
+            "policy_failure",
+        ];
+        const REPEATED: [&str; 2] = ["mx_host_pattern", "policy_string"];
+        if !SINGLE.contains(&name) && !REPEATED.contains(&name) {
+            return bad(format!("unknown attribute {name:?}"));
+        }
+        if SINGLE.contains(&name) && !seen.insert(name.to_string()) {
+            return bad(format!("attribute {name:?} given twice"));
+        }
+        if value.is_empty() {
+            return bad(format!("attribute {name:?} without a value"));
+        }
+        match name {
+            "match" => match level.as_str() {
+                "verify" | "secure" => {
+                    for pattern in value.split(':') {
+                        check_match_pattern(pattern).map_err(AnswerSyntaxError)?;
+                    }
+                }
+                "fingerprint" => {
+                    if value.split('|').any(str::is_empty) {
+                        return bad("empty fingerprint".into());
+                    }
+                }
+                other => return bad(format!("match is not valid at level {other}")),
+            },
+            "servername" if value != "hostname" => {
+                check_match_pattern(value)
+                    .ok()
+                    .filter(|_| !value.starts_with('.'))
+                    .ok_or_else(|| AnswerSyntaxError(format!("servername {value:?}")))?;
+            }
+            "connection_reuse" | "enable_rpk" if value != "yes" && value != "no" => {
+                return bad(format!("{name} must be yes or no, not {value:?}"));
+            }
+            _ => {}
+        }
+    }
+    if level == "secure" || level == "verify" {
+        // Without match, Postfix falls back to its configured default strategies:
+        // never what an MTA-STS answer means.
+        if !seen.contains("match") {
+            return bad(format!("{level} without match"));
+        }
+    }
+    Ok(())
+}
+
+/// Split as `mystrtokq(cp, ", \t\r\n", "{}")` does: separators outside braces; a
+/// brace-quoted token loses its braces.
+fn tokens(text: &str) -> Result<Vec<String>, AnswerSyntaxError> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start_matches([',', ' ', '\t']);
+        if rest.is_empty() {
+            return Ok(out);
+        }
+        if let Some(inner) = rest.strip_prefix('{') {
+            let Some(end) = inner.find('}') else {
+                return Err(AnswerSyntaxError("unbalanced '{'".into()));
+            };
+            if inner[..end].contains('{') {
+                return Err(AnswerSyntaxError("nested '{'".into()));
+            }
+            out.push(inner[..end].trim().to_string());
+            rest = &inner[end + 1..];
+            if !rest.is_empty() && !rest.starts_with([',', ' ', '\t']) {
+                return Err(AnswerSyntaxError("text right after '}'".into()));
+            }
+        } else {
+            let end = rest.find([',', ' ', '\t']).unwrap_or(rest.len());
+            let word = &rest[..end];
+            if word.contains(['{', '}']) {
+                return Err(AnswerSyntaxError(format!("brace inside {word:?}")));
+            }
+            out.push(word.to_string());
+            rest = &rest[end..];
+        }
+    }
+}
+
+/// One `match=` entry at the verify and secure levels: a strategy, a host name, or
+/// `.domain` for its subdomains (SPEC 6.1). Names are LDH, as SPEC 4.4 admits them.
+fn check_match_pattern(pattern: &str) -> Result<(), String> {
+    if matches!(pattern, "hostname" | "nexthop" | "dot-nexthop") {
+        return Ok(());
+    }
+    let name = pattern.strip_prefix('.').unwrap_or(pattern);
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("match pattern {pattern:?}: empty or too long"));
+    }
+    for label in name.split('.') {
+        let ldh = label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if label.is_empty()
+            || label.len() > 63
+            || !ldh
+            || label.starts_with('-')
+            || label.ends_with('-')
+        {
+            return Err(format!("match pattern {pattern:?}: bad label {label:?}"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +417,77 @@ mod tests {
         assert!(policy_answer_for("example.org", &small, &tlsrpt)
             .unwrap()
             .contains("policy_domain=example.org"));
+    }
+
+    /// The checker itself: what postconf(5) accepts, and what it would misread.
+    #[test]
+    fn answer_syntax_checker() {
+        for good in [
+            "secure match=mx1.example.com:.example.net servername=hostname",
+            "secure match=mx.example.com",
+            "secure match=hostname:nexthop:dot-nexthop",
+            "verify match=mx.example.com,servername=mx.example.com",
+            "secure match=mx.example.com policy_type=sts policy_domain=example.com \
+             mx_host_pattern=*.example.com mx_host_pattern=mx.example.com \
+             { policy_string = version: STSv1 } { policy_string = mode: enforce }",
+            "fingerprint match=AB:CD|EF:01",
+            "dane-only",
+            "may",
+        ] {
+            assert_eq!(check_answer_syntax(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "secure",
+            "secure match=",
+            "secure match=a.example::b.example",
+            "secure match=*.example.com",
+            "secure match=mx.example.com,x.example",
+            "secure match=-mx.example.com",
+            "secure match=mx..example.com",
+            "secure match=mx.example.com match=mx2.example.com",
+            "secure match=mx.example.com servername=",
+            "secure match=mx.example.com servername=.example.com",
+            "secure match=mx.example.com nonsense=1",
+            "secure match=mx.example.com bare",
+            "sekure match=mx.example.com",
+            "encrypt match=mx.example.com",
+            "secure match=mx.example.com { policy_string = a",
+            "secure match=mx.example.com connection_reuse=maybe",
+            "secure match=mx.exämple.com",
+            "secure match=mx.example.com\n",
+        ] {
+            assert!(check_answer_syntax(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// Every answer this module builds passes the checker (SPEC 6.1), including
+    /// policies at the edges of SPEC 4.4's mx syntax.
+    #[test]
+    fn built_answers_pass_the_checker() {
+        let strict = Profile {
+            strict_testing: true,
+            ..DEFAULT
+        };
+        let long = format!("{}.example", "a".repeat(63));
+        let mx = [
+            "mx.example.com",
+            "*.example.net",
+            "x.y",
+            "*.a-b.c0",
+            long.as_str(),
+        ];
+        let tlsrpt = Profile {
+            tlsrpt: true,
+            ..strict.clone()
+        };
+        for mode in [Mode::Enforce, Mode::Testing] {
+            for profile in [&DEFAULT, &strict, &tlsrpt] {
+                let p = policy(mode, &mx);
+                if let Some(a) = policy_answer_for("example.com", &p, profile) {
+                    assert_eq!(check_answer_syntax(&a), Ok(()), "{a}");
+                }
+            }
+        }
     }
 }

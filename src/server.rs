@@ -239,6 +239,10 @@ impl Handler {
     }
 }
 
+/// The listen queue. std's 128 overflows when many clients connect at once (a
+/// Postfix restart, a burst of deliveries); the kernel caps it at somaxconn.
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// A bound listener.
 pub enum Listener {
     Tcp(TcpListener),
@@ -269,9 +273,15 @@ impl Listener {
     pub fn bind(addr: &ListenAddr, unix_mode: u32) -> io::Result<Listener> {
         match addr {
             ListenAddr::Inet(a) => {
-                let std = std::net::TcpListener::bind(a)?;
-                std.set_nonblocking(true)?;
-                Ok(Listener::Tcp(TcpListener::from_std(std)?))
+                let socket = if a.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                // As std does: a restart must not wait for TIME_WAIT to clear.
+                socket.set_reuseaddr(true)?;
+                socket.bind(*a)?;
+                Ok(Listener::Tcp(socket.listen(LISTEN_BACKLOG)?))
             }
             ListenAddr::Unix(path) => {
                 if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -354,12 +364,8 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
+    let refusals = Arc::new(Refusals::default());
     loop {
-        // SPEC: connection limit. Past it, new clients wait in the kernel's backlog.
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => p.expect("semaphore is never closed"),
-            _ = shutdown.changed() => break,
-        };
         let accepted = tokio::select! {
             a = accept(&listener) => a,
             _ = shutdown.changed() => break,
@@ -372,6 +378,13 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        // The connection limit: past it, a new client is told so at once and
+        // disconnected (see `refuse`) rather than left waiting in the backlog for a
+        // slot that may not come within Postfix's 100 s.
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            refusals.refuse(stream, limits.max_connections);
+            continue;
         };
         let handler = Arc::clone(&handler);
         let shutdown = shutdown.clone();
@@ -401,6 +414,77 @@ async fn accept_loop(
 enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+}
+
+/// The reply a client past the connection limit gets before it is disconnected.
+/// `TEMP` (SPEC 1.3): Postfix defers the lookup and logs the reason, as it would
+/// for a daemon that is down, and retries later; never `PERM` (a configuration
+/// error) nor a silent close (a vague "lost connection" in Postfix's log).
+pub const REFUSAL: &[u8] = b"25:TEMP too many connections,";
+/// Refusals being written at once; past it, excess clients are closed without a
+/// word. Keeps a connection flood from turning into a task flood.
+const MAX_REFUSING: usize = 64;
+/// How long a refused client has to take its reply.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Turns away clients past the connection limit, with rate-limited logging.
+#[derive(Default)]
+struct Refusals {
+    /// Refusals in progress.
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+    /// Refused since the last log line, and when that was.
+    log: Mutex<(u64, Option<Instant>)>,
+}
+
+impl Refusals {
+    fn refuse(&self, stream: Stream, limit: usize) {
+        {
+            // SPEC 7.2: one line per refused client would flood the log in exactly
+            // the situation where it matters; one a minute with the count.
+            let mut log = self.log.lock().unwrap();
+            log.0 += 1;
+            if log.1.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                log::warn!(
+                    "connection limit (server.max_connections {limit}) reached: refused {} client(s) with TEMP",
+                    log.0
+                );
+                *log = (0, Some(Instant::now()));
+            }
+        }
+        use std::sync::atomic::Ordering;
+        if self.busy.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
+            self.busy.fetch_sub(1, Ordering::AcqRel);
+            return; // dropped: closed at once
+        }
+        let busy = Arc::clone(&self.busy);
+        tokio::spawn(async move {
+            match stream {
+                Stream::Tcp(s) => refuse(s).await,
+                Stream::Unix(s) => refuse(s).await,
+            }
+            busy.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+/// Send [`REFUSAL`], close our side, and read (and discard) what the client sends
+/// for a moment: closing with its request unread would make the kernel reset the
+/// connection, and a reset can destroy the reply before the client reads it.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        stream.write_all(REFUSAL).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        let mut left = 16 * 1024;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left -= n.min(left),
+            }
+        }
+        Ok::<(), io::Error>(())
+    })
+    .await;
 }
 
 async fn accept(listener: &Listener) -> io::Result<Stream> {
@@ -550,5 +634,20 @@ async fn flush<S: AsyncWrite + Unpin>(
             log::warn!("closing a connection that does not read its replies");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The refusal is one well-formed `TEMP` netstring (SPEC 1.1, 1.3).
+    #[test]
+    fn refusal_is_a_temp_netstring() {
+        let frame = netstring::decode_frame(REFUSAL, MAX_REQUEST)
+            .unwrap()
+            .expect("complete");
+        assert_eq!(frame.len, REFUSAL.len());
+        assert!(REFUSAL[frame.payload].starts_with(b"TEMP "));
     }
 }

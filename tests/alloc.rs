@@ -74,6 +74,7 @@ fn cache_hits_allocate_nothing() {
             CacheSettings {
                 recheck: Duration::from_secs(3600),
                 answer_timeout: Duration::from_secs(5),
+                max_concurrency: mtastsd::cache::MAX_FOREGROUND,
             },
             Resolvers {
                 txt: Arc::new(Everyone),

@@ -178,6 +178,9 @@ pub struct CacheSettings {
     /// How long an answer may wait for a resolution with nothing cached; must stay well
     /// inside Postfix's 100 s (SPEC 1.5, 3.6).
     pub answer_timeout: Duration,
+    /// Resolutions running at once, answer path and background together
+    /// (`dns.max_concurrency`); read when the cache is created.
+    pub max_concurrency: usize,
 }
 
 type SharedResolution = Shared<BoxFuture<'static, Option<Arc<CachedPolicy>>>>;
@@ -198,9 +201,11 @@ pub struct PolicyCache {
     dns_trouble: RateLimited,
     /// The cluster's shared cache, when configured (issue 4).
     shared: RwLock<Option<Arc<dyn SharedCache>>>,
-    /// Bounds re-checks and refreshes ([`MAX_BACKGROUND`]).
+    /// Bounds re-checks and refreshes ([`MAX_BACKGROUND`], at most a quarter of
+    /// `max_concurrency`).
     background: Arc<Semaphore>,
-    /// Bounds answer-path resolutions ([`MAX_FOREGROUND`]).
+    /// Bounds all resolutions running at once (`max_concurrency`): background work
+    /// takes one of these too, so the resolver never sees more.
     foreground: Arc<Semaphore>,
 }
 
@@ -208,7 +213,8 @@ pub struct PolicyCache {
 /// socket and maybe a TLS connection for up to a timeout; a silent resolver must not
 /// turn 100 000 cached domains into 100 000 open sockets.
 pub const MAX_BACKGROUND: usize = 32;
-/// Answer-path resolutions running at once; more wait (within the answer timeout).
+/// The default of `dns.max_concurrency`: resolutions running at once; more wait
+/// (answer-path misses within the answer timeout).
 pub const MAX_FOREGROUND: usize = 256;
 
 /// See [`PolicyCache::stats`].
@@ -235,6 +241,7 @@ impl PolicyCache {
         resolvers: Resolvers,
         clock: Arc<dyn Clock>,
     ) -> Arc<PolicyCache> {
+        let settings_limit = settings.max_concurrency.max(1);
         Arc::new(PolicyCache {
             entries: Mutex::new(Entries::new(size)),
             inflight: Mutex::new(HashMap::new()),
@@ -245,8 +252,12 @@ impl PolicyCache {
             changed: Notify::new(),
             dns_trouble: RateLimited::default(),
             shared: RwLock::new(None),
-            background: Arc::new(Semaphore::new(MAX_BACKGROUND)),
-            foreground: Arc::new(Semaphore::new(MAX_FOREGROUND)),
+            // Background work keeps at least three quarters of the slots free for
+            // answers.
+            background: Arc::new(Semaphore::new(
+                (settings_limit / 4).clamp(1, MAX_BACKGROUND),
+            )),
+            foreground: Arc::new(Semaphore::new(settings_limit)),
         })
     }
 
@@ -511,18 +522,21 @@ impl PolicyCache {
                 cache: Arc::clone(&this),
                 domain: owned.clone(),
             };
-            let _permit = match permit {
-                Some(p) => p,
-                None => {
-                    // Queue no longer than an answer may wait: past that nobody is
-                    // waiting, and a flood of new domains must not build a backlog
-                    // that makes real ones miss their answer (the next query retries).
-                    let wait = this.settings.read().unwrap().answer_timeout;
-                    let permit = Arc::clone(&this.foreground).acquire_owned();
-                    match tokio::time::timeout(wait, permit).await {
-                        Ok(p) => p.expect("semaphore is never closed"),
-                        Err(_) => return None,
-                    }
+            // Background work (holding its own permit) also takes a resolution slot,
+            // so `max_concurrency` bounds everything the resolver sees; it waits as
+            // long as it must.
+            let _background = permit;
+            let slot = Arc::clone(&this.foreground).acquire_owned();
+            let _permit = if _background.is_some() {
+                slot.await.expect("semaphore is never closed")
+            } else {
+                // Queue no longer than an answer may wait: past that nobody is
+                // waiting, and a flood of new domains must not build a backlog
+                // that makes real ones miss their answer (the next query retries).
+                let wait = this.settings.read().unwrap().answer_timeout;
+                match tokio::time::timeout(wait, slot).await {
+                    Ok(p) => p.expect("semaphore is never closed"),
+                    Err(_) => return None,
                 }
             };
             this.resolve(&owned, refresh).await

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::CachedPolicy;
 
+pub mod salvage;
+
 const FILE_NAME: &str = "policies.json";
 const FORMAT_VERSION: u32 = 1;
 
@@ -32,13 +34,8 @@ pub struct Store {
     dir: PathBuf,
 }
 
-#[derive(Serialize, Deserialize)]
-struct File1 {
-    version: u32,
-    policies: Vec<Persisted>,
-}
-
-/// [`File1`], borrowed, for writing.
+/// The file, `{"version": 1, "policies": [...]}`, borrowed, for writing (read back
+/// entry by entry by [`salvage`]).
 #[derive(Serialize)]
 struct File1Ref<'a> {
     version: u32,
@@ -80,7 +77,12 @@ impl Store {
         self.dir.join(FILE_NAME)
     }
 
-    /// Everything saved; an absent file is an empty store.
+    /// Everything saved; an absent file is an empty store. A damaged file (torn,
+    /// edited, an entry that fails validation such as SPEC 4.4's mx patterns) gives
+    /// up only what is damaged: the rest is loaded, the file is copied to
+    /// `policies.json.corrupt` as evidence, and a warning says how much was lost.
+    /// A damaged file with nothing intact, or another format version, is
+    /// [`StoreError::Corrupt`].
     pub fn load(&self) -> Result<Vec<(String, CachedPolicy)>, StoreError> {
         let path = self.path();
         let text = match fs::read(&path) {
@@ -88,20 +90,45 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => return Err(StoreError::Io { path, source }),
         };
-        let file: File1 = serde_json::from_slice(&text).map_err(|e| StoreError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        if file.version != FORMAT_VERSION {
+        let file = salvage::salvage::<Persisted>(&text);
+        if file.damaged && file.entries.is_empty() {
             return Err(StoreError::Corrupt {
                 path,
-                message: format!("format version {}", file.version),
+                message: "no intact policy in it".into(),
             });
         }
+        match file.version {
+            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            // Another version's entries may mean something else: read none of them.
+            Some(v) => {
+                return Err(StoreError::Corrupt {
+                    path,
+                    message: format!("format version {v}"),
+                })
+            }
+            // Torn before the version (or edited away), entries intact: ours.
+            None => {}
+        }
+        if file.damaged {
+            let evidence = path.with_extension("json.corrupt");
+            let _ = fs::copy(&path, &evidence);
+            log::warn!(
+                "{}: damaged; loaded the {} policies that are intact, skipped {} damaged entries (copy kept as {})",
+                path.display(),
+                file.entries.len(),
+                file.skipped,
+                evidence.display()
+            );
+        }
         Ok(file
-            .policies
+            .entries
             .into_iter()
-            .map(|p| (p.domain, p.policy))
+            .map(|mut p| {
+                // SPEC 4.5 holds for what comes back from disk too.
+                let max_age = &mut p.policy.policy.max_age;
+                *max_age = (*max_age).min(crate::mta_sts::MAX_AGE_LIMIT);
+                (p.domain, p.policy)
+            })
             .collect())
     }
 
@@ -134,5 +161,84 @@ impl Store {
             .and_then(|d| d.sync_all())
             .map_err(io_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mta_sts::policy::parse_policy;
+
+    fn policies(n: usize) -> Vec<(String, Arc<CachedPolicy>)> {
+        (0..n)
+            .map(|i| {
+                let body = format!(
+                    "version: STSv1\nmode: enforce\nmx: mx{i}.example.net\nmax_age: 86400\n"
+                );
+                let p = parse_policy(body.as_bytes()).unwrap();
+                (
+                    format!("d{i}.example"),
+                    Arc::new(CachedPolicy::new(p, format!("id{i}"), 1_800_000_000)),
+                )
+            })
+            .collect()
+    }
+
+    /// SPEC 5.8 with issue 5's rule: a truncated store loads every entry before the
+    /// cut, whatever the cut, and never fails as long as one entry is whole.
+    #[test]
+    fn truncated_store_loads_what_is_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let saved = policies(5);
+        store.save(&saved).unwrap();
+        let whole = fs::read(store.path()).unwrap();
+        let all = store.load().unwrap();
+        assert_eq!(all.len(), 5);
+        assert!(!dir.path().join("policies.json.corrupt").exists());
+        for cut in (0..whole.len()).step_by(7) {
+            fs::write(store.path(), &whole[..cut]).unwrap();
+            match store.load() {
+                Ok(got) => {
+                    assert!(!got.is_empty(), "cut {cut}: Ok means something was read");
+                    for ((d, p), (sd, sp)) in got.iter().zip(&saved) {
+                        assert_eq!((d, p), (sd, &**sp), "cut {cut}");
+                    }
+                }
+                Err(StoreError::Corrupt { .. }) => {
+                    // Only when not even the first entry survived.
+                    let first_end = whole
+                        .windows(11)
+                        .position(|w| w == b"},{\"domain\"")
+                        .unwrap();
+                    assert!(cut <= first_end, "cut {cut} lost everything");
+                }
+                Err(e) => panic!("cut {cut}: {e}"),
+            }
+        }
+    }
+
+    /// A tampered entry (an mx pattern SPEC 4.4 refuses, a huge max_age) is dropped
+    /// or clamped; its neighbours load.
+    #[test]
+    fn invalid_entries_are_skipped_and_max_age_clamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.save(&policies(3)).unwrap();
+        let text = fs::read_to_string(store.path()).unwrap();
+        let text = text
+            .replace("mx1.example.net", "*.*.example.net")
+            .replace("\"max_age\":86400", "\"max_age\":4000000000");
+        fs::write(store.path(), text).unwrap();
+        let got = store.load().unwrap();
+        let names: Vec<&str> = got.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(names, ["d0.example", "d2.example"]);
+        assert!(got
+            .iter()
+            .all(|(_, p)| p.policy.max_age == crate::mta_sts::MAX_AGE_LIMIT));
+        assert!(dir.path().join("policies.json.corrupt").exists());
+        // Another format version is not guessed at.
+        fs::write(store.path(), "{\"version\":2,\"policies\":[]}").unwrap();
+        assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
     }
 }

@@ -124,6 +124,7 @@ fn setup(size: usize) -> (Arc<PolicyCache>, Arc<Script>, Arc<ManualClock>) {
         CacheSettings {
             recheck: Duration::from_secs(60),
             answer_timeout: Duration::from_secs(5),
+            max_concurrency: MAX_FOREGROUND,
         },
         Resolvers {
             txt: script.clone(),
@@ -745,6 +746,7 @@ fn two_nodes() -> Cluster {
         CacheSettings {
             recheck: Duration::from_secs(60),
             answer_timeout: Duration::from_secs(5),
+            max_concurrency: MAX_FOREGROUND,
         },
         Resolvers {
             txt: sb.clone(),

@@ -132,7 +132,11 @@ fn strip_next_hop(key: &str) -> Result<&str, Skip> {
         if !after.is_empty() && !is_port_suffix(after) {
             return Err(Skip::Invalid);
         }
-        if inner.len() >= 5 && inner[..5].eq_ignore_ascii_case("ipv6:") {
+        // `get`, not `[..5]`: byte 5 may fall inside a UTF-8 character (fuzzing).
+        if inner
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("ipv6:"))
+        {
             return Err(Skip::IpLiteral);
         }
         if inner.parse::<IpAddr>().is_ok() {
@@ -293,6 +297,16 @@ mod tests {
         for (key, want) in cases {
             assert_eq!(&normalise_key(key), want, "key {key:?}");
         }
+        // A multi-byte character across byte 5 of a bracketed next hop panicked the
+        // connection's task (found by the `key` fuzz target).
+        assert!(matches!(
+            normalise_key("[mxix\u{fc}.example]:587"),
+            Key::Domain(d) if d.starts_with("xn--mxix")
+        ));
+        assert_eq!(
+            normalise_key("[mxix\u{5ba}xampleom]:587"),
+            Key::Skip(Skip::Invalid)
+        );
     }
 
     #[test]

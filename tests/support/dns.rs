@@ -10,7 +10,9 @@
 //! - records are served with TTL 0 by default (see [`DnsServer::set_ttl`]);
 //! - a TXT/A/AAAA query that hits a CNAME gets the CNAME chain plus the target's
 //!   records (all names are "in zone"); the final rcode is that of the last name;
-//! - every query is counted per (name, type), whatever the answer;
+//! - every query is counted per (name, type), whatever the answer, and so are the
+//!   queries being handled at once (see [`DnsServer::peak_in_flight`]);
+//! - answers can be delayed, for one name or for all ([`DnsServer::set_delay`]);
 //! - DNSSEC, as a validating resolver shows it (for DANE, SPEC 6.4): nothing is
 //!   signed, but answers for names marked secure ([`DnsServer::set_secure`]) carry
 //!   the AD bit when the query asked for DNSSEC (DO or AD set), NXDOMAIN/NODATA
@@ -82,6 +84,11 @@ struct DnsState {
     queries: HashMap<(String, RecordType), usize>,
     total: usize,
     log: Vec<(String, RecordType)>,
+    /// Per-name answer delays; `""` applies to every name without its own.
+    delays: HashMap<String, Duration>,
+    /// Queries received and not yet answered (or dropped), and the most seen at once.
+    in_flight: usize,
+    peak_in_flight: usize,
 }
 
 type Shared = Arc<Mutex<DnsState>>;
@@ -127,6 +134,9 @@ impl DnsServer {
             queries: HashMap::new(),
             total: 0,
             log: Vec::new(),
+            delays: HashMap::new(),
+            in_flight: 0,
+            peak_in_flight: 0,
         }));
         let mut last_err = None;
         let attempts = if addr.port() == 0 { 50 } else { 1 };
@@ -337,6 +347,33 @@ impl DnsServer {
         st.dnssec_queries.clear();
         st.total = 0;
         st.log.clear();
+        st.peak_in_flight = st.in_flight;
+    }
+
+    /// Answer queries for `name` only after `delay` (`""`: every name without a
+    /// delay of its own). `Duration::ZERO` removes it.
+    pub fn set_delay(&self, name: &str, delay: Duration) {
+        let mut st = lock(&self.state);
+        let key = if name.is_empty() {
+            String::new()
+        } else {
+            normalize(name)
+        };
+        if delay.is_zero() {
+            st.delays.remove(&key);
+        } else {
+            st.delays.insert(key, delay);
+        }
+    }
+
+    /// Queries being handled right now (received, not yet answered).
+    pub fn in_flight(&self) -> usize {
+        lock(&self.state).in_flight
+    }
+
+    /// The most queries handled at once since the start (or [`Self::reset_counts`]).
+    pub fn peak_in_flight(&self) -> usize {
+        lock(&self.state).peak_in_flight
     }
 }
 
@@ -546,6 +583,24 @@ pub struct Handler {
     state: Shared,
 }
 
+/// Counts a query as in flight for as long as it lives.
+struct InFlight(Shared);
+
+impl InFlight {
+    fn enter(state: &Shared) -> InFlight {
+        let mut st = lock(state);
+        st.in_flight += 1;
+        st.peak_in_flight = st.peak_in_flight.max(st.in_flight);
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.0).in_flight -= 1;
+    }
+}
+
 impl Handler {
     async fn handle<R: ResponseHandler>(&self, request: &Request, mut response: R) -> ResponseInfo {
         let fallback = |rcode: ResponseCode| {
@@ -571,11 +626,19 @@ impl Handler {
         let rtype = query.query_type();
         let wants_dnssec = request.metadata.authentic_data
             || request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-        let (outcome, secure) = {
+        let _in_flight = InFlight::enter(&self.state);
+        let delay = {
             let mut st = lock(&self.state);
             if wants_dnssec {
                 *st.dnssec_queries.entry((qname.clone(), rtype)).or_insert(0) += 1;
             }
+            st.delays.get(&qname).or_else(|| st.delays.get("")).copied()
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        let (outcome, secure) = {
+            let mut st = lock(&self.state);
             (st.resolve(&qname, rtype), st.is_secure(&qname))
         };
         let (rcode, answers, soa) = match outcome {

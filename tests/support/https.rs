@@ -54,6 +54,13 @@ pub enum Reply {
     Hang,
     /// Complete the TLS handshake, read the request, close without any response.
     Close,
+    /// Complete the TLS handshake, read the request, reset the TCP connection (RST).
+    Reset,
+    /// A status line, then header lines without end, one per `interval`.
+    EndlessHeaders { interval: Duration },
+    /// 200 text/plain claiming `Content-Length: declared`, then only `body`, then
+    /// the connection dropped without a TLS close_notify (a peer that dies mid-body).
+    CutOff { declared: usize, body: String },
 }
 
 impl Reply {
@@ -399,6 +406,24 @@ async fn handle_conn(tcp: TcpStream, acceptor: TlsAcceptor, state: Shared) {
         st.hosts.get(&host).map(|h| h.reply.clone())
     };
     let reply = reply.unwrap_or_else(|| Reply::status(404));
+    if let Reply::Reset = reply {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on the connection's own socket, correctly sized struct.
+        unsafe {
+            libc::setsockopt(
+                tls.get_ref().0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        return; // dropped: the kernel sends RST
+    }
     if send_reply(&mut tls, reply).await.is_ok() {
         let _ = tls.shutdown().await;
     }
@@ -554,7 +579,26 @@ async fn send_reply<S: AsyncWrite + Unpin>(s: &mut S, reply: Reply) -> io::Resul
             Reply::Hang => {
                 std::future::pending::<()>().await;
             }
-            Reply::Close => return Err(io::Error::other("close without reply")),
+            Reply::Close | Reply::Reset => return Err(io::Error::other("close without reply")),
+            Reply::EndlessHeaders { interval } => {
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n")
+                    .await?;
+                for i in 0u64.. {
+                    s.write_all(format!("X-Filler-{i}: {}\r\n", "x".repeat(64)).as_bytes())
+                        .await?;
+                    s.flush().await?;
+                    tokio::time::sleep(interval).await;
+                }
+            }
+            Reply::CutOff { declared, body } => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {declared}\r\n\r\n"
+                );
+                s.write_all(head.as_bytes()).await?;
+                s.write_all(body.as_bytes()).await?;
+                s.flush().await?;
+                return Err(io::Error::other("cut off mid-body"));
+            }
         }
     }
 }

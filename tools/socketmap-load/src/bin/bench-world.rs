@@ -245,14 +245,13 @@ struct TxtId {
 
 impl TxtId {
     fn rdata(&self) -> Vec<u8> {
-        let id = if self.every == 0 {
-            self.base.clone()
-        } else {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            format!("{}{}", self.base, now / self.every)
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let id = match now.checked_div(self.every) {
+            None => self.base.clone(),
+            Some(period) => format!("{}{period}", self.base),
         };
         dns::txt_rdata(format!("v=STSv1; id={id}").as_bytes())
     }

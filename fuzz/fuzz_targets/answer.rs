@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use mtastsd_fuzz::config::Profile;
 use mtastsd_fuzz::mta_sts::Mode;
 use mtastsd_fuzz::policy::parse_policy;
-use mtastsd_fuzz::postfix::{check_answer_syntax, policy_answer, secure_match};
+use mtastsd_fuzz::postfix::{check_answer_syntax, policy_answer_for, secure_match};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(policy) = parse_policy(data) else {
@@ -15,21 +15,32 @@ fuzz_target!(|data: &[u8]| {
     };
     for strict_testing in [false, true] {
         for servername in [false, true] {
-            let profile = Profile {
-                strict_testing,
-                servername,
-            };
-            match policy_answer(&policy, &profile) {
-                Some(answer) => {
-                    if let Err(e) = check_answer_syntax(&answer) {
-                        panic!("{e}: {answer:?} from {policy:?}");
+            for tlsrpt in [false, true] {
+                let profile = Profile {
+                    strict_testing,
+                    servername,
+                    tlsrpt,
+                };
+                match policy_answer_for("example.com", &policy, &profile) {
+                    Some(answer) => {
+                        if let Err(e) = check_answer_syntax(&answer) {
+                            panic!("{e}: {answer:?} from {policy:?}");
+                        }
+                        assert!(answer.starts_with("secure match="));
+                        // SPEC 6.3: the TLS-RPT attributes come after servername,
+                        // and only when asked for (and when they fit).
+                        let head = answer.split(" policy_type=sts").next().unwrap_or_default();
+                        assert_eq!(head.ends_with(" servername=hostname"), servername);
+                        if !tlsrpt {
+                            assert!(!answer.contains("policy_type="));
+                        }
+                        assert!(answer.len() + 3 < 100_000);
                     }
-                    assert!(answer.starts_with("secure match="));
-                    assert_eq!(answer.ends_with(" servername=hostname"), servername);
+                    None => assert!(
+                        policy.mode == Mode::None
+                            || (policy.mode == Mode::Testing && !strict_testing)
+                    ),
                 }
-                None => assert!(
-                    policy.mode == Mode::None || (policy.mode == Mode::Testing && !strict_testing)
-                ),
             }
         }
     }

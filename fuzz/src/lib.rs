@@ -16,7 +16,7 @@ pub mod postfix;
 #[path = "../../src/cache/store/salvage.rs"]
 pub mod salvage;
 
-/// `postfix.rs` reads two flags of `mtastsd::config::Profile`; the config module
+/// `postfix.rs` reads three flags of `mtastsd::config::Profile`; the config module
 /// itself (TOML, file errors) is not worth building here. Same fields, same meaning:
 /// if the real struct changes, postfix.rs stops compiling here and this follows.
 pub mod config {
@@ -24,5 +24,6 @@ pub mod config {
     pub struct Profile {
         pub strict_testing: bool,
         pub servername: bool,
+        pub tlsrpt: bool,
     }
 }

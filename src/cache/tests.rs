@@ -1004,3 +1004,27 @@ async fn saves_follow_changes_but_at_most_every_ten_seconds_spec_5_8() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+#[test]
+fn hits_move_an_entry_up_at_most_once_a_second_spec_5_7() {
+    let mut e = Entries::new(2);
+    e.put("a.example".into(), Entry::default(), 100);
+    e.put("b.example".into(), Entry::default(), 100);
+    // First hits promote (b was put last; a hit on a puts it in front).
+    assert_eq!(e.hit("a.example", 100, |_| 1), Some(1));
+    assert_eq!(e.hit("b.example", 100, |_| 2), Some(2));
+    // Another hit on a in the same second does not move it: b stays in front.
+    assert_eq!(e.hit("a.example", 100, |_| 3), Some(3));
+    e.put("c.example".into(), Entry::default(), 100);
+    assert!(
+        e.peek("a.example").is_none(),
+        "a was the least recently moved"
+    );
+    assert!(e.peek("b.example").is_some());
+    // A second later, a hit moves b in front again, so c goes next.
+    assert!(e.hit("b.example", 101, |_| ()).is_some());
+    e.put("d.example".into(), Entry::default(), 101);
+    assert!(e.peek("c.example").is_none());
+    assert!(e.peek("b.example").is_some() && e.peek("d.example").is_some());
+    assert_eq!(e.hit("nothing.example", 101, |_| ()), None);
+}

@@ -14,6 +14,7 @@
 //!                                                         then mta_sts/ parses both (pure)
 //! ```
 //!
+//! Before the cache, [`overrides`] may answer a domain with a fixed value (SPEC 6.5).
 //! A profile with `dane = true` asks [`cache::dane`] first, after the overrides
 //! (SPEC 6.4): `dane-only` / `dane` answers win over the MTA-STS cache; its lookups
 //! go through [`resolver::dane`] to the configured validating resolver.
@@ -34,7 +35,7 @@
 //! | [`cache`] | 3.6 single flight, 5.1–5.7 cache, refresh, back-off |
 //! | [`cache::store`] | 5.8 persistence |
 //! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (issue 4): adopt, lease, publish |
-//! | [`postfix`] | 6.1, 6.2 the answer |
+//! | [`postfix`] | 6.1, 6.2 the answer, 6.3 its TLS-RPT attributes (`tlsrpt` profiles), the postconf(5) syntax check every answer passes |
 //! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision (pure), the MX/A/TLSA lookups with the AD bit, the result cache (`server` asks it after the overrides, before the MTA-STS cache) |
 //! | [`overrides`] | 6.5 local overrides, consulted first (`server` asks them before the cache) |
 //! | [`config`] | 7.4 configuration errors, 7.5 listen defaults |

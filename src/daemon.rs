@@ -54,7 +54,9 @@ pub fn build_resolvers(config: &Config) -> Result<Resolvers, StartError> {
 
 /// SPEC 6.4: the validating resolvers, when configured, and the bound on one DANE
 /// check (MX, then A and TLSA per host in parallel: three rounds of queries).
-fn dane_lookup(config: &Config) -> (Option<Arc<dyn DaneLookup>>, Duration) {
+/// The DANE edge for a configuration (none without `[dane] nameservers`) and the
+/// deadline of one check.
+pub fn dane_lookup(config: &Config) -> (Option<Arc<dyn DaneLookup>>, Duration) {
     let lookup = (!config.dane.nameservers.is_empty()).then(|| {
         Arc::new(ValidatingDns::new(
             config.dane.nameservers.clone(),

@@ -97,6 +97,28 @@ impl Verdict {
             Verdict::NoDane | Verdict::Failed(_) => None,
         }
     }
+
+    /// The reason of the `TEMP` reply for [`Verdict::Failed`] (SPEC 6.4: DANE fails
+    /// closed), `None` for the others.
+    pub fn temp_reason(&self, domain: &str) -> Option<String> {
+        match self {
+            Verdict::Failed(why) => Some(format!("DANE check of {domain} failed: {why}")),
+            _ => None,
+        }
+    }
+
+    /// One line for `mtastsd query`.
+    pub fn describe(&self) -> String {
+        match self {
+            Verdict::DaneOnly => "DNSSEC-validated usable TLSA on every MX: dane-only".into(),
+            Verdict::Dane => "DNSSEC-validated usable TLSA on some MX: dane".into(),
+            Verdict::NoDane => {
+                "does not apply (unsigned, securely denied or unusable TLSA): the MTA-STS answer"
+                    .into()
+            }
+            Verdict::Failed(why) => format!("check failed: {why}"),
+        }
+    }
 }
 
 /// The verdict for a domain whose MX RRset was secure, from its hosts' states

@@ -242,17 +242,30 @@ fn query(config_path: Option<PathBuf>, domain: &str, profile_name: &str, json: b
             Err(e) => return fail(EXIT_RUNTIME, &e),
         };
         let profile_name = if known { profile_name } else { DEFAULT_PROFILE };
-        let overridden = mtastsd::overrides::parse_domain(domain)
-            .ok()
-            .and_then(|d| config.overrides.get(profile_name, &d));
-        let report = mtastsd::query::query(
-            domain,
-            &resolvers,
-            profile,
+        let normalised = mtastsd::overrides::parse_domain(domain).ok();
+        let overridden = normalised
+            .as_deref()
+            .and_then(|d| config.overrides.get(profile_name, d));
+        let dane = match normalised.as_deref() {
+            Some(d) if config.dane.enabled(profile_name) => {
+                let (lookup, deadline) = daemon::dane_lookup(&config);
+                let cache = mtastsd::cache::dane::DaneCache::new(
+                    1,
+                    lookup,
+                    deadline,
+                    Arc::new(SystemClock),
+                );
+                Some(cache.lookup(d).await)
+            }
+            _ => None,
+        };
+        let local = mtastsd::query::Local {
             overridden,
-            config.fetch.https_port,
-        )
-        .await;
+            dane: dane.as_ref(),
+        };
+        let report =
+            mtastsd::query::query(domain, &resolvers, profile, local, config.fetch.https_port)
+                .await;
         print_report(&report, json);
         ExitCode::SUCCESS
     })

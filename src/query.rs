@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::config::Profile;
+use crate::dane::Verdict;
 use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::{is_sts_record, select_record};
 use crate::overrides::Override;
@@ -29,7 +30,18 @@ pub struct Report {
     /// SPEC 6.5: the answer comes from a local override in the configuration;
     /// the MTA-STS lookups above are shown for information only.
     pub overridden: bool,
+    /// SPEC 6.4: the DANE check, for a profile with `dane = true`.
+    pub dane: Option<String>,
     pub failures: Vec<Failure>,
+}
+
+/// What the configuration decides before MTA-STS, found by the caller.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Local<'a> {
+    /// SPEC 6.5: the domain's override under the profile.
+    pub overridden: Option<&'a Override>,
+    /// SPEC 6.4: the DANE verdict, when the profile has `dane = true`.
+    pub dane: Option<&'a Verdict>,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,7 +67,7 @@ pub async fn query(
     key: &str,
     resolvers: &Resolvers,
     profile: &Profile,
-    overridden: Option<&Override>,
+    local: Local<'_>,
     https_port: u16,
 ) -> Report {
     let mut report = Report {
@@ -68,6 +80,7 @@ pub async fn query(
         policy: None,
         answer: "NOTFOUND ".into(),
         overridden: false,
+        dane: None,
         failures: Vec::new(),
     };
     let domain = match normalise_key(key) {
@@ -135,7 +148,16 @@ pub async fn query(
             report.answer = format!("OK {answer}");
         }
     }
-    if let Some(o) = overridden {
+    // The order of server.rs: overrides, then DANE, then MTA-STS.
+    if let Some(v) = local.dane {
+        report.dane = Some(v.describe());
+        if let Some(answer) = v.answer() {
+            report.answer = format!("OK {answer}");
+        } else if let Some(why) = v.temp_reason(&domain) {
+            report.answer = format!("TEMP {why}");
+        }
+    }
+    if let Some(o) = local.overridden {
         report.answer = o.reply();
         report.overridden = true;
     }
@@ -175,6 +197,9 @@ impl std::fmt::Display for Report {
                 }
                 None => writeln!(f, "          none")?,
             }
+        }
+        if let Some(d) = &self.dane {
+            writeln!(f, "dane      {d}")?;
         }
         writeln!(f, "answer    {}", self.answer)?;
         if self.overridden {

@@ -19,7 +19,6 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::cache::dane::DaneCache;
 use crate::cache::{CachedPolicy, Lookup, PolicyCache};
 use crate::config::{Config, ListenAddr, Profile, DEFAULT_PROFILE};
-use crate::dane::Verdict;
 use crate::overrides::Override;
 use crate::postfix::{
     enforced, fits_with_tlsrpt, secure_match, tlsrpt_tail, SERVERNAME_SUFFIX, TLSRPT_DOMAIN_PREFIX,
@@ -218,13 +217,9 @@ impl Handler {
             netstring::encode_parts(&[b"OK ", answer.as_bytes()], out);
             return Some(true);
         }
-        match verdict {
-            Verdict::Failed(why) => {
-                Reply::Temp(format!("DANE check of {domain} failed: {why}")).encode(out);
-                Some(false)
-            }
-            _ => None,
-        }
+        let why = verdict.temp_reason(domain)?;
+        Reply::Temp(why).encode(out);
+        Some(false)
     }
 
     fn log_unknown_map(&self, map: &str) {

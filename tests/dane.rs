@@ -391,3 +391,45 @@ async fn default_config_never_asks_for_dane() {
     );
     assert_eq!(dane_queries(&world, "default.example", &hosts), 0);
 }
+
+/// `mtastsd query` shows the DANE check and answers as the daemon would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_shows_the_dane_check_spec_6_4_7_1() {
+    let world = World::start().await;
+    publish(
+        &world,
+        "q.example",
+        &[vec![tlsa_3_1_1()], vec![tlsa_3_1_1()]],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = harness::config_file(
+        &world,
+        dir.path(),
+        "127.0.0.1:0",
+        "",
+        &format!(
+            "[dane]\nnameservers = [\"{}\"]\n[profiles.postfix]\ndane = true\n",
+            world.dns_addr()
+        ),
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mtastsd"))
+        .args([
+            "query",
+            "--json",
+            "--config",
+            path.to_str().unwrap(),
+            "q.example",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["answer"], "OK dane-only");
+    assert_eq!(
+        report["dane"],
+        "DNSSEC-validated usable TLSA on every MX: dane-only"
+    );
+    // The MTA-STS policy is still shown.
+    assert_eq!(report["policy"]["mode"], "enforce");
+}

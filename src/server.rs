@@ -152,7 +152,8 @@ impl Handler {
             }
         };
         // Two flags, copied out: no lock or reference count held across the lookup.
-        let (profile, known, overridden) = {
+        // One read of the configuration per request.
+        let (profile, known, overridden, dane) = {
             let config = self.config.read().unwrap();
             let (profile, known) = config.profile(request.map);
             // SPEC 6.5: a local override answers before the cache and any lookup.
@@ -161,7 +162,10 @@ impl Handler {
             } else {
                 override_reply(&config, request.map, known, &domain, out)
             };
-            (profile.clone(), known, overridden)
+            let dane = config
+                .dane
+                .enabled(if known { request.map } else { DEFAULT_PROFILE });
+            (profile.clone(), known, overridden, dane)
         };
         if !known {
             self.log_unknown_map(request.map);
@@ -176,11 +180,13 @@ impl Handler {
             return;
         }
         // SPEC 6.4: DANE wins over MTA-STS (after the overrides, before the cache).
-        if let Some(ok) = self.dane_reply(request.map, known, &domain, out).await {
-            if ok {
-                crate::metrics::get().answers_ok.increment(1);
+        if dane {
+            if let Some(ok) = self.dane_reply(&domain, out).await {
+                if ok {
+                    crate::metrics::get().answers_ok.increment(1);
+                }
+                return;
             }
-            return;
         }
         let enforced = match self.cache.lookup(&domain).await {
             Lookup::Policy(p) => policy_reply(&p, &domain, &profile, out),
@@ -201,17 +207,7 @@ impl Handler {
     /// DANE applies (`Some(true)`), `TEMP` when the check failed with no valid cached
     /// result (`Some(false)`), `None` when the MTA-STS answer stands. A valid cached
     /// result answers without waiting on DNS.
-    async fn dane_reply(
-        &self,
-        map: &str,
-        known: bool,
-        domain: &str,
-        out: &mut BytesMut,
-    ) -> Option<bool> {
-        let profile = if known { map } else { DEFAULT_PROFILE };
-        if !self.config.read().unwrap().dane.enabled(profile) {
-            return None;
-        }
+    async fn dane_reply(&self, domain: &str, out: &mut BytesMut) -> Option<bool> {
         let verdict = self.dane.get()?.lookup(domain).await;
         if let Some(answer) = verdict.answer() {
             netstring::encode_parts(&[b"OK ", answer.as_bytes()], out);

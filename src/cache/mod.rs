@@ -194,6 +194,9 @@ pub struct PolicyCache {
     inflight: Mutex<HashMap<String, SharedResolution>>,
     resolvers: RwLock<Resolvers>,
     settings: RwLock<CacheSettings>,
+    /// `settings.recheck` in whole seconds (at least 1), read on every hit without
+    /// taking the lock.
+    recheck_secs: AtomicU64,
     clock: Arc<dyn Clock>,
     /// Set when a policy changed since the last save; [`store`] clears it.
     dirty: AtomicBool,
@@ -248,6 +251,7 @@ impl PolicyCache {
             entries: Mutex::new(Entries::new(size)),
             inflight: Mutex::new(HashMap::new()),
             resolvers: RwLock::new(resolvers),
+            recheck_secs: AtomicU64::new(settings.recheck.as_secs().max(1)),
             settings: RwLock::new(settings),
             clock,
             dirty: AtomicBool::new(false),
@@ -270,6 +274,8 @@ impl PolicyCache {
     /// SIGHUP: new resolvers, settings and size; the entries stay (SPEC 7.3).
     pub fn reconfigure(&self, size: usize, settings: CacheSettings, resolvers: Resolvers) {
         *self.resolvers.write().unwrap() = resolvers;
+        self.recheck_secs
+            .store(settings.recheck.as_secs().max(1), Ordering::Relaxed);
         *self.settings.write().unwrap() = settings;
         self.entries.lock().unwrap().resize(size);
     }
@@ -365,7 +371,7 @@ impl PolicyCache {
         let Some(shared) = self.shared() else {
             return Consult::Proceed { leased: false };
         };
-        let recheck = self.settings.read().unwrap().recheck.as_secs().max(1);
+        let recheck = self.recheck_secs.load(Ordering::Relaxed);
         let background = refresh || cached.is_some();
         if background {
             match shared.lease(domain, SHARED_LEASE).await {

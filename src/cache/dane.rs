@@ -67,7 +67,7 @@ impl DaneCache {
     ) -> DaneCache {
         DaneCache {
             inner: Arc::new(Inner {
-                entries: Mutex::new(LruCache::new(cap(size))),
+                entries: Mutex::new(super::bounded_lru(size)),
                 inflight: Mutex::new(HashMap::new()),
                 lookup: RwLock::new(lookup),
                 deadline: RwLock::new(deadline),

@@ -159,7 +159,9 @@ struct Entry {
     /// (negative cache and back-off, SPEC 5.6).
     quiet_until: u64,
     /// A fetch under this TXT id failed; do not retry it before the time (SPEC 5.6).
-    failed: Option<(String, u64)>,
+    /// Boxed: rare, and every entry pays for the field's size (a 100 000-entry cache
+    /// is mostly this struct).
+    failed: Option<Box<(String, u64)>>,
     /// The last problem logged, so a broken domain logs when it changes, not every check.
     last_problem: Option<String>,
     /// When a hit last moved the entry to the front of its LRU (unix seconds).
@@ -567,7 +569,7 @@ impl PolicyCache {
             let now = self.clock.now();
             let entries = self.entries.lock().unwrap();
             match entries.peek(domain) {
-                Some(e) => (e.usable(now).cloned(), e.failed.clone()),
+                Some(e) => (e.usable(now).cloned(), e.failed.as_deref().cloned()),
                 None => (None, None),
             }
         };
@@ -744,7 +746,7 @@ impl PolicyCache {
                 self.note_problem(domain, now, &problem, cached.as_deref());
                 // With nothing cached, note_problem set a one-minute quiet time: TXT is
                 // looked at again then, but this id is not fetched before `retry`.
-                self.update(domain, |e| e.failed = Some((id.clone(), retry)));
+                self.update(domain, |e| e.failed = Some(Box::new((id.clone(), retry))));
                 cached
             }
         }
@@ -820,7 +822,7 @@ impl PolicyCache {
             .iter()
             .filter(|(_, e)| {
                 e.usable(now).is_some_and(|p| now >= p.refresh_at())
-                    && e.failed.as_ref().is_none_or(|(_, until)| now >= *until)
+                    && e.failed.as_deref().is_none_or(|(_, until)| now >= *until)
             })
             .map(|(d, _)| d.clone())
             .collect()
@@ -879,6 +881,15 @@ impl PolicyCache {
 
 fn cap(size: usize) -> NonZeroUsize {
     NonZeroUsize::new(size).unwrap_or(NonZeroUsize::MIN)
+}
+
+/// An LRU of at most `size` entries that allocates as it fills: `LruCache::new`
+/// reserves the whole table up front (about 2 MiB at 100 000), which a negative or
+/// DANE cache that stays small would never use.
+pub(crate) fn bounded_lru<V>(size: usize) -> LruCache<String, V> {
+    let mut lru = LruCache::unbounded();
+    lru.resize(cap(size));
+    lru
 }
 
 /// A warning logged at most once a minute, with a count of what it stood for.
@@ -973,8 +984,8 @@ struct Entries {
 impl Entries {
     fn new(size: usize) -> Entries {
         Entries {
-            policies: LruCache::new(cap(size)),
-            misses: LruCache::new(cap(size)),
+            policies: bounded_lru(size),
+            misses: bounded_lru(size),
             evictions: RateLimited::default(),
         }
     }

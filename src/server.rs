@@ -74,16 +74,14 @@ fn policy_reply(p: &CachedPolicy, domain: &str, profile: &Profile, out: &mut Byt
     true
 }
 
-/// SPEC 6.5: append the reply of a local override for `domain` under the map's
-/// profile, if there is one: `Some(true)` for an `OK`, `Some(false)` for `NOTFOUND`.
+/// SPEC 6.5: append the reply of a local override for `domain` under `profile`,
+/// if there is one: `Some(true)` for an `OK`, `Some(false)` for `NOTFOUND`.
 fn override_reply(
     config: &Config,
-    map: &str,
-    known: bool,
+    profile: &str,
     domain: &str,
     out: &mut BytesMut,
 ) -> Option<bool> {
-    let profile = if known { map } else { DEFAULT_PROFILE };
     match config.overrides.get(profile, domain)? {
         Override::NoMtaSts => {
             out.extend_from_slice(NOTFOUND);
@@ -92,6 +90,24 @@ fn override_reply(
         Override::Answer(text) => {
             netstring::encode_parts(&[b"OK ", text.as_bytes()], out);
             Some(true)
+        }
+    }
+}
+
+/// What a lookup was answered with, for the request counters.
+enum Answered {
+    Ok,
+    NotFound,
+    Temp,
+}
+
+impl From<bool> for Answered {
+    /// `true` for an `OK`, as the reply builders return it.
+    fn from(ok: bool) -> Answered {
+        if ok {
+            Answered::Ok
+        } else {
+            Answered::NotFound
         }
     }
 }
@@ -151,71 +167,65 @@ impl Handler {
                 return out.extend_from_slice(NOTFOUND);
             }
         };
-        // Two flags, copied out: no lock or reference count held across the lookup.
-        // One read of the configuration per request.
+        // One read of the configuration per request; the profile's flags are copied
+        // out: no lock or reference count held across the lookup.
         let (profile, known, overridden, dane) = {
             let config = self.config.read().unwrap();
             let (profile, known) = config.profile(request.map);
+            let name = if known { request.map } else { DEFAULT_PROFILE };
             // SPEC 6.5: a local override answers before the cache and any lookup.
             let overridden = if config.overrides.is_empty() {
                 None
             } else {
-                override_reply(&config, request.map, known, &domain, out)
+                override_reply(&config, name, &domain, out)
             };
-            let dane = config
-                .dane
-                .enabled(if known { request.map } else { DEFAULT_PROFILE });
-            (profile.clone(), known, overridden, dane)
+            (
+                profile.clone(),
+                known,
+                overridden,
+                config.dane.enabled(name),
+            )
         };
         if !known {
             self.log_unknown_map(request.map);
         }
-        if let Some(enforced) = overridden {
-            let m = crate::metrics::get();
-            if enforced {
-                m.answers_ok.increment(1);
-            } else {
-                m.answers_notfound.increment(1);
-            }
-            return;
-        }
-        // SPEC 6.4: DANE wins over MTA-STS (after the overrides, before the cache).
-        if dane {
-            if let Some(ok) = self.dane_reply(&domain, out).await {
-                if ok {
-                    crate::metrics::get().answers_ok.increment(1);
+        let answered = match overridden {
+            Some(ok) => Some(Answered::from(ok)),
+            // SPEC 6.4: DANE wins over MTA-STS (after the overrides, before the cache).
+            None if dane => self.dane_reply(&domain, out).await,
+            None => None,
+        };
+        let answered = match answered {
+            Some(a) => a,
+            None => match self.cache.lookup(&domain).await {
+                Lookup::Policy(p) => Answered::from(policy_reply(&p, &domain, &profile, out)),
+                Lookup::NoPolicy => {
+                    out.extend_from_slice(NOTFOUND);
+                    Answered::NotFound
                 }
-                return;
-            }
-        }
-        let enforced = match self.cache.lookup(&domain).await {
-            Lookup::Policy(p) => policy_reply(&p, &domain, &profile, out),
-            Lookup::NoPolicy => {
-                out.extend_from_slice(NOTFOUND);
-                false
-            }
+            },
         };
         let m = crate::metrics::get();
-        if enforced {
-            m.answers_ok.increment(1);
-        } else {
-            m.answers_notfound.increment(1);
+        match answered {
+            Answered::Ok => m.answers_ok.increment(1),
+            Answered::NotFound => m.answers_notfound.increment(1),
+            Answered::Temp => {}
         }
     }
 
     /// SPEC 6.4, for a profile with `dane = true`: `OK dane-only` / `OK dane` when
-    /// DANE applies (`Some(true)`), `TEMP` when the check failed with no valid cached
-    /// result (`Some(false)`), `None` when the MTA-STS answer stands. A valid cached
-    /// result answers without waiting on DNS.
-    async fn dane_reply(&self, domain: &str, out: &mut BytesMut) -> Option<bool> {
+    /// DANE applies, `TEMP` when the check failed with no valid cached result, `None`
+    /// when the MTA-STS answer stands. A valid cached result answers without waiting
+    /// on DNS.
+    async fn dane_reply(&self, domain: &str, out: &mut BytesMut) -> Option<Answered> {
         let verdict = self.dane.get()?.lookup(domain).await;
         if let Some(answer) = verdict.answer() {
             netstring::encode_parts(&[b"OK ", answer.as_bytes()], out);
-            return Some(true);
+            return Some(Answered::Ok);
         }
         let why = verdict.temp_reason(domain)?;
         Reply::Temp(why).encode(out);
-        Some(false)
+        Some(Answered::Temp)
     }
 
     fn log_unknown_map(&self, map: &str) {

@@ -1121,8 +1121,9 @@ fn listen_list(list: Spanned<Vec<Spanned<String>>>) -> Result<Vec<ListenAddr>, L
     Ok(out)
 }
 
-/// A DNS server: an IP address, with an optional port (default 53).
-fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+/// A DNS server: an IP address, with an optional port (default 53). Also for
+/// `check --nameserver`.
+pub fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
     let addr = text.parse::<SocketAddr>().ok().or_else(|| {
         text.parse::<IpAddr>()
             .ok()

@@ -284,16 +284,6 @@ struct CheckArgs {
     smtp_port: u16,
 }
 
-/// `--nameserver`: `IP` (port 53) or `IP:PORT` / `[IPv6]:PORT`.
-fn parse_nameserver(text: &str) -> Result<std::net::SocketAddr, String> {
-    text.parse::<std::net::SocketAddr>()
-        .or_else(|_| {
-            text.parse::<std::net::IpAddr>()
-                .map(|ip| std::net::SocketAddr::new(ip, 53))
-        })
-        .map_err(|_| format!("--nameserver {text}: expected IP or IP:PORT"))
-}
-
 /// Colour only on a terminal, and never with `NO_COLOR` set to anything (no-color.org).
 fn colour_stdout() -> bool {
     use std::io::IsTerminal;
@@ -328,7 +318,7 @@ fn check(args: CheckArgs) -> ExitCode {
         match args
             .nameserver
             .iter()
-            .map(|s| parse_nameserver(s))
+            .map(|s| mtastsd::config::parse_nameserver(s).map_err(|e| format!("--nameserver: {e}")))
             .collect()
         {
             Ok(servers) => config.dns.nameservers = servers,

@@ -9,7 +9,8 @@
 //!                        shutdown             response.rs replies           resolution
 //!                                                                             │
 //!                                                         resolver/ ◀─────────┘
-//!                                                         dns.rs   TXT _mta-sts (hickory)
+//!                                                         dns.rs   TXT _mta-sts (udp.rs fast
+//!                                                                  path, else hickory)
 //!                                                         https.rs policy fetch (reqwest+rustls)
 //!                                                         then mta_sts/ parses both (pure)
 //! ```
@@ -31,6 +32,7 @@
 //! | [`mta_sts::record`] | 2.2–2.5 TXT record |
 //! | [`mta_sts::policy`], [`mta_sts::mx`] | 4.1–4.6 policy file and mx patterns |
 //! | [`resolver::dns`] | 2.1, 2.6 TXT lookups, NXDOMAIN/NODATA vs failure |
+//! | [`resolver::udp`], [`resolver::wire`] | 2.2, 2.6 the TXT fast path: pooled UDP sockets, the query bytes and the reply checks (plain answers only; the rest goes to hickory) |
 //! | [`resolver::https`] | 3.1–3.5, 3.7 the fetch |
 //! | [`cache`] | 3.6 single flight, 5.1–5.7 cache, refresh, back-off |
 //! | [`cache::store`] | 5.8 persistence |
@@ -47,7 +49,7 @@
 //! | [`check::lint`], [`check::advice`], [`check::render`] | `check`: policy lint by line, verdict and what to publish, text output |
 //! | [`check::tls`], [`check::smtp`] | `check`: TLS probe of the policy host, STARTTLS probe of each MX host (RFC 8461 §3.3, §4.2) |
 //!
-//! Pure modules (no I/O): `socketmap`, `mta_sts`, `tlsrpt`, `postfix`, `dane`, `overrides`,
+//! Pure modules (no I/O): `socketmap`, `mta_sts`, `resolver::wire`, `tlsrpt`, `postfix`, `dane`, `overrides`,
 //! `config` (parsing), `check::lint`, `check::advice`, `check::render`.
 //! The edges: `resolver` (network), `check::tls` and `check::smtp` (probes),
 //! `cache::redis` (the cluster's Redis, optional), `cache::store` (disk), `listen`,

@@ -27,3 +27,18 @@ pub mod config {
         pub tlsrpt: bool,
     }
 }
+
+/// The TXT fast path's DNS messages (src/resolver/wire.rs). It names one type of the
+/// resolver module, as `super::DnsError`: here the crate root holds a copy with the
+/// same variants as `mtastsd::resolver::DnsError`.
+#[path = "../../src/resolver/wire.rs"]
+pub mod wire;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsError {
+    NoRecords {
+        nxdomain: bool,
+        negative_ttl: Option<u32>,
+    },
+    Failed(String),
+}

@@ -455,7 +455,7 @@ impl PolicyCache {
     /// shared resolution, at most `answer_timeout`.
     pub async fn lookup(self: &Arc<Self>, domain: &str) -> Lookup {
         let now = self.clock.now();
-        let recheck = self.settings.read().unwrap().recheck.as_secs().max(1);
+        let recheck = self.recheck_secs.load(Ordering::Relaxed);
         let hit = self.entries.lock().unwrap().hit(domain, now, |entry| {
             match entry.usable(now).cloned() {
                 Some(policy) => {

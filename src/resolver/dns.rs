@@ -6,20 +6,26 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::system_conf::read_system_conf;
 use hickory_resolver::TokioResolver;
 
+use super::udp::{Fast, UdpTxt};
 use super::{DnsError, TxtLookup};
 use crate::config::DnsConfig;
 
 /// One resolver for everything the daemon looks up, so that TXT discovery and the
 /// policy host's address come from the same (configured) servers.
+///
+/// TXT lookups try the fast path first ([`super::udp`]: pooled UDP sockets, plain
+/// answers only) and fall back to hickory for everything else.
 #[derive(Clone)]
 pub struct Dns {
     resolver: Arc<TokioResolver>,
+    fast: Option<Arc<UdpTxt>>,
 }
 
 /// Building the resolver failed (unreadable resolv.conf, no servers).
@@ -31,15 +37,29 @@ impl Dns {
     /// `resolv.conf` when `config.nameservers` is empty (read now: rebuild on SIGHUP to
     /// pick up changes), else exactly the configured servers over UDP with TCP fallback.
     pub fn new(config: &DnsConfig) -> Result<Dns, DnsSetupError> {
-        let mut builder = if config.nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| DnsSetupError(e.to_string()))?
+        let (resolver_config, system_opts) = if config.nameservers.is_empty() {
+            read_system_conf().map_err(|e| DnsSetupError(e.to_string()))?
         } else {
             let servers = config.nameservers.iter().map(server_config).collect();
-            TokioResolver::builder_with_config(
+            (
                 ResolverConfig::from_name_servers(servers),
-                Default::default(),
+                ResolverOpts::default(),
             )
         };
+        // The fast path asks the same servers, over UDP, in the same order.
+        let udp_servers: Vec<SocketAddr> = resolver_config
+            .name_servers()
+            .iter()
+            .filter_map(|ns| {
+                ns.connections
+                    .iter()
+                    .find(|c| matches!(c.protocol, ProtocolConfig::Udp))
+                    .map(|c| SocketAddr::new(ns.ip, c.port))
+            })
+            .collect();
+        let fast = UdpTxt::new(&udp_servers, config.timeout).map(Arc::new);
+        let mut builder = TokioResolver::builder_with_config(resolver_config, Default::default());
+        *builder.options_mut() = system_opts;
         let opts: &mut ResolverOpts = builder.options_mut();
         opts.timeout = config.timeout;
         // One retry: a lookup then sends at most two queries (cache::answer timeout
@@ -56,6 +76,7 @@ impl Dns {
         let resolver = builder.build().map_err(|e| DnsSetupError(e.to_string()))?;
         Ok(Dns {
             resolver: Arc::new(resolver),
+            fast,
         })
     }
 
@@ -139,6 +160,12 @@ fn classify(e: NetError) -> DnsError {
 impl TxtLookup for Dns {
     fn lookup_txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<Vec<u8>>, DnsError>> {
         Box::pin(async move {
+            if let Some(fast) = &self.fast {
+                match fast.lookup(name).await {
+                    Fast::Done(answer) => return answer,
+                    Fast::Defer(why) => log::debug!("{name}: TXT {why}; asking again in full"),
+                }
+            }
             let lookup = self
                 .resolver
                 .lookup(absolute(name).as_str(), RecordType::TXT)

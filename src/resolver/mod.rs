@@ -1,6 +1,8 @@
 //! Discovery (SPEC 2) and fetch (SPEC 3): the network edge, behind two small traits.
 //!
 //! - [`dns`]: [`TxtLookup`] on hickory-resolver; also resolves policy hosts for the fetch.
+//!   Its TXT lookups go first to [`udp`], a lean UDP client on pooled sockets that
+//!   takes plain answers only (the replies are checked by [`wire`], which is pure).
 //! - [`https`]: [`PolicyFetch`] on reqwest + rustls.
 //! - [`dane`]: [`dane::DaneLookup`], MX / A / TLSA with the AD bit, for DANE
 //!   precedence (SPEC 6.4); driven by [`crate::cache::dane`], not through [`Resolvers`].
@@ -11,6 +13,8 @@
 pub mod dane;
 pub mod dns;
 pub mod https;
+pub mod udp;
+pub mod wire;
 
 use std::sync::Arc;
 

@@ -38,7 +38,7 @@ const RECV_BUFFER: usize = 4096;
 /// What the fast path made of a lookup.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fast {
-    /// The answer (or, after [`ATTEMPTS`] timeouts or socket errors, the failure).
+    /// The answer (or, after two timeouts or socket errors, the failure).
     Done(Result<Vec<Vec<u8>>, DnsError>),
     /// Ask the full resolver; the reason is for debug logs.
     Defer(&'static str),

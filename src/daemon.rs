@@ -40,6 +40,61 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the resolver threads: {0}")]
+    Threads(#[source] std::io::Error),
+}
+
+/// The threads resolutions run on (DNS, HTTPS fetches, their parsing): as many as the
+/// serving runtime has, at a lower scheduling priority ([`RESOLVER_NICE`]), so that
+/// on a busy machine cached answers, which are most of the traffic and take
+/// microseconds, go first, and a burst of re-checks or refreshes waits instead
+/// (issue 3, target 5).
+pub struct ResolverThreads(Option<tokio::runtime::Runtime>);
+
+/// The nice value of the resolver threads, relative to the process's own.
+pub const RESOLVER_NICE: i32 = 10;
+
+impl ResolverThreads {
+    pub fn start() -> Result<ResolverThreads, StartError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("mtastsd-resolve")
+            .on_thread_start(lower_priority)
+            .build()
+            .map_err(StartError::Threads)?;
+        Ok(ResolverThreads(Some(runtime)))
+    }
+
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.0.as_ref().expect("running until dropped").handle().clone()
+    }
+}
+
+impl Drop for ResolverThreads {
+    fn drop(&mut self) {
+        // Without waiting: resolutions still running are abandoned, as on exit (the
+        // cache is saved without them). Allowed inside an async context, unlike a
+        // plain drop of the runtime.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Lowers the calling thread's priority by [`RESOLVER_NICE`] (on Linux the nice value
+/// is per thread). Best effort: where it is not allowed (a seccomp filter without
+/// `setpriority`, an exhausted RLIMIT_NICE), the threads keep the process's priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    unsafe {
+        // SAFETY: plain syscalls on the calling thread, no memory passed.
+        let tid = libc::gettid() as libc::id_t;
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if *libc::__errno_location() == 0 {
+            let _ = libc::setpriority(libc::PRIO_PROCESS, tid, (now + RESOLVER_NICE).min(19));
+        }
+    }
 }
 
 /// The DNS and HTTPS edges for a configuration.
@@ -95,6 +150,8 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     server: JoinHandle<()>,
+    /// Last field: dropped after everything that may still hand it work.
+    _resolver_threads: ResolverThreads,
 }
 
 impl Daemon {
@@ -126,6 +183,8 @@ impl Daemon {
             Arc::clone(&clock),
         ));
         let cache = PolicyCache::new(config.cache.size, cache_settings(&config), resolvers, clock);
+        let resolver_threads = ResolverThreads::start()?;
+        cache.run_resolutions_on(resolver_threads.handle());
         if let Some(redis) = &config.redis {
             // Never waits for Redis: a node starts and serves alone if it is down.
             let shared = RedisShared::connect(redis).await?;
@@ -200,6 +259,7 @@ impl Daemon {
             shutdown,
             tasks,
             server,
+            _resolver_threads: resolver_threads,
         })
     }
 

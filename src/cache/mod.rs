@@ -214,6 +214,10 @@ pub struct PolicyCache {
     /// Bounds all resolutions running at once (`max_concurrency`): background work
     /// takes one of these too, so the resolver never sees more.
     foreground: Arc<Semaphore>,
+    /// Where resolutions run, when not on the caller's runtime: the daemon gives them
+    /// threads of their own at a lower priority, so that DNS and TLS work never
+    /// queues cached answers behind it (issue 3, target 5).
+    resolution_runtime: OnceLock<tokio::runtime::Handle>,
 }
 
 /// Background resolutions (re-checks, refreshes) running at once. Each holds a DNS
@@ -266,11 +270,18 @@ impl PolicyCache {
                 (settings_limit / 4).clamp(1, MAX_BACKGROUND),
             )),
             foreground: Arc::new(Semaphore::new(settings_limit)),
+            resolution_runtime: OnceLock::new(),
         })
     }
 
     pub fn now(&self) -> u64 {
         self.clock.now()
+    }
+
+    /// Run every resolution (misses, re-checks, refreshes) on `runtime` from now on
+    /// instead of the caller's. Set once; later calls change nothing.
+    pub fn run_resolutions_on(&self, runtime: tokio::runtime::Handle) {
+        let _ = self.resolution_runtime.set(runtime);
     }
 
     /// SIGHUP: new resolvers, settings and size; the entries stay (SPEC 7.3).
@@ -530,7 +541,7 @@ impl PolicyCache {
         }
         let this = Arc::clone(self);
         let owned = domain.to_string();
-        let task = tokio::spawn(async move {
+        let resolution = async move {
             // Removes the in-flight entry however the resolution ends, a panic included,
             // so a domain can never be stuck joining a dead resolution.
             let _done = InflightGuard {
@@ -555,7 +566,11 @@ impl PolicyCache {
                 }
             };
             this.resolve(&owned, refresh).await
-        });
+        };
+        let task = match self.resolution_runtime.get() {
+            Some(runtime) => runtime.spawn(resolution),
+            None => tokio::spawn(resolution),
+        };
         let shared = async move { task.await.unwrap_or(None) }.boxed().shared();
         inflight.insert(domain.to_string(), shared.clone());
         shared

@@ -66,8 +66,9 @@ struct Args {
     /// Ask for every key exactly once, spread over the connections, and measure each
     /// reply (one pass; --warmup and --duration are ignored). With 1 connection the
     /// keys go one after another, in order; with as many connections as keys, all at
-    /// once.
-    #[arg(long, conflicts_with_all = ["rate", "prime"])]
+    /// once. With --rate, the requests are paced at that rate over all connections
+    /// (each still waits for its previous reply), and latency counts from the send.
+    #[arg(long, conflicts_with = "prime")]
     once: bool,
     /// Also report this process's CPU use in the measured window (Linux /proc): the
     /// server's, to see which side is saturated.
@@ -134,7 +135,8 @@ fn run(args: Args) -> Result<(), String> {
         let (stats, seconds, cpu, server_cpu) = rt.block_on(async {
             let before = report::cpu_time();
             let server_before = args.server_pid.and_then(report::process_cpu_time);
-            let (stats, seconds) = one_pass(&args.target, &requests, args.connections, true).await;
+            let (stats, seconds) =
+                one_pass(&args.target, &requests, args.connections, true, args.rate).await;
             let server_after = args.server_pid.and_then(report::process_cpu_time);
             let server_cpu = server_before
                 .zip(server_after)
@@ -332,7 +334,7 @@ async fn exchange(conn: &mut Conn, buf: &mut Vec<u8>, request: &[u8]) -> Result<
 
 /// Every key once, not measured (see [`one_pass`]).
 async fn prime(target: &Target, requests: &Arc<Vec<Vec<u8>>>, connections: usize) -> Prime {
-    let (total, seconds) = one_pass(target, requests, connections, false).await;
+    let (total, seconds) = one_pass(target, requests, connections, false, None).await;
     let replies: u64 = total.replies.iter().sum();
     Prime {
         seconds,
@@ -348,15 +350,18 @@ async fn prime(target: &Target, requests: &Arc<Vec<Vec<u8>>>, connections: usize
 }
 
 /// Every key once: connection `i` of `n` asks for keys i, i + n, i + 2n, ...
-/// `measure`: record each reply's latency too. Returns the merged counters and the
-/// seconds the pass took.
+/// `measure`: record each reply's latency too. `rate`: request `k` (in key order) is
+/// sent no earlier than `k / rate` seconds after the start. Returns the merged
+/// counters and the seconds the pass took.
 async fn one_pass(
     target: &Target,
     requests: &Arc<Vec<Vec<u8>>>,
     connections: usize,
     measure: bool,
+    rate: Option<f64>,
 ) -> (Stats, f64) {
     let started = Instant::now();
+    let spacing = rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let tasks: Vec<_> = (0..connections)
         .map(|first| {
             let target = target.clone();
@@ -365,7 +370,12 @@ async fn one_pass(
                 let mut stats = Stats::new();
                 let mut buf = Vec::with_capacity(4096);
                 let mut conn = None;
-                for request in requests.iter().skip(first).step_by(connections) {
+                for (k, request) in requests.iter().enumerate().skip(first).step_by(connections) {
+                    if let Some(spacing) = spacing {
+                        // Timer precision (1 ms) is enough here, and unlike
+                        // wait_until it does not spin.
+                        tokio::time::sleep_until((started + spacing * k as u32).into()).await;
+                    }
                     // A failed request is counted and skipped, not retried.
                     if conn.is_none() {
                         match target.connect().await {

@@ -66,7 +66,11 @@ impl ResolverThreads {
     }
 
     pub fn handle(&self) -> tokio::runtime::Handle {
-        self.0.as_ref().expect("running until dropped").handle().clone()
+        self.0
+            .as_ref()
+            .expect("running until dropped")
+            .handle()
+            .clone()
     }
 }
 

@@ -265,6 +265,65 @@ async fn serve_reloads_on_sighup_and_saves_on_sigterm_spec_7_3() {
     assert!(!socket.exists(), "socket removed");
 }
 
+/// The nice value of each of a process's threads, by thread name (Linux /proc).
+fn thread_nice(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        // "tid (comm) state ppid ...": nice is field 19, the 17th after the comm.
+        let (head, rest) = stat.rsplit_once(") ").unwrap();
+        let comm = head.split_once(" (").unwrap().1.to_string();
+        let nice: i64 = rest.split(' ').nth(16).unwrap().parse().unwrap();
+        out.push((comm, nice));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_run_on_threads_of_lower_priority_than_the_answers() {
+    let world = World::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&world, dir.path(), "");
+    world.publish("a.example", "1", &enforce(&["mx.a.example"]));
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let socket = dir.path().join("socketmap");
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A miss: the lookup runs on the resolver threads and answers.
+    assert_eq!(
+        ask(&socket, "a.example").await,
+        "OK secure match=mx.a.example servername=hostname"
+    );
+    let own = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) } as i64;
+    let threads = thread_nice(child.id().unwrap());
+    let resolvers: Vec<i64> = threads
+        .iter()
+        .filter(|(name, _)| name == "mtastsd-resolve")
+        .map(|(_, nice)| *nice)
+        .collect();
+    let servers: Vec<i64> = threads
+        .iter()
+        .filter(|(name, _)| name == "mtastsd")
+        .map(|(_, nice)| *nice)
+        .collect();
+    assert!(!resolvers.is_empty() && !servers.is_empty(), "{threads:?}");
+    assert!(
+        resolvers.iter().all(|&n| n == (own + 10).min(19)),
+        "{threads:?}"
+    );
+    assert!(servers.iter().all(|&n| n == own), "{threads:?}");
+    child.kill().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_audits_a_domain_and_exits_1_on_errors_spec_7_1() {
     let world = World::start().await;

@@ -12,7 +12,8 @@
 # Settings (environment): SIZES ("1000 100000"), CONNS (8), WARMUP (2), DURATION (10),
 # ROUNDS (1), SERVER_CPU (0), LOAD_CPU (1), OUT (target/bench-load: JSON reports and
 # logs), CEILING (1: also measure the generator's own ceiling), SILENT_DNS (1: also
-# run the largest size with a DNS server that never answers), PORT_BASE (18460).
+# run the largest size with a DNS server that never answers), PORT_BASE (18460),
+# SPIN (0; 1: keep both CPUs out of idle with nice-19 busy loops, see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-target/bench-load}
 CEILING=${CEILING:-1}
 SILENT_DNS=${SILENT_DNS:-1}
+SPIN=${SPIN:-0}
 PORT_BASE=${PORT_BASE:-18460}
 MTASTSD_PORT=$((PORT_BASE + 1))
 BASELINE_PORT=$((PORT_BASE + 2))
@@ -134,6 +136,18 @@ write_config "$TMP/mtastsd-silent.toml" "127.0.0.1:9"
 
 taskset -c "$LOAD_CPU" "$BIN/bench-dns" --listen "127.0.0.1:$DNS_PORT" 2>"$OUT/bench-dns.log" &
 PIDS+=("$!")
+
+# SPIN=1: a busy loop at nice 19 on each of the two CPUs, so that neither goes idle
+# between requests. On a VM an idle vCPU halts, and waking it again (the host's
+# scheduler, an interrupt) costs tens of µs: a closed loop whose one side has slack
+# then pays that in its tail latency. The spinners yield to anything else at once
+# and take about 1.5 % of a busy CPU; both servers run with them.
+if [ "$SPIN" = 1 ]; then
+    for cpu in "$SERVER_CPU" "$LOAD_CPU"; do
+        taskset -c "$cpu" nice -n 19 sh -c 'while :; do :; done' &
+        PIDS+=("$!")
+    done
+fi
 
 MT_STARTUP_MS="" MT_RSS_IDLE="" MT_RSS_AFTER="" MT_HWM=""
 start_mtastsd() {
@@ -252,7 +266,7 @@ fi
 echo
 echo "# socketmap load: $CONNS connections, closed loop, warm-up $WARMUP s, $DURATION s measured"
 echo "# servers on CPU $SERVER_CPU, generator on CPU $LOAD_CPU; latency in µs"
-echo "# load average at start: $START_LOAD, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# load average at start: $START_LOAD, at end: $(cut -d' ' -f1-3 /proc/loadavg); SPIN=$SPIN"
 echo
 printf '%-18s %7s %5s %6s %7s | %7s %5s %6s %7s | %5s %5s | %7s %7s | %14s | %s\n' \
     "" "base" "p50" "p99" "p99.9" "mtastsd" "p50" "p99" "p99.9" "tput" "p99" \

@@ -150,6 +150,25 @@ async fn query_prints_each_stage_spec_7_1() {
     assert_eq!(stages, ["dns", "dns"], "{report}"); // no TXT, and no policy host
 }
 
+/// `mtastsd serve --config CONFIG` (a [`write_config`] file in `dir`), once its unix
+/// socket exists (at most 5 s), with the socket's path.
+async fn serve(config: &Path, dir: &Path, stderr: Stdio) -> (tokio::process::Child, PathBuf) {
+    let child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let socket = dir.join("socketmap");
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, socket)
+}
+
 /// Send one request over the daemon's unix socket.
 async fn ask(socket: &Path, key: &str) -> String {
     ask_map(socket, "postfix", key).await
@@ -184,19 +203,7 @@ async fn serve_reloads_on_sighup_and_saves_on_sigterm_spec_7_3() {
         "1",
         &policy("testing", &["mx.testing.example"], 86400),
     );
-    let child = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let socket = dir.path().join("socketmap");
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (child, socket) = serve(&config, dir.path(), Stdio::piped()).await;
     assert_eq!(ask(&socket, "testing.example").await, "NOTFOUND ");
     // Cache hits, and an unknown map name twice.
     for _ in 0..5 {
@@ -285,19 +292,7 @@ async fn lookups_run_on_threads_of_lower_priority_than_the_answers() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&world, dir.path(), "");
     world.publish("a.example", "1", &enforce(&["mx.a.example"]));
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let socket = dir.path().join("socketmap");
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut child, socket) = serve(&config, dir.path(), Stdio::null()).await;
     // A miss: the lookup runs on the resolver threads and answers.
     assert_eq!(
         ask(&socket, "a.example").await,

@@ -15,6 +15,7 @@
 //! the reply it waits for is retired.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -28,6 +29,11 @@ use super::DnsError;
 pub const MAX_USES: u32 = 100;
 /// Idle sockets kept per server; more are closed when their query ends.
 const MAX_IDLE: usize = 64;
+/// An idle socket older than this is closed instead of reused.
+const MAX_IDLE_AGE: Duration = Duration::from_secs(10);
+/// A server that timed out or failed is left to the full resolver for this long, so
+/// that a dead first server costs one timeout, not one per lookup.
+const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(30);
 /// Queries per lookup: as the full resolver (`attempts = 1`, so two in all; the
 /// answer-time budget of `cache` counts on it), the second to the next server.
 const ATTEMPTS: usize = 2;
@@ -48,16 +54,21 @@ pub enum Fast {
 pub struct UdpTxt {
     servers: Vec<Server>,
     timeout: Duration,
+    /// The clock of [`Server::skip_until_ms`].
+    epoch: Instant,
 }
 
 struct Server {
     addr: SocketAddr,
     idle: Mutex<Vec<Pooled>>,
+    /// Milliseconds after [`UdpTxt::epoch`] until which lookups skip this server.
+    skip_until_ms: AtomicU64,
 }
 
 struct Pooled {
     udp: UdpSocket,
     uses: u32,
+    idle_since: Instant,
 }
 
 impl UdpTxt {
@@ -72,28 +83,49 @@ impl UdpTxt {
                 .map(|&addr| Server {
                     addr,
                     idle: Mutex::new(Vec::new()),
+                    skip_until_ms: AtomicU64::new(0),
                 })
                 .collect(),
             timeout,
+            epoch: Instant::now(),
         })
     }
 
     /// The TXT records of `name`, each record's strings concatenated (SPEC 2.2).
+    /// The servers are asked in their configured order, skipping those that failed
+    /// lately; with none left, the full resolver gets the lookup.
     pub async fn lookup(&self, name: &str) -> Fast {
+        let now_ms = self.now_ms();
+        let mut usable = self
+            .servers
+            .iter()
+            .filter(|s| s.skip_until_ms.load(Ordering::Relaxed) <= now_ms);
+        let Some(first) = usable.next() else {
+            return Fast::Defer("every server failed lately");
+        };
+        // The second query goes to the next server, or again to the only one.
+        let second = usable.next().unwrap_or(first);
         let mut query = [0u8; MAX_QUERY];
         let mut failures: Vec<String> = Vec::new();
-        for attempt in 0..ATTEMPTS {
+        for server in [first, second].into_iter().take(ATTEMPTS) {
             let id: u16 = rand::random();
             let Some(len) = wire::txt_query(id, name, &mut query) else {
                 return Fast::Defer("name not in plain wire form");
             };
-            let server = &self.servers[attempt % self.servers.len()];
             match self.ask(server, id, name, &query[..len]).await {
                 Ok(fast) => return fast,
-                Err(e) => failures.push(e),
+                Err(e) => {
+                    let until = self.now_ms() + SKIP_AFTER_FAILURE.as_millis() as u64;
+                    server.skip_until_ms.store(until, Ordering::Relaxed);
+                    failures.push(e);
+                }
             }
         }
         Fast::Done(Err(DnsError::Failed(failures.join("; "))))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     /// One query to one server. `Err` for a timeout or a socket error (the socket is
@@ -105,7 +137,12 @@ impl UdpTxt {
         name: &str,
         query: &[u8],
     ) -> Result<Fast, String> {
-        let mut sock = match server.take() {
+        let mut buf = [0u8; RECV_BUFFER];
+        // A pooled socket must have nothing queued: a datagram that arrived while it
+        // was idle is no reply to the query about to go out (and one guessed in
+        // advance must not be taken for it), a pending error belongs to an earlier
+        // query. Either way the socket is closed and a fresh one opened.
+        let mut sock = match server.take().filter(|s| s.is_clean(&mut buf)) {
             Some(sock) => sock,
             None => Pooled::open(server.addr)
                 .await
@@ -117,7 +154,6 @@ impl UdpTxt {
             .await
             .map_err(|e| format!("{}: {e}", server.addr))?;
         let deadline = Instant::now() + self.timeout;
-        let mut buf = [0u8; RECV_BUFFER];
         loop {
             let n = match tokio::time::timeout_at(deadline, sock.udp.recv(&mut buf)).await {
                 Err(_) => {
@@ -157,16 +193,27 @@ impl UdpTxt {
 }
 
 impl Server {
+    /// The most recently used idle socket, if it is young enough.
     fn take(&self) -> Option<Pooled> {
-        self.idle.lock().unwrap().pop()
+        let sock = self.idle.lock().unwrap().pop()?;
+        (sock.idle_since.elapsed() < MAX_IDLE_AGE).then_some(sock)
     }
 
-    fn give_back(&self, sock: Pooled) {
-        if sock.uses < MAX_USES {
-            let mut idle = self.idle.lock().unwrap();
-            if idle.len() < MAX_IDLE {
-                idle.push(sock);
-            }
+    fn give_back(&self, mut sock: Pooled) {
+        if sock.uses >= MAX_USES {
+            return;
+        }
+        let now = Instant::now();
+        sock.idle_since = now;
+        let mut idle = self.idle.lock().unwrap();
+        // The oldest are at the bottom: close those past their age.
+        let stale = idle
+            .iter()
+            .take_while(|s| now.duration_since(s.idle_since) >= MAX_IDLE_AGE)
+            .count();
+        idle.drain(..stale);
+        if idle.len() < MAX_IDLE {
+            idle.push(sock);
         }
     }
 }
@@ -180,7 +227,17 @@ impl Pooled {
         };
         let udp = UdpSocket::bind(local).await?;
         udp.connect(server).await?;
-        Ok(Pooled { udp, uses: 0 })
+        Ok(Pooled {
+            udp,
+            uses: 0,
+            idle_since: Instant::now(),
+        })
+    }
+
+    /// Nothing queued on the socket: no datagram, no pending error. Costs no system
+    /// call when the reactor has seen nothing arrive.
+    fn is_clean(&self, buf: &mut [u8]) -> bool {
+        matches!(self.udp.try_recv(buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 
@@ -204,6 +261,8 @@ mod tests {
         Silent,
         Code(ResponseCode),
         Truncated,
+        /// The answer, then 50 ms later an unsolicited datagram to the same port.
+        AnswerThenStray,
     }
 
     struct TestServer {
@@ -230,7 +289,7 @@ mod tests {
                     Behaviour::Silent => continue,
                     Behaviour::Code(code) => reply.metadata.response_code = code,
                     Behaviour::Truncated => reply.metadata.truncation = true,
-                    Behaviour::Answer | Behaviour::StrayThenAnswer => {
+                    Behaviour::Answer | Behaviour::StrayThenAnswer | Behaviour::AnswerThenStray => {
                         reply.add_answer(Record::from_rdata(
                             query.queries[0].name().clone(),
                             300,
@@ -244,6 +303,10 @@ mod tests {
                     udp.send_to(&stray.to_vec().unwrap(), peer).await.unwrap();
                 }
                 udp.send_to(&reply.to_vec().unwrap(), peer).await.unwrap();
+                if let Behaviour::AnswerThenStray = behaviour {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    udp.send_to(&reply.to_vec().unwrap(), peer).await.unwrap();
+                }
             }
         });
         TestServer { addr, ports }
@@ -292,6 +355,51 @@ mod tests {
             0,
             "a socket that saw a stray datagram is closed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_socket_with_a_datagram_queued_while_idle_is_not_reused() {
+        // Whatever reached an idle socket (a late duplicate, a reply forged in advance
+        // for a guessed id) must never be read as the reply to the next query.
+        let s = server(Behaviour::AnswerThenStray).await;
+        let fast = UdpTxt::new(&[s.addr], Duration::from_secs(2)).unwrap();
+        assert_eq!(fast.lookup(NAME).await, answer());
+        assert_eq!(fast.idle_sockets(), 1);
+        tokio::time::sleep(Duration::from_millis(300)).await; // the stray arrives
+        assert_eq!(fast.lookup(NAME).await, answer());
+        let ports = s.ports.lock().unwrap().clone();
+        assert_eq!(ports.len(), 2);
+        assert_ne!(
+            ports[0], ports[1],
+            "the second query goes out on a new socket"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_failed_is_skipped_for_a_while() {
+        let silent = server(Behaviour::Silent).await;
+        let good = server(Behaviour::Answer).await;
+        let fast = UdpTxt::new(&[silent.addr, good.addr], Duration::from_millis(200)).unwrap();
+        assert_eq!(fast.lookup(NAME).await, answer());
+        // The next lookups go straight to the second server: no timeout each time.
+        let started = std::time::Instant::now();
+        assert_eq!(fast.lookup(NAME).await, answer());
+        assert!(
+            started.elapsed() < Duration::from_millis(150),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(silent.ports.lock().unwrap().len(), 1);
+        assert_eq!(good.ports.lock().unwrap().len(), 2);
+        // With every server failing lately, the full resolver gets the lookup at once.
+        let only = UdpTxt::new(&[silent.addr], Duration::from_millis(200)).unwrap();
+        assert!(matches!(only.lookup(NAME).await, Fast::Done(Err(_))));
+        let started = std::time::Instant::now();
+        assert_eq!(
+            only.lookup(NAME).await,
+            Fast::Defer("every server failed lately")
+        );
+        assert!(started.elapsed() < Duration::from_millis(150));
     }
 
     #[tokio::test]

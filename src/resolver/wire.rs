@@ -5,7 +5,7 @@
 //! back as [`Reply::Defer`] so that the full resolver asks again.
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use super::DnsError;
 
@@ -91,27 +91,44 @@ pub fn txt_reply(id: u16, name: &str, bytes: &[u8]) -> Reply {
     if meta.message_type != MessageType::Response || meta.op_code != OpCode::Query {
         return Reply::NotOurs;
     }
-    match message.queries.as_slice() {
+    let question = match message.queries.as_slice() {
         [q] if q.query_type() == RecordType::TXT
             && q.query_class() == DNSClass::IN
-            && same_name(q.name(), name) => {}
+            && same_name(q.name(), name) =>
+        {
+            q.name()
+        }
+        // Some servers answer an error (FORMERR from one that does not know EDNS,
+        // say) without repeating the question: the full resolver asks again.
+        [] if meta.response_code != ResponseCode::NoError => {
+            return Reply::Defer("error response code")
+        }
         _ => return Reply::NotOurs,
-    }
+    };
     if meta.truncation {
         return Reply::Defer("truncated reply");
     }
     match meta.response_code {
         ResponseCode::NoError => {
-            // SPEC 2.1: the recursive resolver followed any CNAME; the answer may
-            // carry the chain, keep the TXT records.
+            // SPEC 2.1: the recursive resolver followed any CNAME and put the chain
+            // in the answer. Keep the IN-class TXT records owned by a name of that
+            // chain, as the full resolver does: other records in the answer are not
+            // the domain's.
+            let chain = cname_chain(question, &message.answers);
             let records: Vec<Vec<u8>> = message
                 .answers
                 .iter()
+                .filter(|r| r.dns_class == DNSClass::IN && chain.contains(&&r.name))
                 .filter_map(|r| match &r.data {
                     RData::TXT(txt) => Some(txt.txt_data.concat()),
                     _ => None,
                 })
                 .collect();
+            if records.is_empty() && chain.len() > 1 {
+                // An alias whose target the resolver did not answer for: the full
+                // resolver follows it with a query of its own.
+                return Reply::Defer("CNAME chain not followed to its end");
+            }
             if records.is_empty() {
                 Reply::Answer(Err(DnsError::NoRecords {
                     nxdomain: false,
@@ -129,6 +146,27 @@ pub fn txt_reply(id: u16, name: &str, bytes: &[u8]) -> Reply {
     }
 }
 
+/// At most this many aliases are followed through an answer (hickory's limit is 8 too).
+const MAX_CNAME_HOPS: usize = 8;
+
+/// `name` and the targets of the CNAME chain that starts at it in `answers`, in order
+/// (loops and chains longer than [`MAX_CNAME_HOPS`] are cut).
+fn cname_chain<'a>(name: &'a Name, answers: &'a [Record]) -> Vec<&'a Name> {
+    let mut chain = vec![name];
+    while chain.len() <= MAX_CNAME_HOPS {
+        let last = chain[chain.len() - 1];
+        let next = answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(cname) if r.dns_class == DNSClass::IN && &r.name == last => Some(&cname.0),
+            _ => None,
+        });
+        match next {
+            Some(target) if !chain.contains(&target) => chain.push(target),
+            _ => break,
+        }
+    }
+    chain
+}
+
 /// RFC 2308 §5: the negative TTL is the SOA record's TTL, at most its MINIMUM.
 fn negative_ttl(authorities: &[Record]) -> Option<u32> {
     authorities.iter().find_map(|r| match &r.data {
@@ -138,7 +176,7 @@ fn negative_ttl(authorities: &[Record]) -> Option<u32> {
 }
 
 /// DNS names compare without regard to ASCII case (RFC 4343).
-fn same_name(wire: &hickory_proto::rr::Name, name: &str) -> bool {
+fn same_name(wire: &Name, name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
     let mut ours = name.split('.');
     for label in wire.iter() {
@@ -154,8 +192,7 @@ fn same_name(wire: &hickory_proto::rr::Name, name: &str) -> bool {
 mod tests {
     use super::*;
     use hickory_proto::op::{Edns, Query};
-    use hickory_proto::rr::rdata::{SOA, TXT};
-    use hickory_proto::rr::Name;
+    use hickory_proto::rr::rdata::{CNAME, SOA, TXT};
 
     const NAME: &str = "_mta-sts.example.com";
 
@@ -265,6 +302,75 @@ mod tests {
         ));
     }
 
+    fn record(owner: &str, data: RData) -> Record {
+        Record::from_rdata(Name::from_ascii(owner).unwrap(), 300, data)
+    }
+
+    fn cname(owner: &str, target: &str) -> Record {
+        record(
+            owner,
+            RData::CNAME(CNAME(Name::from_ascii(target).unwrap())),
+        )
+    }
+
+    fn txt_at(owner: &str, text: &str) -> Record {
+        record(owner, RData::TXT(TXT::new(vec![text.to_string()])))
+    }
+
+    #[test]
+    fn only_txt_records_of_the_name_or_its_cname_chain_count() {
+        // SPEC 2.1: the chain is followed; SPEC 2.4 counts the records of the name, so
+        // a stray TXT record elsewhere in the answer must not make it "multiple".
+        let answers = vec![
+            cname("_MTA-STS.example.com.", "sts.provider.net."),
+            cname("sts.provider.net.", "sts2.provider.net."),
+            txt_at("sts2.provider.net.", "v=STSv1; id=1"),
+            txt_at("unrelated.example.org.", "v=STSv1; id=2"),
+        ];
+        let bytes = reply(4, ResponseCode::NoError, answers, None);
+        assert_eq!(
+            txt_reply(4, NAME, &bytes),
+            Reply::Answer(Ok(vec![b"v=STSv1; id=1".to_vec()]))
+        );
+        // Records of another class are not ours either.
+        let mut other_class = txt_at("_mta-sts.example.com.", "v=STSv1; id=3");
+        other_class.dns_class = DNSClass::CH;
+        let bytes = reply(4, ResponseCode::NoError, vec![other_class], None);
+        assert_eq!(
+            txt_reply(4, NAME, &bytes),
+            Reply::Answer(Err(DnsError::NoRecords {
+                nxdomain: false,
+                negative_ttl: None
+            }))
+        );
+    }
+
+    #[test]
+    fn a_cname_without_its_target_goes_to_the_full_resolver() {
+        // The full resolver follows the alias with a query of its own; "no record"
+        // here would cache a negative answer for a domain that may have a policy.
+        let bytes = reply(
+            4,
+            ResponseCode::NoError,
+            vec![cname("_mta-sts.example.com.", "sts.provider.net.")],
+            None,
+        );
+        assert_eq!(
+            txt_reply(4, NAME, &bytes),
+            Reply::Defer("CNAME chain not followed to its end")
+        );
+        // A loop ends the chain too.
+        let looped = vec![
+            cname("_mta-sts.example.com.", "a.example.net."),
+            cname("a.example.net.", "_mta-sts.example.com."),
+        ];
+        let bytes = reply(4, ResponseCode::NoError, looped, None);
+        assert_eq!(
+            txt_reply(4, NAME, &bytes),
+            Reply::Defer("CNAME chain not followed to its end")
+        );
+    }
+
     #[test]
     fn nxdomain_and_nodata_are_no_records_with_the_soa_negative_ttl() {
         // SPEC 2.6, 5.6; RFC 2308 §5: min(SOA TTL, MINIMUM).
@@ -351,5 +457,15 @@ mod tests {
             txt_reply(3, NAME, &ok[..ok.len() - 3]),
             Reply::Defer("unparsable reply")
         );
+        // An error without the question (FORMERR from a server that knows no EDNS).
+        let mut formerr = Message::new(3, MessageType::Response, OpCode::Query);
+        formerr.metadata.response_code = ResponseCode::FormErr;
+        assert_eq!(
+            txt_reply(3, NAME, &formerr.to_vec().unwrap()),
+            Reply::Defer("error response code")
+        );
+        // But a NOERROR without the question is not an answer to ours.
+        let empty = Message::new(3, MessageType::Response, OpCode::Query);
+        assert_eq!(txt_reply(3, NAME, &empty.to_vec().unwrap()), Reply::NotOurs);
     }
 }

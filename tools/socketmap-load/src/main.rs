@@ -374,7 +374,7 @@ async fn one_pass(
                     if let Some(spacing) = spacing {
                         // Timer precision (1 ms) is enough here, and unlike
                         // wait_until it does not spin.
-                        tokio::time::sleep_until((started + spacing * k as u32).into()).await;
+                        tokio::time::sleep_until(started + spacing * k as u32).await;
                     }
                     // A failed request is counted and skipped, not retried.
                     if conn.is_none() {

@@ -626,7 +626,7 @@ impl Handler {
         let rtype = query.query_type();
         let wants_dnssec = request.metadata.authentic_data
             || request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-        let _in_flight = InFlight::enter(&self.state);
+        let in_flight = InFlight::enter(&self.state);
         let delay = {
             let mut st = lock(&self.state);
             if wants_dnssec {
@@ -672,6 +672,10 @@ impl Handler {
             soa.iter(),
             std::iter::empty(),
         );
+        // Answered from here on: once the reply is on the wire, the client may send
+        // its next query before this task gets to run again, and that one must not be
+        // counted as in flight beside this one.
+        drop(in_flight);
         response
             .send_response(msg)
             .await

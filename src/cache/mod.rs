@@ -551,9 +551,9 @@ impl PolicyCache {
             // Background work (holding its own permit) also takes a resolution slot,
             // so `max_concurrency` bounds everything the resolver sees; it waits as
             // long as it must.
-            let _background = permit;
+            let background = permit;
             let slot = Arc::clone(&this.foreground).acquire_owned();
-            let _permit = if _background.is_some() {
+            let _slot = if background.is_some() {
                 slot.await.expect("semaphore is never closed")
             } else {
                 // Queue no longer than an answer may wait: past that nobody is

@@ -14,6 +14,7 @@ use hickory_resolver::system_conf::read_system_conf;
 use hickory_resolver::TokioResolver;
 
 use super::udp::{Fast, UdpTxt};
+use super::wire;
 use super::{DnsError, TxtLookup};
 use crate::config::DnsConfig;
 
@@ -176,13 +177,7 @@ impl TxtLookup for Dns {
                 .answers()
                 .iter()
                 .filter_map(|r| match &r.data {
-                    // SPEC 2.2: one record's strings are concatenated without separators.
-                    RData::TXT(txt) => Some(
-                        txt.txt_data
-                            .iter()
-                            .flat_map(|s| s.iter().copied())
-                            .collect(),
-                    ),
+                    RData::TXT(txt) => Some(wire::record_text(txt)),
                     _ => None,
                 })
                 .collect();

@@ -34,9 +34,6 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(10);
 /// A server that timed out or failed is left to the full resolver for this long, so
 /// that a dead first server costs one timeout, not one per lookup.
 const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(30);
-/// Queries per lookup: as the full resolver (`attempts = 1`, so two in all; the
-/// answer-time budget of `cache` counts on it), the second to the next server.
-const ATTEMPTS: usize = 2;
 /// Large enough for any reply within the payload size we advertise; a larger one is
 /// cut off, fails to parse and goes to the full resolver.
 const RECV_BUFFER: usize = 4096;
@@ -103,11 +100,13 @@ impl UdpTxt {
         let Some(first) = usable.next() else {
             return Fast::Defer("every server failed lately");
         };
-        // The second query goes to the next server, or again to the only one.
+        // Two queries at most, as the full resolver (`attempts = 1`; the answer-time
+        // budget of `cache` counts on it): the second to the next server, or again to
+        // the only one.
         let second = usable.next().unwrap_or(first);
         let mut query = [0u8; MAX_QUERY];
         let mut failures: Vec<String> = Vec::new();
-        for server in [first, second].into_iter().take(ATTEMPTS) {
+        for server in [first, second] {
             let id: u16 = rand::random();
             let Some(len) = wire::txt_query(id, name, &mut query) else {
                 return Fast::Defer("name not in plain wire form");

@@ -5,6 +5,7 @@
 //! back as [`Reply::Defer`] so that the full resolver asks again.
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use super::DnsError;
@@ -120,7 +121,7 @@ pub fn txt_reply(id: u16, name: &str, bytes: &[u8]) -> Reply {
                 .iter()
                 .filter(|r| r.dns_class == DNSClass::IN && chain.contains(&&r.name))
                 .filter_map(|r| match &r.data {
-                    RData::TXT(txt) => Some(txt.txt_data.concat()),
+                    RData::TXT(txt) => Some(record_text(txt)),
                     _ => None,
                 })
                 .collect();
@@ -144,6 +145,11 @@ pub fn txt_reply(id: u16, name: &str, bytes: &[u8]) -> Reply {
         })),
         _ => Reply::Defer("error response code"),
     }
+}
+
+/// SPEC 2.2: one TXT record's character-strings, concatenated without separators.
+pub fn record_text(txt: &TXT) -> Vec<u8> {
+    txt.txt_data.concat()
 }
 
 /// At most this many aliases are followed through an answer (hickory's limit is 8 too).
@@ -192,7 +198,7 @@ fn same_name(wire: &Name, name: &str) -> bool {
 mod tests {
     use super::*;
     use hickory_proto::op::{Edns, Query};
-    use hickory_proto::rr::rdata::{CNAME, SOA, TXT};
+    use hickory_proto::rr::rdata::{CNAME, SOA};
 
     const NAME: &str = "_mta-sts.example.com";
 

@@ -89,6 +89,22 @@ pub fn enforced(mode: Mode, profile: &Profile) -> bool {
     }
 }
 
+/// The `secure match=...` text a cache entry keeps for its policy: empty when the
+/// policy has no mx (mode none) or when the longest reply built on it would be
+/// more than Postfix accepts (SPEC 1.3); the server answers `NOTFOUND` then.
+pub fn cached_answer(policy: &Policy) -> Box<str> {
+    let text = secure_match(policy).unwrap_or_default();
+    let longest = "OK ".len() + text.len() + SERVERNAME_SUFFIX[1].len();
+    if longest >= crate::socketmap::response::MAX_REPLY - 8 {
+        log::warn!(
+            "policy answer of {} bytes is too long for Postfix; answering NOTFOUND",
+            text.len()
+        );
+        return Box::from("");
+    }
+    text.into_boxed_str()
+}
+
 /// `secure match=p1:p2:...`, the part of the answer every profile shares; `None` for
 /// a policy without mx (mode none).
 pub fn secure_match(policy: &Policy) -> Option<String> {

@@ -17,35 +17,27 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::cache::dane::DaneCache;
-use crate::cache::{CachedPolicy, Lookup, PolicyCache};
+use crate::cache::{Cached, Hit, Lookup, PolicyCache};
 use crate::config::{Config, ListenAddr, Profile, DEFAULT_PROFILE};
 use crate::overrides::Override;
 use crate::postfix::{
-    enforced, fits_with_tlsrpt, secure_match, tlsrpt_tail, SERVERNAME_SUFFIX, TLSRPT_DOMAIN_PREFIX,
+    cached_answer, enforced, fits_with_tlsrpt, tlsrpt_tail, SERVERNAME_SUFFIX, TLSRPT_DOMAIN_PREFIX,
 };
-use crate::socketmap::response::MAX_REPLY;
 use crate::socketmap::{netstring, normalise_key, parse_request, Key, Reply, MAX_REQUEST};
 
 /// `NOTFOUND ` (SPEC 1.3: with its trailing space), framed.
 const NOTFOUND: &[u8] = b"9:NOTFOUND ,";
 
-/// Append the framed reply for a policy under a profile; `true` for an `OK`. The
-/// `secure match=...` text is built on the first hit and kept with the policy; the
+/// Append the framed reply for a cached policy under a profile; `true` for an `OK`.
+/// The `secure match=...` text was built once and kept with the cache entry; the
 /// rest is written around it.
-fn policy_reply(p: &CachedPolicy, domain: &str, profile: &Profile, out: &mut BytesMut) -> bool {
-    let answer = p.answer.get_or_init(|| {
-        let text = secure_match(&p.policy).unwrap_or_default();
-        let longest = "OK ".len() + text.len() + SERVERNAME_SUFFIX[1].len();
-        if longest >= MAX_REPLY - 8 {
-            log::warn!(
-                "policy answer of {} bytes is too long for Postfix; answering NOTFOUND",
-                text.len()
-            );
-            return Box::from("");
-        }
-        text.into_boxed_str()
-    });
-    if answer.is_empty() || !enforced(p.policy.mode, profile) {
+fn policy_reply(hit: Hit<'_>, domain: &str, profile: &Profile, out: &mut BytesMut) -> bool {
+    let Hit {
+        mode,
+        answer,
+        policy: p,
+    } = hit;
+    if answer.is_empty() || !enforced(mode, profile) {
         out.extend_from_slice(NOTFOUND);
         return false;
     }
@@ -197,13 +189,31 @@ impl Handler {
         };
         let answered = match answered {
             Some(a) => a,
-            None => match self.cache.lookup(&domain).await {
-                Lookup::Policy(p) => Answered::from(policy_reply(&p, &domain, &profile, out)),
-                Lookup::NoPolicy => {
-                    out.extend_from_slice(NOTFOUND);
-                    Answered::NotFound
+            None => {
+                let hit = |hit: Hit<'_>| policy_reply(hit, &domain, &profile, out);
+                match self.cache.cached(&domain, hit) {
+                    Cached::Policy(ok) => Answered::from(ok),
+                    Cached::NoPolicy => {
+                        out.extend_from_slice(NOTFOUND);
+                        Answered::NotFound
+                    }
+                    Cached::Unknown => match self.cache.resolve_miss(&domain).await {
+                        Lookup::Policy(p) => {
+                            let answer = cached_answer(&p.policy);
+                            let hit = Hit {
+                                mode: p.policy.mode,
+                                answer: &answer,
+                                policy: &p,
+                            };
+                            Answered::from(policy_reply(hit, &domain, &profile, out))
+                        }
+                        Lookup::NoPolicy => {
+                            out.extend_from_slice(NOTFOUND);
+                            Answered::NotFound
+                        }
+                    },
                 }
-            },
+            }
         };
         let m = crate::metrics::get();
         match answered {

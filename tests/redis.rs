@@ -143,13 +143,11 @@ fn policy_entry() -> SharedEntry {
     let body =
         b"version: STSv1\nmode: enforce\nmx: mx1.example.net\nmx: *.example.org\nmax_age: 86400\n";
     SharedEntry::Policy {
-        policy: CachedPolicy {
-            policy: parse_policy(body).unwrap(),
-            id: "20261101T000000".to_owned(),
-            fetched: 1_790_000_000,
-            answer: Default::default(),
-            tlsrpt: Default::default(),
-        },
+        policy: CachedPolicy::new(
+            parse_policy(body).unwrap(),
+            "20261101T000000".to_owned(),
+            1_790_000_000,
+        ),
         checked: 1_790_000_100,
     }
 }

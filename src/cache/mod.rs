@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use lru::LruCache;
+/// A cache key, inline when short.
+pub(crate) type Name = compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -82,13 +84,9 @@ pub struct CachedPolicy {
     pub id: String,
     /// Unix time of the last successful fetch: the `max_age` clock (SPEC 5.1).
     pub fetched: u64,
-    /// The `secure match=...` text of this policy's answer, built once by the server on
-    /// the first hit so that cache hits copy bytes and allocate nothing. Derived from
-    /// `policy`; never saved.
-    #[serde(skip)]
-    pub answer: Memo,
     /// The TLS-RPT attributes after the domain (SPEC 6.3), built on the first hit
-    /// under a `tlsrpt` profile; like `answer`, derived and never saved.
+    /// under a `tlsrpt` profile so that hits allocate nothing; derived from `policy`,
+    /// never saved. (The `secure match=...` text is kept in the cache entry.)
     #[serde(skip)]
     pub tlsrpt: Memo,
 }
@@ -124,7 +122,6 @@ impl CachedPolicy {
             policy,
             id,
             fetched,
-            answer: Memo::default(),
             tlsrpt: Memo::default(),
         }
     }
@@ -148,11 +145,20 @@ impl CachedPolicy {
     }
 }
 
-/// Per-domain state.
+/// Per-domain state. It lives in the LRU's node, so what a hit reads is here, next
+/// to the key: the expiry, mode and answer text are copies of the policy's (set by
+/// [`Entry::set_policy`]), and a hit does not touch the policy itself.
 #[derive(Debug, Clone, Default)]
 struct Entry {
-    /// The last policy fetched; used only while [`CachedPolicy::usable`].
+    /// The last policy fetched; used only while [`CachedPolicy::usable`]. Set only
+    /// through [`Entry::set_policy`].
     policy: Option<Arc<CachedPolicy>>,
+    /// `policy`'s [`CachedPolicy::expires`] (0 without a policy).
+    expires: u64,
+    /// `policy`'s mode, and the `secure match=...` text of its answer, built on the
+    /// first hit ([`crate::postfix::cached_answer`]); derived, never saved.
+    mode: Option<Mode>,
+    answer: Option<Box<str>>,
     /// Last TXT id check (or its start, for one in flight): SPEC 5.4.
     checked: u64,
     /// With no usable policy: answer `NOTFOUND ` without resolving until then
@@ -170,7 +176,14 @@ struct Entry {
 
 impl Entry {
     fn usable(&self, now: u64) -> Option<&Arc<CachedPolicy>> {
-        self.policy.as_ref().filter(|p| p.usable(now))
+        self.policy.as_ref().filter(|_| now < self.expires)
+    }
+
+    fn set_policy(&mut self, policy: Option<Arc<CachedPolicy>>) {
+        self.expires = policy.as_ref().map_or(0, |p| p.expires());
+        self.mode = policy.as_ref().map(|p| p.policy.mode);
+        self.answer = None;
+        self.policy = policy;
     }
 }
 
@@ -227,6 +240,28 @@ pub const MAX_BACKGROUND: usize = 32;
 /// The default of `dns.max_concurrency`: resolutions running at once; more wait
 /// (answer-path misses within the answer timeout).
 pub const MAX_FOREGROUND: usize = 256;
+
+/// A usable cached policy as [`PolicyCache::cached`] lends it, under the cache lock.
+/// `mode` and `answer` are kept next to the cache key; reading through `policy`
+/// costs another memory access per hit.
+pub struct Hit<'a> {
+    pub mode: Mode,
+    /// `secure match=...`, or empty when the policy has no answer Postfix can take
+    /// ([`crate::postfix::cached_answer`]).
+    pub answer: &'a str,
+    pub policy: &'a Arc<CachedPolicy>,
+}
+
+/// What [`PolicyCache::cached`] found.
+#[derive(Debug)]
+pub enum Cached<R> {
+    /// A usable policy, read.
+    Policy(R),
+    /// No policy, and quiet: negative cache or back-off (SPEC 5.6).
+    NoPolicy,
+    /// Nothing usable: resolve ([`PolicyCache::resolve_miss`]).
+    Unknown,
+}
 
 /// See [`PolicyCache::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -342,7 +377,7 @@ impl PolicyCache {
                 if previous.as_ref().is_none_or(|p| p.fetched < policy.fetched) {
                     log_policy_change(domain, previous.as_deref(), &policy);
                     self.update(domain, |e| {
-                        e.policy = Some(Arc::clone(&policy));
+                        e.set_policy(Some(Arc::clone(&policy)));
                         e.checked = e.checked.max(checked);
                         e.quiet_until = 0;
                         e.failed = None;
@@ -361,7 +396,7 @@ impl PolicyCache {
                     // is being tampered with) never takes away a policy we trust.
                     kept = e.usable(now).cloned();
                     if kept.is_none() {
-                        e.policy = None;
+                        e.set_policy(None);
                         e.checked = checked;
                         e.quiet_until = until;
                     }
@@ -461,46 +496,81 @@ impl PolicyCache {
         self.inflight.lock().unwrap().len()
     }
 
-    /// The answer path. Returns at once when the cache knows the domain (starting a
-    /// background TXT re-check when one is due, SPEC 5.4); otherwise waits for the one
-    /// shared resolution, at most `answer_timeout`.
+    /// The answer path, for callers that want the policy itself. Returns at once
+    /// when the cache knows the domain (see [`cached`](Self::cached)); otherwise
+    /// waits for the one shared resolution ([`resolve_miss`](Self::resolve_miss)).
     pub async fn lookup(self: &Arc<Self>, domain: &str) -> Lookup {
+        match self.cached(domain, |hit| Arc::clone(hit.policy)) {
+            Cached::Policy(policy) => Lookup::Policy(policy),
+            Cached::NoPolicy => Lookup::NoPolicy,
+            Cached::Unknown => self.resolve_miss(domain).await,
+        }
+    }
+
+    /// The hot half of the answer path: `read` on the usable policy cached for
+    /// `domain`, under the cache lock (copy out what you need; do not wait), starting
+    /// a background TXT re-check when one is due (SPEC 5.4). [`Cached::Unknown`]
+    /// when nothing usable or quiet is cached: then [`resolve_miss`](Self::resolve_miss).
+    pub fn cached<R>(self: &Arc<Self>, domain: &str, read: impl FnOnce(Hit<'_>) -> R) -> Cached<R> {
         let now = self.clock.now();
         let recheck = self.recheck_secs.load(Ordering::Relaxed);
-        let hit = self.entries.lock().unwrap().hit(domain, now, |entry| {
-            match entry.usable(now).cloned() {
-                Some(policy) => {
-                    let mut recheck_permit = None;
-                    if now >= entry.checked.saturating_add(recheck) {
-                        // Bounded: when DNS is slow or silent, re-checks must not pile
-                        // up (sockets, memory). Without a permit the check waits for a
-                        // later hit.
-                        if let Ok(permit) = Arc::clone(&self.background).try_acquire_owned() {
-                            // Marked now, so the hits that follow do not start another.
-                            entry.checked = now;
-                            recheck_permit = Some(permit);
-                        }
-                    }
-                    Hit::Policy(policy, recheck_permit)
-                }
-                None if now < entry.quiet_until => Hit::Negative,
-                None => Hit::Stale,
+        let found = self.entries.lock().unwrap().hit(domain, now, |entry| {
+            if entry.usable(now).is_none() {
+                return if now < entry.quiet_until {
+                    Found::Negative
+                } else {
+                    Found::Stale
+                };
             }
+            let mut recheck_permit = None;
+            if now >= entry.checked.saturating_add(recheck) {
+                // Bounded: when DNS is slow or silent, re-checks must not pile up
+                // (sockets, memory). Without a permit the check waits for a later hit.
+                if let Ok(permit) = Arc::clone(&self.background).try_acquire_owned() {
+                    // Marked now, so the hits that follow do not start another.
+                    entry.checked = now;
+                    recheck_permit = Some(permit);
+                }
+            }
+            let Entry {
+                policy: Some(policy),
+                mode: Some(mode),
+                answer,
+                ..
+            } = entry
+            else {
+                unreachable!("a usable entry has a policy, set with its mode");
+            };
+            let answer =
+                answer.get_or_insert_with(|| crate::postfix::cached_answer(&policy.policy));
+            Found::Policy(
+                read(Hit {
+                    mode: *mode,
+                    answer,
+                    policy,
+                }),
+                recheck_permit,
+            )
         });
-        match hit {
-            Some(Hit::Policy(policy, recheck_permit)) => {
+        match found {
+            Some(Found::Policy(r, recheck_permit)) => {
                 if let Some(permit) = recheck_permit {
                     drop(self.resolve_shared(domain, false, Some(permit)));
                 }
                 crate::metrics::get().cache_hits.increment(1);
-                return Lookup::Policy(policy);
+                Cached::Policy(r)
             }
-            Some(Hit::Negative) => {
+            Some(Found::Negative) => {
                 crate::metrics::get().cache_negative_hits.increment(1);
-                return Lookup::NoPolicy;
+                Cached::NoPolicy
             }
-            Some(Hit::Stale) | None => {}
+            Some(Found::Stale) | None => Cached::Unknown,
         }
+    }
+
+    /// The cold half of the answer path, after [`cached`](Self::cached) found
+    /// nothing: wait for the one shared resolution, at most `answer_timeout`.
+    pub async fn resolve_miss(self: &Arc<Self>, domain: &str) -> Lookup {
         crate::metrics::get().cache_misses.increment(1);
         let timeout = self.settings.read().unwrap().answer_timeout;
         match tokio::time::timeout(timeout, self.resolve_shared(domain, false, None)).await {
@@ -738,7 +808,7 @@ impl PolicyCache {
                 let fresh = Arc::new(CachedPolicy::new(policy, id, now));
                 log_policy_change(domain, cached.as_deref(), &fresh);
                 self.update(domain, |e| {
-                    e.policy = Some(Arc::clone(&fresh));
+                    e.set_policy(Some(Arc::clone(&fresh)));
                     e.checked = now;
                     e.quiet_until = 0;
                     e.failed = None;
@@ -775,7 +845,7 @@ impl PolicyCache {
         self.update(domain, |e| {
             e.checked = now;
             if kept.is_none() {
-                e.policy = None;
+                e.set_policy(None);
                 e.quiet_until = now + problem.backoff();
             }
             if e.last_problem.as_deref() != Some(text.as_str()) {
@@ -820,7 +890,7 @@ impl PolicyCache {
         let mut entries = self.entries.lock().unwrap();
         let mut e = entries.take(domain).unwrap_or_default();
         f(&mut e);
-        entries.put(domain.to_string(), e, now);
+        entries.put(Name::from(domain), e, now);
     }
 
     fn mark_dirty(&self) {
@@ -839,7 +909,7 @@ impl PolicyCache {
                 e.usable(now).is_some_and(|p| now >= p.refresh_at())
                     && e.failed.as_deref().is_none_or(|(_, until)| now >= *until)
             })
-            .map(|(d, _)| d.clone())
+            .map(|(d, _)| d.to_string())
             .collect()
     }
 
@@ -853,7 +923,7 @@ impl PolicyCache {
             .policies
             .iter()
             .rev()
-            .filter_map(|(d, e)| e.usable(now).map(|p| (d.clone(), Arc::clone(p))))
+            .filter_map(|(d, e)| e.usable(now).map(|p| (d.to_string(), Arc::clone(p))))
             .collect()
     }
 
@@ -867,17 +937,14 @@ impl PolicyCache {
             if !policy.usable(now) {
                 continue;
             }
-            entries.put(
-                domain,
-                Entry {
-                    policy: Some(Arc::new(policy)),
-                    // Counted as checked at start-up: a restart must not become a burst
-                    // of one TXT query per known domain. Refreshes still run on time.
-                    checked: now,
-                    ..Entry::default()
-                },
-                now,
-            );
+            let mut entry = Entry {
+                // Counted as checked at start-up: a restart must not become a burst
+                // of one TXT query per known domain. Refreshes still run on time.
+                checked: now,
+                ..Entry::default()
+            };
+            entry.set_policy(Some(Arc::new(policy)));
+            entries.put(Name::from(domain), entry, now);
             n += 1;
         }
         n
@@ -901,7 +968,7 @@ fn cap(size: usize) -> NonZeroUsize {
 /// An LRU of at most `size` entries that allocates as it fills: `LruCache::new`
 /// reserves the whole table up front (about 2 MiB at 100 000), which a negative or
 /// DANE cache that stays small would never use.
-pub(crate) fn bounded_lru<V>(size: usize) -> LruCache<String, V> {
+pub(crate) fn bounded_lru<K: std::hash::Hash + Eq, V>(size: usize) -> LruCache<K, V> {
     let mut lru = LruCache::unbounded();
     lru.resize(cap(size));
     lru
@@ -990,8 +1057,8 @@ impl Drop for InflightGuard {
 /// anyone who can make us send mail can cause, never push a policy out (SPEC 5.3,
 /// 5.7). Each is bounded by `cache.size`.
 struct Entries {
-    policies: LruCache<String, Entry>,
-    misses: LruCache<String, Entry>,
+    policies: LruCache<Name, Entry>,
+    misses: LruCache<Name, Entry>,
     /// Rate-limits the "cache is full" warning.
     evictions: RateLimited,
 }
@@ -1026,7 +1093,7 @@ impl Entries {
     /// and eviction order stays exact to the second.
     fn hit<R>(&mut self, domain: &str, now: u64, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
         fn touch<R>(
-            lru: &mut LruCache<String, Entry>,
+            lru: &mut LruCache<Name, Entry>,
             domain: &str,
             now: u64,
             f: impl FnOnce(&mut Entry) -> R,
@@ -1062,7 +1129,7 @@ impl Entries {
 
     /// Insert into the LRU the entry belongs in; say so when a usable policy has to
     /// go to make room (the cache is too small for this server's traffic).
-    fn put(&mut self, domain: String, entry: Entry, now: u64) {
+    fn put(&mut self, domain: Name, entry: Entry, now: u64) {
         let evicted = if entry.policy.is_some() {
             self.policies.push(domain, entry)
         } else {
@@ -1083,9 +1150,10 @@ impl Entries {
 }
 
 /// What a lookup found in the cache.
-enum Hit {
-    /// A usable policy, and a permit when its TXT id re-check is due now.
-    Policy(Arc<CachedPolicy>, Option<OwnedSemaphorePermit>),
+enum Found<R> {
+    /// What the reader made of a usable policy, and a permit when its TXT id
+    /// re-check is due now.
+    Policy(R, Option<OwnedSemaphorePermit>),
     /// Nothing usable, and quiet (negative cache, back-off).
     Negative,
     /// Nothing usable: resolve.

@@ -219,6 +219,45 @@ async fn new_id_replaces_policy_even_by_mode_none_spec_5_2() {
     assert_eq!(s.counts(), (2, 2));
 }
 
+/// What a hit reads without touching the policy (the mode and answer text kept in
+/// the entry) follows the policy when a new id replaces it.
+#[tokio::test]
+async fn a_hit_reads_the_answer_of_the_current_policy_spec_5_2_6_1() {
+    let (cache, s, clock) = setup(100);
+    let read = |hit: Hit<'_>| (hit.mode, hit.answer.to_owned(), hit.policy.id.clone());
+    assert!(matches!(cache.cached("example.com", read), Cached::Unknown));
+    s.record("example.com", "1");
+    s.policy("example.com", "enforce", "mx.example.com", 86400);
+    cache.lookup("example.com").await;
+    let Cached::Policy(first) = cache.cached("example.com", read) else {
+        panic!("a fetched policy is cached");
+    };
+    assert_eq!(
+        first,
+        (
+            Mode::Enforce,
+            "secure match=mx.example.com".to_owned(),
+            "1".to_owned()
+        )
+    );
+    s.record("example.com", "2");
+    s.policy("example.com", "testing", "*.example.net", 86400);
+    clock.advance(61);
+    cache.lookup("example.com").await; // starts the re-check
+    settle(&cache).await;
+    let Cached::Policy(second) = cache.cached("example.com", read) else {
+        panic!("the new policy is cached");
+    };
+    assert_eq!(
+        second,
+        (
+            Mode::Testing,
+            "secure match=.example.net".to_owned(),
+            "2".to_owned()
+        )
+    );
+}
+
 #[tokio::test]
 async fn failed_refetch_keeps_cached_policy_and_backs_off_per_id_spec_5_2_5_6() {
     let (cache, s, clock) = setup(100);

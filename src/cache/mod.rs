@@ -164,19 +164,50 @@ struct Entry {
     /// With no usable policy: answer `NOTFOUND ` without resolving until then
     /// (negative cache and back-off, SPEC 5.6).
     quiet_until: u64,
-    /// A fetch under this TXT id failed; do not retry it before the time (SPEC 5.6).
     /// Boxed: rare, and every entry pays for the field's size (a 100 000-entry cache
     /// is mostly this struct).
-    failed: Option<Box<(String, u64)>>,
-    /// The last problem logged, so a broken domain logs when it changes, not every check.
-    last_problem: Option<String>,
+    trouble: Option<Box<Trouble>>,
     /// When a hit last moved the entry to the front of its LRU (unix seconds).
     touched: u64,
+}
+
+/// What went wrong with a domain lately (see [`Entry::trouble`]).
+#[derive(Debug, Clone, Default)]
+struct Trouble {
+    /// A fetch under this TXT id failed; do not retry it before the time (SPEC 5.6).
+    failed: Option<(String, u64)>,
+    /// The last problem logged, so a broken domain logs when it changes, not every check.
+    last_problem: Option<String>,
 }
 
 impl Entry {
     fn usable(&self, now: u64) -> Option<&Arc<CachedPolicy>> {
         self.policy.as_ref().filter(|_| now < self.expires)
+    }
+
+    fn failed(&self) -> Option<&(String, u64)> {
+        self.trouble.as_ref()?.failed.as_ref()
+    }
+
+    fn last_problem(&self) -> Option<&str> {
+        self.trouble.as_ref()?.last_problem.as_deref()
+    }
+
+    fn set_failed(&mut self, failed: Option<(String, u64)>) {
+        self.change_trouble(|t| t.failed = failed);
+    }
+
+    fn set_last_problem(&mut self, problem: Option<String>) {
+        self.change_trouble(|t| t.last_problem = problem);
+    }
+
+    /// The box goes when there is nothing left in it.
+    fn change_trouble(&mut self, f: impl FnOnce(&mut Trouble)) {
+        let trouble = self.trouble.get_or_insert_with(Box::default);
+        f(trouble);
+        if trouble.failed.is_none() && trouble.last_problem.is_none() {
+            self.trouble = None;
+        }
     }
 
     fn set_policy(&mut self, policy: Option<Arc<CachedPolicy>>) {
@@ -380,7 +411,7 @@ impl PolicyCache {
                         e.set_policy(Some(Arc::clone(&policy)));
                         e.checked = e.checked.max(checked);
                         e.quiet_until = 0;
-                        e.failed = None;
+                        e.set_failed(None);
                     });
                     self.mark_dirty();
                     Some(Lookup::Policy(policy))
@@ -654,7 +685,7 @@ impl PolicyCache {
             let now = self.clock.now();
             let entries = self.entries.lock().unwrap();
             match entries.peek(domain) {
-                Some(e) => (e.usable(now).cloned(), e.failed.as_deref().cloned()),
+                Some(e) => (e.usable(now).cloned(), e.failed().cloned()),
                 None => (None, None),
             }
         };
@@ -728,7 +759,7 @@ impl PolicyCache {
                     }
                     self.update(domain, |e| {
                         e.checked = now;
-                        e.last_problem = None;
+                        e.set_last_problem(None);
                         if cached.is_none() {
                             // SPEC 5.6: the back-off is per TXT id: look at TXT again
                             // soon, fetch only when the id changes or the back-off ends.
@@ -811,8 +842,8 @@ impl PolicyCache {
                     e.set_policy(Some(Arc::clone(&fresh)));
                     e.checked = now;
                     e.quiet_until = 0;
-                    e.failed = None;
-                    e.last_problem = None;
+                    e.set_failed(None);
+                    e.set_last_problem(None);
                 });
                 self.mark_dirty();
                 self.publish(
@@ -831,7 +862,7 @@ impl PolicyCache {
                 self.note_problem(domain, now, &problem, cached.as_deref());
                 // With nothing cached, note_problem set a one-minute quiet time: TXT is
                 // looked at again then, but this id is not fetched before `retry`.
-                self.update(domain, |e| e.failed = Some(Box::new((id.clone(), retry))));
+                self.update(domain, |e| e.set_failed(Some((id.clone(), retry))));
                 cached
             }
         }
@@ -848,9 +879,9 @@ impl PolicyCache {
                 e.set_policy(None);
                 e.quiet_until = now + problem.backoff();
             }
-            if e.last_problem.as_deref() != Some(text.as_str()) {
+            if e.last_problem() != Some(text.as_str()) {
                 first = true;
-                e.last_problem = Some(text.clone());
+                e.set_last_problem(Some(text.clone()));
             }
         });
         if !first {
@@ -907,7 +938,7 @@ impl PolicyCache {
             .iter()
             .filter(|(_, e)| {
                 e.usable(now).is_some_and(|p| now >= p.refresh_at())
-                    && e.failed.as_deref().is_none_or(|(_, until)| now >= *until)
+                    && e.failed().is_none_or(|(_, until)| now >= *until)
             })
             .map(|(d, _)| d.to_string())
             .collect()
@@ -1101,8 +1132,12 @@ impl Entries {
             let Some(entry) = lru.peek_mut(domain) else {
                 return Err(f);
             };
+            // Written only when it changes: a hit on a hot entry leaves its memory
+            // clean (no write-back when the line is evicted).
             let stale = entry.touched != now;
-            entry.touched = now;
+            if stale {
+                entry.touched = now;
+            }
             let r = f(entry);
             if stale {
                 lru.promote(domain);

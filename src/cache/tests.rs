@@ -1067,3 +1067,12 @@ fn hits_move_an_entry_up_at_most_once_a_second_spec_5_7() {
     assert!(e.peek("b.example").is_some() && e.peek("d.example").is_some());
     assert_eq!(e.hit("nothing.example", 101, |_| ()), None);
 }
+
+/// The LRU node (key, entry, two links) is what a hit reads: at 100 000 domains
+/// every hit misses the CPU caches on it, so it must stay within two cache lines
+/// (a 128-byte malloc chunk). Rare state goes in [`Trouble`], boxed.
+#[test]
+fn an_lru_node_fits_in_two_cache_lines() {
+    let node = std::mem::size_of::<Name>() + std::mem::size_of::<Entry>() + 16;
+    assert!(node <= 120, "LRU node of {node} bytes");
+}

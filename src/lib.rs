@@ -56,7 +56,9 @@
 //! `server` and `metrics` (sockets).
 //!
 //! The answer path touches none of the edges for a cached domain: `server` →
-//! `socketmap` → `cache` (in-memory) → reply bytes, with no allocation.
+//! `socketmap` → `cache` (in-memory: `PolicyCache::cached` lends the LRU entry's
+//! mode and answer text under the lock) → reply bytes, with no allocation. A miss
+//! goes on to `PolicyCache::resolve_miss`, which waits for the one shared resolution.
 
 pub mod cache;
 pub mod check;

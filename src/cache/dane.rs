@@ -15,14 +15,13 @@
 //! - Not persisted: entries live minutes, not the months of an MTA-STS policy.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
-use lru::LruCache;
 
-use super::Clock;
+use super::lru::Lru;
+use super::{Clock, Name};
 use crate::dane::{clamp_ttl, decide, host_state, HostState, Tlsa, Verdict};
 use crate::resolver::dane::{DaneLookup, QType, Rr};
 
@@ -43,7 +42,7 @@ struct Entry {
 type SharedVerdict = Shared<BoxFuture<'static, Verdict>>;
 
 struct Inner {
-    entries: Mutex<LruCache<String, Entry>>,
+    entries: Mutex<Lru<Entry>>,
     inflight: Mutex<HashMap<String, SharedVerdict>>,
     /// `None` until configured; lookups then fail (never happens with a validated
     /// configuration: `dane = true` requires `[dane] nameservers`).
@@ -67,7 +66,7 @@ impl DaneCache {
     ) -> DaneCache {
         DaneCache {
             inner: Arc::new(Inner {
-                entries: Mutex::new(super::bounded_lru(size)),
+                entries: Mutex::new(Lru::new(size)),
                 inflight: Mutex::new(HashMap::new()),
                 lookup: RwLock::new(lookup),
                 deadline: RwLock::new(deadline),
@@ -83,7 +82,7 @@ impl DaneCache {
         lookup: Option<Arc<dyn DaneLookup>>,
         deadline: Duration,
     ) {
-        self.inner.entries.lock().unwrap().resize(cap(size));
+        self.inner.entries.lock().unwrap().resize(size);
         *self.inner.lookup.write().unwrap() = lookup;
         *self.inner.deadline.write().unwrap() = deadline;
     }
@@ -140,10 +139,6 @@ impl DaneCache {
     }
 }
 
-fn cap(size: usize) -> NonZeroUsize {
-    NonZeroUsize::new(size).unwrap_or(NonZeroUsize::MIN)
-}
-
 impl Inner {
     async fn resolve_and_store(&self, domain: &str) -> Verdict {
         let lookup = self.lookup.read().unwrap().clone();
@@ -179,8 +174,8 @@ impl Inner {
                     log::info!("{domain}: DANE {fresh:?} for {ttl} s");
                 }
                 let ttl = u64::from(clamp_ttl(ttl));
-                entries.put(
-                    domain.to_string(),
+                entries.push(
+                    Name::from(domain),
                     Entry {
                         verdict: fresh.clone(),
                         expires: now.saturating_add(ttl),

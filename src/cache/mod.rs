@@ -7,19 +7,19 @@
 //! - [`dane`]: the DANE results (6.4), a cache of their own with DNS TTLs.
 
 pub mod dane;
+mod lru;
 pub mod redis;
 pub mod refresh;
 pub mod shared;
 pub mod store;
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use self::lru::Lru;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use lru::LruCache;
 /// A cache key, inline when short.
 pub(crate) type Name = compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -992,19 +992,6 @@ impl PolicyCache {
     }
 }
 
-fn cap(size: usize) -> NonZeroUsize {
-    NonZeroUsize::new(size).unwrap_or(NonZeroUsize::MIN)
-}
-
-/// An LRU of at most `size` entries that allocates as it fills: `LruCache::new`
-/// reserves the whole table up front (about 2 MiB at 100 000), which a negative or
-/// DANE cache that stays small would never use.
-pub(crate) fn bounded_lru<K: std::hash::Hash + Eq, V>(size: usize) -> LruCache<K, V> {
-    let mut lru = LruCache::unbounded();
-    lru.resize(cap(size));
-    lru
-}
-
 /// A warning logged at most once a minute, with a count of what it stood for.
 #[derive(Default)]
 struct RateLimited {
@@ -1088,8 +1075,8 @@ impl Drop for InflightGuard {
 /// anyone who can make us send mail can cause, never push a policy out (SPEC 5.3,
 /// 5.7). Each is bounded by `cache.size`.
 struct Entries {
-    policies: LruCache<Name, Entry>,
-    misses: LruCache<Name, Entry>,
+    policies: Lru<Entry>,
+    misses: Lru<Entry>,
     /// Rate-limits the "cache is full" warning.
     evictions: RateLimited,
 }
@@ -1097,8 +1084,8 @@ struct Entries {
 impl Entries {
     fn new(size: usize) -> Entries {
         Entries {
-            policies: bounded_lru(size),
-            misses: bounded_lru(size),
+            policies: Lru::new(size),
+            misses: Lru::new(size),
             evictions: RateLimited::default(),
         }
     }
@@ -1110,8 +1097,8 @@ impl Entries {
                 self.policies.len()
             );
         }
-        self.policies.resize(cap(size));
-        self.misses.resize(cap(size));
+        self.policies.resize(size);
+        self.misses.resize(size);
     }
 
     fn len(&self) -> usize {
@@ -1124,7 +1111,7 @@ impl Entries {
     /// and eviction order stays exact to the second.
     fn hit<R>(&mut self, domain: &str, now: u64, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
         fn touch<R>(
-            lru: &mut LruCache<Name, Entry>,
+            lru: &mut Lru<Entry>,
             domain: &str,
             now: u64,
             f: impl FnOnce(&mut Entry) -> R,

@@ -1050,10 +1050,10 @@ fn hits_move_an_entry_up_at_most_once_a_second_spec_5_7() {
     e.put("a.example".into(), Entry::default(), 100);
     e.put("b.example".into(), Entry::default(), 100);
     // First hits promote (b was put last; a hit on a puts it in front).
-    assert_eq!(e.hit("a.example", 100, |_| 1), Some(1));
-    assert_eq!(e.hit("b.example", 100, |_| 2), Some(2));
+    assert_eq!(e.hit("a.example", 100, |_, _| 1), Some(1));
+    assert_eq!(e.hit("b.example", 100, |_, _| 2), Some(2));
     // Another hit on a in the same second does not move it: b stays in front.
-    assert_eq!(e.hit("a.example", 100, |_| 3), Some(3));
+    assert_eq!(e.hit("a.example", 100, |_, _| 3), Some(3));
     e.put("c.example".into(), Entry::default(), 100);
     assert!(
         e.peek("a.example").is_none(),
@@ -1061,11 +1061,11 @@ fn hits_move_an_entry_up_at_most_once_a_second_spec_5_7() {
     );
     assert!(e.peek("b.example").is_some());
     // A second later, a hit moves b in front again, so c goes next.
-    assert!(e.hit("b.example", 101, |_| ()).is_some());
+    assert!(e.hit("b.example", 101, |_, _| ()).is_some());
     e.put("d.example".into(), Entry::default(), 101);
     assert!(e.peek("c.example").is_none());
     assert!(e.peek("b.example").is_some() && e.peek("d.example").is_some());
-    assert_eq!(e.hit("nothing.example", 101, |_| ()), None);
+    assert_eq!(e.hit("nothing.example", 101, |_, _| ()), None);
 }
 
 /// A slot of the LRU's table (key, entry, two u32 links) is what a hit reads: at
@@ -1076,4 +1076,35 @@ fn hits_move_an_entry_up_at_most_once_a_second_spec_5_7() {
 fn an_lru_slot_stays_small() {
     let slot = std::mem::size_of::<Name>() + std::mem::size_of::<Entry>() + 8;
     assert!(slot <= 104, "LRU table slot of {slot} bytes");
+}
+
+/// Entries whose policies give the same answer share one copy of its text, and
+/// texts no entry holds any more do not pile up.
+#[tokio::test]
+async fn answer_texts_are_shared_and_unused_ones_swept() {
+    let (cache, s, _) = setup(100);
+    for d in ["a.example", "b.example"] {
+        s.record(d, "1");
+        s.policy(d, "enforce", "mx.provider.example", 86400);
+        cache.lookup(d).await;
+    }
+    let text = |d: &str| match cache.cached(d, |hit| hit.answer as *const str) {
+        Cached::Policy(p) => p,
+        other => panic!("{d}: {other:?}"),
+    };
+    assert!(std::ptr::eq(text("a.example"), text("b.example")));
+
+    let mut answers = Answers::default();
+    let held: Vec<Arc<str>> = (0..10)
+        .map(|i| answers.intern(format!("secure match=mx{i}.example").into()))
+        .collect();
+    for i in 0..5000 {
+        drop(answers.intern(format!("secure match=gone{i}.example").into()));
+        assert!(answers.len() <= 2 * 1024, "{} texts kept", answers.len());
+    }
+    // The ones still in use survive every sweep, and are still shared.
+    for (i, h) in held.iter().enumerate() {
+        let again = answers.intern(format!("secure match=mx{i}.example").into());
+        assert!(Arc::ptr_eq(h, &again));
+    }
 }

@@ -11,7 +11,7 @@
 # bench-dns answering its TXT re-checks; socketmap-load (pinned to LOAD_CPU) asks
 # every key once (--prime), then measures. Settings (environment): SIZE (100000),
 # ROUNDS (3), CONNS (8), WARMUP (2), DURATION (8), ORDER (round-robin), SERVER_CPU
-# (0), LOAD_CPU (1), PORT_BASE (18480). A build may be a wrapper script (e.g. one
+# (0), LOAD_CPU (1), PORT_BASE (18480), MX (mx.example.net; see load.sh). A build may be a wrapper script (e.g. one
 # that sets an environment variable and execs the binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,7 @@ CONNS=${CONNS:-8}
 WARMUP=${WARMUP:-2}
 DURATION=${DURATION:-8}
 ORDER=${ORDER:-round-robin}
+MX=${MX:-mx.example.net}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PORT_BASE=${PORT_BASE:-18480}
@@ -38,7 +39,7 @@ TMP=$(mktemp -d)
 # shellcheck source=benches/common.sh
 source benches/common.sh
 
-"$BIN/gen-state" --dir "$TMP/state0" --key-count "$SIZE" 2>/dev/null
+"$BIN/gen-state" --dir "$TMP/state0" --key-count "$SIZE" --mx "$MX" 2>/dev/null
 cat >"$TMP/mtastsd.toml" <<EOF
 [server]
 listen = ["127.0.0.1:$PORT"]

@@ -13,7 +13,9 @@
 # ROUNDS (1), SERVER_CPU (0), LOAD_CPU (1), OUT (target/bench-load: JSON reports and
 # logs), CEILING (1: also measure the generator's own ceiling), SILENT_DNS (1: also
 # run the largest size with a DNS server that never answers), PORT_BASE (18460),
-# SPIN (0; 1: keep both CPUs out of idle with nice-19 busy loops, see below).
+# SPIN (0; 1: keep both CPUs out of idle with nice-19 busy loops, see below), MX
+# (mx.example.net: every policy's mx; with {N}, e.g. mx.d{N}.bench.test, each
+# domain's policy and answer differ, in mtastsd and in the baseline alike).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +34,8 @@ PORT_BASE=${PORT_BASE:-18460}
 MTASTSD_PORT=$((PORT_BASE + 1))
 BASELINE_PORT=$((PORT_BASE + 2))
 DNS_PORT=$((PORT_BASE + 3))
-ANSWER="secure match=mx.example.net servername=hostname"
+MX=${MX:-mx.example.net}
+ANSWER="secure match=$MX servername=hostname"
 PATTERN='d{N}.bench.test'
 
 echo "== building release binaries" >&2
@@ -112,7 +115,8 @@ start_mtastsd() {
     local size=$1 config=$2 log=$3
     local state="$TMP/state-$size"
     if [[ ! -f $state/policies.json.orig ]]; then
-        "$BIN/gen-state" --dir "$state" --pattern "$PATTERN" --key-count "$size" 2>/dev/null
+        "$BIN/gen-state" --dir "$state" --pattern "$PATTERN" --key-count "$size" \
+            --mx "$MX" 2>/dev/null
         cp "$state/policies.json" "$state/policies.json.orig"
     fi
     # Every run starts from the same generated file (mtastsd saves on shutdown).
@@ -224,7 +228,7 @@ fi
 echo
 echo "# socketmap load: $CONNS connections, closed loop, warm-up $WARMUP s, $DURATION s measured"
 echo "# servers on CPU $SERVER_CPU, generator on CPU $LOAD_CPU; latency in µs"
-echo "# load average at start: $START_LOAD, at end: $(cut -d' ' -f1-3 /proc/loadavg); SPIN=$SPIN"
+echo "# load average at start: $START_LOAD, at end: $(cut -d' ' -f1-3 /proc/loadavg); SPIN=$SPIN; MX=$MX"
 echo
 printf '%-18s %7s %5s %6s %7s | %7s %5s %6s %7s | %5s %5s | %7s %7s | %14s | %s\n' \
     "" "base" "p50" "p99" "p99.9" "mtastsd" "p50" "p99" "p99.9" "tput" "p99" \

@@ -29,7 +29,8 @@ struct Args {
     pattern: String,
     #[arg(long, default_value_t = 1000)]
     key_count: usize,
-    /// MX patterns of every policy (repeatable).
+    /// MX patterns of every policy (repeatable); {N} is replaced by the domain's
+    /// number, for policies that all differ (`mx.d{N}.bench.test`).
     #[arg(long, default_value = "mx.example.net")]
     mx: Vec<String>,
     /// The policies' max_age, seconds.
@@ -55,16 +56,16 @@ struct StoreFile<'a> {
 #[derive(Serialize)]
 struct Persisted<'a> {
     domain: String,
-    policy: PolicyJson<'a>,
+    policy: PolicyJson,
     id: &'a str,
     fetched: u64,
 }
 
 #[derive(Serialize)]
-struct PolicyJson<'a> {
+struct PolicyJson {
     mode: &'static str,
     max_age: u32,
-    mx: &'a [String],
+    mx: Vec<String>,
     max_age_clamped: bool,
 }
 
@@ -89,12 +90,17 @@ fn run(args: Args) -> Result<(), String> {
         version: FORMAT_VERSION,
         policies: domains
             .into_iter()
-            .map(|domain| Persisted {
+            .enumerate()
+            .map(|(n, domain)| Persisted {
                 domain,
                 policy: PolicyJson {
                     mode: "enforce",
                     max_age: args.max_age,
-                    mx: &args.mx,
+                    mx: args
+                        .mx
+                        .iter()
+                        .map(|mx| mx.replace(keys::PLACEHOLDER, &n.to_string()))
+                        .collect(),
                     max_age_clamped: false,
                 },
                 id: &args.id,

@@ -28,7 +28,7 @@ struct Args {
     pattern: String,
     #[arg(long, default_value_t = 1000)]
     key_count: usize,
-    /// The data of the OK reply.
+    /// The data of the OK reply; {N} is replaced by the key's number.
     #[arg(
         long,
         default_value = "secure match=mx.example.net servername=hostname"
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
 
 async fn serve(args: Args, keys: Vec<String>) -> std::io::Result<()> {
     let listener = args.listen.listen().await?;
-    let map = Arc::new(build_map(&keys, args.answer.as_bytes()));
+    let map = Arc::new(build_map(&keys, &args.answer));
     eprintln!(
         "socketmap-baseline: {} keys, listening on {}",
         map.len(),
@@ -88,14 +88,25 @@ async fn serve(args: Args, keys: Vec<String>) -> std::io::Result<()> {
     }
 }
 
-fn build_map(keys: &[String], answer: &[u8]) -> Map {
-    let mut payload = b"OK ".to_vec();
-    payload.extend_from_slice(answer);
-    let mut framed = Vec::new();
-    netstring::encode(&payload, &mut framed);
-    let reply: Arc<[u8]> = framed.into();
+/// One framed reply shared by every key, or one per key when `answer` holds {N}
+/// (replaced by the key's number, as gen-state does with its mx patterns).
+fn build_map(keys: &[String], answer: &str) -> Map {
+    let framed = |answer: &str| -> Arc<[u8]> {
+        let mut framed = Vec::new();
+        netstring::encode(format!("OK {answer}").as_bytes(), &mut framed);
+        framed.into()
+    };
+    let shared = framed(answer);
     keys.iter()
-        .map(|k| (k.as_bytes().into(), Arc::clone(&reply)))
+        .enumerate()
+        .map(|(n, k)| {
+            let reply = if answer.contains(keys::PLACEHOLDER) {
+                framed(&answer.replace(keys::PLACEHOLDER, &n.to_string()))
+            } else {
+                Arc::clone(&shared)
+            };
+            (k.as_bytes().into(), reply)
+        })
         .collect()
 }
 
@@ -137,5 +148,24 @@ async fn connection(mut conn: Conn, map: Arc<Map>) {
             return;
         }
         output.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_reply_for_all_keys_or_one_per_key_with_a_placeholder() {
+        let keys = keys::from_pattern("d{N}.test", 2).unwrap();
+        let shared = build_map(&keys, "secure match=mx.example");
+        assert_eq!(&*shared[&b"d1.test"[..]], b"26:OK secure match=mx.example,");
+        assert!(Arc::ptr_eq(
+            &shared[&b"d0.test"[..]],
+            &shared[&b"d1.test"[..]]
+        ));
+        let each = build_map(&keys, "secure match=mx.d{N}.test");
+        assert_eq!(&*each[&b"d0.test"[..]], b"26:OK secure match=mx.d0.test,");
+        assert_eq!(&*each[&b"d1.test"[..]], b"26:OK secure match=mx.d1.test,");
     }
 }

@@ -34,7 +34,7 @@
 //! | [`resolver::dns`] | 2.1, 2.6 TXT lookups, NXDOMAIN/NODATA vs failure |
 //! | [`resolver::udp`], [`resolver::wire`] | 2.2, 2.6 the TXT fast path: pooled UDP sockets, the query bytes and the reply checks (plain answers only; the rest goes to hickory) |
 //! | [`resolver::https`] | 3.1–3.5, 3.7 the fetch |
-//! | [`cache`] | 3.6 single flight, 5.1–5.7 cache, refresh, back-off |
+//! | [`cache`] | 3.6 single flight, 5.1–5.7 cache, refresh, back-off; 5.7's LRU in `cache/lru.rs` (entries in the hash table itself: a hit reads one slot) |
 //! | [`cache::store`] | 5.8 persistence |
 //! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (issue 4): adopt, lease, publish |
 //! | [`postfix`] | 6.1, 6.2 the answer, 6.3 its TLS-RPT attributes (`tlsrpt` profiles), the postconf(5) syntax check every answer passes |

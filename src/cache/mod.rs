@@ -18,12 +18,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use self::lru::Lru;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-/// A cache key, inline when short.
-pub(crate) type Name = compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use self::lru::Lru;
 
 use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::select_record;
@@ -145,9 +144,13 @@ impl CachedPolicy {
     }
 }
 
-/// Per-domain state. It lives in the LRU's node, so what a hit reads is here, next
-/// to the key: the expiry, mode and answer text are copies of the policy's (set by
-/// [`Entry::set_policy`]), and a hit does not touch the policy itself.
+/// A cache key: a domain name, stored inline (in the LRU's table slot) when it has
+/// at most 24 bytes, as almost all do.
+pub(crate) type Name = compact_str::CompactString;
+
+/// Per-domain state. It lives in the LRU's table slot, next to the key, so what a
+/// hit reads is here: the expiry, mode and answer text are copies of the policy's
+/// (set by [`Entry::set_policy`]), and a hit does not touch the policy itself.
 #[derive(Debug, Clone, Default)]
 struct Entry {
     /// The last policy fetched; used only while [`CachedPolicy::usable`]. Set only
@@ -164,8 +167,9 @@ struct Entry {
     /// With no usable policy: answer `NOTFOUND ` without resolving until then
     /// (negative cache and back-off, SPEC 5.6).
     quiet_until: u64,
-    /// Boxed: rare, and every entry pays for the field's size (a 100 000-entry cache
-    /// is mostly this struct).
+    /// A failed fetch's back-off and the last problem logged. Boxed: rare, and
+    /// every entry pays for the field's size (a 100 000-entry cache is mostly this
+    /// struct).
     trouble: Option<Box<Trouble>>,
     /// When a hit last moved the entry to the front of its LRU (unix seconds).
     touched: u64,

@@ -216,8 +216,8 @@ fn profile() -> Profile {
 }
 
 /// A cache-hit request from the public pieces, formatting the answer on every hit
-/// (`policy_answer` + `Reply::ok` + `encode`): what the server did before it kept
-/// framed replies per policy, and the cost that memo saves.
+/// (`policy_answer` + `Reply::ok` + `encode`): what the server did before the cache
+/// kept each policy's answer text, and the cost that saves.
 async fn assembled(
     cache: &Arc<PolicyCache>,
     profile: &Profile,
@@ -350,7 +350,7 @@ fn allocation_report_cache(rt: &tokio::runtime::Runtime, f: &Filled) {
         }
         let live1 = LIVE.load(Ordering::Relaxed);
         println!(
-            "heap added by the first server-path hit of each domain (reply memo): {} bytes per domain",
+            "heap added by the first server-path hit of each domain (answer text): {} bytes per domain",
             live1.saturating_sub(live0) / n
         );
         let (a0, b0) = counters();

@@ -90,19 +90,16 @@ pub fn enforced(mode: Mode, profile: &Profile) -> bool {
 }
 
 /// The `secure match=...` text a cache entry keeps for its policy: empty when the
-/// policy has no mx (mode none) or when the longest reply built on it would be
-/// more than Postfix accepts (SPEC 1.3); the server answers `NOTFOUND` then.
-pub fn cached_answer(policy: &Policy) -> Box<str> {
+/// policy has no mx (mode none); `Err` with the text's length when the longest reply
+/// built on it would be more than Postfix accepts (SPEC 1.3): the server answers
+/// `NOTFOUND` then, and the caller says so in the log.
+pub fn cached_answer(policy: &Policy) -> Result<Box<str>, usize> {
     let text = secure_match(policy).unwrap_or_default();
     let longest = "OK ".len() + text.len() + SERVERNAME_SUFFIX[1].len();
     if longest >= crate::socketmap::response::MAX_REPLY - 8 {
-        log::warn!(
-            "policy answer of {} bytes is too long for Postfix; answering NOTFOUND",
-            text.len()
-        );
-        return Box::from("");
+        return Err(text.len());
     }
-    text.into_boxed_str()
+    Ok(text.into_boxed_str())
 }
 
 /// `secure match=p1:p2:...`, the part of the answer every profile shares; `None` for
@@ -409,6 +406,25 @@ mod tests {
             "{answer}"
         );
         assert!(!answer.contains("policy_ttl"), "{answer}");
+    }
+
+    /// SPEC 1.3: an answer Postfix could not take is not kept as one; the server
+    /// answers `NOTFOUND` for it.
+    #[test]
+    fn the_kept_answer_text_is_refused_when_too_long_for_a_reply_spec_1_3() {
+        let p = policy(Mode::Enforce, &["mx.example.org", "*.example.net"]);
+        assert_eq!(
+            cached_answer(&p).as_deref(),
+            Ok("secure match=mx.example.org:.example.net")
+        );
+        assert_eq!(cached_answer(&policy(Mode::None, &[])).as_deref(), Ok(""));
+        // 5 000 distinct mx of 20 bytes: about 105 000 bytes of answer.
+        let names: Vec<String> = (0..5000).map(|i| format!("mx{i:05}.example.org")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let huge = policy(Mode::Enforce, &refs);
+        let len = secure_match(&huge).unwrap().len();
+        assert!(len > crate::socketmap::response::MAX_REPLY);
+        assert_eq!(cached_answer(&huge), Err(len));
     }
 
     #[test]

@@ -199,7 +199,9 @@ impl Handler {
                     }
                     Cached::Unknown => match self.cache.resolve_miss(&domain).await {
                         Lookup::Policy(p) => {
-                            let answer = cached_answer(&p.policy);
+                            // A miss: built for this reply only. An answer too long
+                            // for Postfix is logged once, by the cache on its first hit.
+                            let answer = cached_answer(&p.policy).unwrap_or_default();
                             let hit = Hit {
                                 mode: p.policy.mode,
                                 answer: &answer,

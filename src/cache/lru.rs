@@ -67,7 +67,9 @@ impl<V> Lru<V> {
         } else {
             None
         };
-        self.map.insert(key, value);
+        let inserted = self.map.insert(key, value);
+        // Only a limiter that refuses, or a table that cannot grow, makes it fail.
+        debug_assert!(inserted, "the LRU refused an entry");
         evicted
     }
 

@@ -90,7 +90,7 @@ pub struct CachedPolicy {
     pub tlsrpt: Memo,
 }
 
-/// A write-once slot for text derived from a policy (see [`CachedPolicy::answer`]).
+/// A write-once slot for text derived from a policy (see [`CachedPolicy::tlsrpt`]).
 /// Equal to any other: it holds nothing the policy does not determine.
 #[derive(Default, Clone)]
 pub struct Memo(OnceLock<Box<str>>);
@@ -198,14 +198,19 @@ impl Entry {
     }
 
     fn set_failed(&mut self, failed: Option<(String, u64)>) {
-        self.change_trouble(|t| t.failed = failed);
+        if failed.is_some() || self.trouble.is_some() {
+            self.change_trouble(|t| t.failed = failed);
+        }
     }
 
     fn set_last_problem(&mut self, problem: Option<String>) {
-        self.change_trouble(|t| t.last_problem = problem);
+        if problem.is_some() || self.trouble.is_some() {
+            self.change_trouble(|t| t.last_problem = problem);
+        }
     }
 
-    /// The box goes when there is nothing left in it.
+    /// The box goes when there is nothing left in it (and clearing a field of an
+    /// entry without trouble allocates nothing: see the setters).
     fn change_trouble(&mut self, f: impl FnOnce(&mut Trouble)) {
         let trouble = self.trouble.get_or_insert_with(Box::default);
         f(trouble);
@@ -580,25 +585,42 @@ impl PolicyCache {
                 else {
                     unreachable!("a usable entry has a policy, set with its mode");
                 };
+                let mut too_long = None;
                 let answer = answer.get_or_insert_with(|| {
-                    answers.intern(crate::postfix::cached_answer(&policy.policy))
+                    let text =
+                        crate::postfix::cached_answer(&policy.policy).unwrap_or_else(|len| {
+                            too_long = Some(len);
+                            Box::from("")
+                        });
+                    answers.intern(text)
                 });
-                Found::Policy(
-                    read(Hit {
+                Found::Policy {
+                    read: read(Hit {
                         mode: *mode,
                         answer,
                         policy,
                     }),
                     recheck_permit,
-                )
+                    too_long,
+                }
             });
         match found {
-            Some(Found::Policy(r, recheck_permit)) => {
+            Some(Found::Policy {
+                read,
+                recheck_permit,
+                too_long,
+            }) => {
+                // Logged once per policy (on its first hit), outside the lock.
+                if let Some(len) = too_long {
+                    log::warn!(
+                        "{domain}: policy answer of {len} bytes is too long for Postfix; answering NOTFOUND"
+                    );
+                }
                 if let Some(permit) = recheck_permit {
                     drop(self.resolve_shared(domain, false, Some(permit)));
                 }
                 crate::metrics::get().cache_hits.increment(1);
-                Cached::Policy(r)
+                Cached::Policy(read)
             }
             Some(Found::Negative) => {
                 crate::metrics::get().cache_negative_hits.increment(1);
@@ -1224,9 +1246,14 @@ impl Entries {
 
 /// What a lookup found in the cache.
 enum Found<R> {
-    /// What the reader made of a usable policy, and a permit when its TXT id
-    /// re-check is due now.
-    Policy(R, Option<OwnedSemaphorePermit>),
+    /// What the reader made of a usable policy, a permit when its TXT id re-check is
+    /// due now, and the length of an answer text too long for Postfix, found when it
+    /// was built (to log once the lock is released).
+    Policy {
+        read: R,
+        recheck_permit: Option<OwnedSemaphorePermit>,
+        too_long: Option<usize>,
+    },
     /// Nothing usable, and quiet (negative cache, back-off).
     Negative,
     /// Nothing usable: resolve.

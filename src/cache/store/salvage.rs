@@ -229,6 +229,21 @@ mod tests {
         assert!(s.damaged);
     }
 
+    /// JSON text is UTF-8 (RFC 8259 section 8.1): bytes that are not, even in a
+    /// field nobody reads, mean the entry was damaged. (serde_json's own reader
+    /// skips an unknown field's string without checking; the fuzz target found it.)
+    #[test]
+    fn bytes_that_are_not_utf8_damage_their_entry() {
+        let mut bad = GOOD
+            .replace(r#""n":2"#, r#""n":2,"note":"xx""#)
+            .into_bytes();
+        let at = bad.windows(4).position(|w| w == b"\"xx\"").unwrap();
+        bad[at + 1] = 0xff;
+        let s = salvage::<E>(&bad);
+        assert_eq!(domains(&s), ["a", "c"]);
+        assert!(s.damaged);
+    }
+
     #[test]
     fn not_a_store_gives_nothing() {
         for text in ["", "{ not json", "[]", "null", "{\"policies\":7}"] {

@@ -40,15 +40,7 @@ TMP=$(mktemp -d)
 source benches/common.sh
 
 "$BIN/gen-state" --dir "$TMP/state0" --key-count "$SIZE" --mx "$MX" 2>/dev/null
-cat >"$TMP/mtastsd.toml" <<EOF
-[server]
-listen = ["127.0.0.1:$PORT"]
-[dns]
-nameservers = ["127.0.0.1:$DNS_PORT"]
-timeout = "1s"
-[log]
-level = "warn"
-EOF
+write_config "$TMP/mtastsd.toml" "$PORT" "127.0.0.1:$DNS_PORT"
 taskset -c "$LOAD_CPU" "$BIN/bench-dns" --listen "127.0.0.1:$DNS_PORT" 2>/dev/null &
 PIDS+=("$!")
 

@@ -48,3 +48,21 @@ wait_ok() {
     echo "no OK answer on port $port after 30 s" >&2
     return 1
 }
+
+# write_config FILE PORT DNS: an mtastsd configuration listening on 127.0.0.1:PORT,
+# asking the DNS server at DNS (HOST:PORT), logging at warn so that logging costs
+# nothing on the hot path.
+write_config() {
+    local file=$1 port=$2 dns=$3
+    cat >"$file" <<EOF
+[server]
+listen = ["127.0.0.1:$port"]
+[dns]
+nameservers = ["$dns"]
+timeout = "1s"
+[fetch]
+timeout = "1s"
+[log]
+level = "warn"
+EOF
+}

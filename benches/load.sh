@@ -76,24 +76,9 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 
-# mtastsd configuration: DNS re-checks go to bench-dns (or, silent, to a port where
-# nothing answers), logs at warn so logging costs nothing on the hot path.
-write_config() {
-    local file=$1 dns=$2
-    cat >"$file" <<EOF
-[server]
-listen = ["127.0.0.1:$MTASTSD_PORT"]
-[dns]
-nameservers = ["$dns"]
-timeout = "1s"
-[fetch]
-timeout = "1s"
-[log]
-level = "warn"
-EOF
-}
-write_config "$TMP/mtastsd.toml" "127.0.0.1:$DNS_PORT"
-write_config "$TMP/mtastsd-silent.toml" "127.0.0.1:9"
+# DNS re-checks go to bench-dns, or (silent) to a port where nothing answers.
+write_config "$TMP/mtastsd.toml" "$MTASTSD_PORT" "127.0.0.1:$DNS_PORT"
+write_config "$TMP/mtastsd-silent.toml" "$MTASTSD_PORT" "127.0.0.1:9"
 
 taskset -c "$LOAD_CPU" "$BIN/bench-dns" --listen "127.0.0.1:$DNS_PORT" 2>"$OUT/bench-dns.log" &
 PIDS+=("$!")

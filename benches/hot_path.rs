@@ -198,6 +198,17 @@ fn filled(rt: &tokio::runtime::Runtime, n: usize) -> Filled {
     }
 }
 
+/// The items (domains, request frames) one after another, from the first again
+/// after the last.
+fn in_turn<'a, T>(items: &'a [T]) -> impl FnMut() -> &'a T {
+    let mut i = 0;
+    move || {
+        let item = &items[i];
+        i = (i + 1) % items.len();
+        item
+    }
+}
+
 fn policy_with(mx: &[&str]) -> Policy {
     Policy {
         mode: Mode::Enforce,
@@ -492,29 +503,18 @@ fn bench_cache(c: &mut Criterion, rt: &tokio::runtime::Runtime, sets: &[Filled])
         // The server's hit: `cached` lends the entry's mode and answer text under the
         // lock (what `Handler::answer` copies into its reply), no reference count.
         g.bench_with_input(BenchmarkId::new("cached", n), f, |b, f| {
-            let mut i = 0usize;
-            b.iter(|| {
-                let hit = f.cache.cached(&f.domains[i], |hit| hit.answer.len());
-                i += 1;
-                if i == f.domains.len() {
-                    i = 0;
-                }
-                black_box(hit)
-            })
+            let mut next = in_turn(&f.domains);
+            b.iter(|| black_box(f.cache.cached(next(), |hit| hit.answer.len())))
         });
         // `lookup`, for callers that want the policy: the same, plus a clone of the
         // policy's `Arc` (a write to the policy's memory).
         g.bench_with_input(BenchmarkId::new("lookup", n), f, |b, f| {
-            let mut i = 0usize;
+            let mut next = in_turn(&f.domains);
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        black_box(f.cache.lookup(&f.domains[i]).await);
-                        i += 1;
-                        if i == f.domains.len() {
-                            i = 0;
-                        }
+                        black_box(f.cache.lookup(next()).await);
                     }
                     start.elapsed()
                 })
@@ -528,19 +528,12 @@ fn bench_cache(c: &mut Criterion, rt: &tokio::runtime::Runtime, sets: &[Filled])
         let mut map: HashMap<String, u64> = HashMap::with_capacity(n);
         let mut sorted: Vec<&String> = f.domains.iter().collect();
         sorted.sort();
-        for (v, d) in sorted.into_iter().enumerate() {
-            map.insert(d.clone(), v as u64);
+        for (v, d) in sorted.iter().enumerate() {
+            map.insert((*d).clone(), v as u64);
         }
         g.bench_with_input(BenchmarkId::new("std_hashmap_baseline", n), f, |b, f| {
-            let mut i = 0usize;
-            b.iter(|| {
-                let hit = map.get(f.domains[i].as_str()).copied();
-                i += 1;
-                if i == f.domains.len() {
-                    i = 0;
-                }
-                black_box(hit)
-            })
+            let mut next = in_turn(&f.domains);
+            b.iter(|| black_box(map.get(next()).copied()))
         });
         // The same keys in the `lru` crate (what the cache used before `schnellru`):
         // a table of pointers to list nodes. `get` moves the entry to the front (it
@@ -548,67 +541,35 @@ fn bench_cache(c: &mut Criterion, rt: &tokio::runtime::Runtime, sets: &[Filled])
         let mut lru: lru::LruCache<String, u64> =
             lru::LruCache::new(std::num::NonZeroUsize::new(n).unwrap());
         // Filled in an order unrelated to the hit order, as the real cache is.
-        let mut sorted: Vec<&String> = f.domains.iter().collect();
-        sorted.sort();
-        for (v, d) in sorted.into_iter().enumerate() {
-            lru.put(d.clone(), v as u64);
+        for (v, d) in sorted.iter().enumerate() {
+            lru.put((*d).clone(), v as u64);
         }
         g.bench_with_input(BenchmarkId::new("lru_get_baseline", n), f, |b, f| {
-            let mut i = 0usize;
-            b.iter(|| {
-                let hit = lru.get(f.domains[i].as_str()).copied();
-                i += 1;
-                if i == f.domains.len() {
-                    i = 0;
-                }
-                black_box(hit)
-            })
+            let mut next = in_turn(&f.domains);
+            b.iter(|| black_box(lru.get(next()).copied()))
         });
         // The same behind a Mutex, as in the cache: the lock's atomic read-modify-write
         // stops the CPU overlapping one hit's cache misses with the next one's.
         let locked = std::sync::Mutex::new(lru);
         g.bench_with_input(BenchmarkId::new("mutex_lru_get_baseline", n), f, |b, f| {
-            let mut i = 0usize;
-            b.iter(|| {
-                let hit = locked.lock().unwrap().get(f.domains[i].as_str()).copied();
-                i += 1;
-                if i == f.domains.len() {
-                    i = 0;
-                }
-                black_box(hit)
-            })
+            let mut next = in_turn(&f.domains);
+            b.iter(|| black_box(locked.lock().unwrap().get(next()).copied()))
         });
         let lru = locked.into_inner().unwrap();
         g.bench_with_input(BenchmarkId::new("lru_peek_baseline", n), f, |b, f| {
-            let mut i = 0usize;
-            b.iter(|| {
-                let hit = lru.peek(f.domains[i].as_str()).copied();
-                i += 1;
-                if i == f.domains.len() {
-                    i = 0;
-                }
-                black_box(hit)
-            })
+            let mut next = in_turn(&f.domains);
+            b.iter(|| black_box(lru.peek(next()).copied()))
         });
         // `schnellru`, what the cache uses: the entries sit in the hash table itself,
         // so a hit reads one slot instead of a slot and a node.
         let mut flat: schnellru::LruMap<String, u64> =
             schnellru::LruMap::new(schnellru::ByLength::new(n as u32));
-        let mut sorted: Vec<&String> = f.domains.iter().collect();
-        sorted.sort();
-        for (v, d) in sorted.into_iter().enumerate() {
-            flat.insert(d.clone(), v as u64);
+        for (v, d) in sorted.iter().enumerate() {
+            flat.insert((*d).clone(), v as u64);
         }
         g.bench_with_input(BenchmarkId::new("schnellru_peek_baseline", n), f, |b, f| {
-            let mut i = 0usize;
-            b.iter(|| {
-                let hit = flat.peek(f.domains[i].as_str()).copied();
-                i += 1;
-                if i == f.domains.len() {
-                    i = 0;
-                }
-                black_box(hit)
-            })
+            let mut next = in_turn(&f.domains);
+            b.iter(|| black_box(flat.peek(next()).copied()))
         });
     }
     g.finish();
@@ -621,19 +582,15 @@ fn bench_cache(c: &mut Criterion, rt: &tokio::runtime::Runtime, sets: &[Filled])
         g.bench_with_input(BenchmarkId::new("assembled", n), f, |b, f| {
             let mut input = BytesMut::with_capacity(512);
             let mut output = BytesMut::with_capacity(512);
-            let mut i = 0usize;
+            let mut next = in_turn(&f.frames);
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        input.extend_from_slice(&f.frames[i]);
+                        input.extend_from_slice(next());
                         assembled(&f.cache, &prof, &mut input, &mut output).await;
                         black_box(&output);
                         output.clear();
-                        i += 1;
-                        if i == f.frames.len() {
-                            i = 0;
-                        }
                     }
                     start.elapsed()
                 })
@@ -643,19 +600,15 @@ fn bench_cache(c: &mut Criterion, rt: &tokio::runtime::Runtime, sets: &[Filled])
         g.bench_with_input(BenchmarkId::new("handler", n), f, |b, f| {
             let mut input = BytesMut::with_capacity(512);
             let mut output = BytesMut::with_capacity(512);
-            let mut i = 0usize;
+            let mut next = in_turn(&f.frames);
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        input.extend_from_slice(&f.frames[i]);
+                        input.extend_from_slice(next());
                         via_handler(&handler, &mut input, &mut output).await;
                         black_box(&output);
                         output.clear();
-                        i += 1;
-                        if i == f.frames.len() {
-                            i = 0;
-                        }
                     }
                     start.elapsed()
                 })

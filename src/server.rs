@@ -189,33 +189,7 @@ impl Handler {
         };
         let answered = match answered {
             Some(a) => a,
-            None => {
-                let hit = |hit: Hit<'_>| policy_reply(hit, &domain, &profile, out);
-                match self.cache.cached(&domain, hit) {
-                    Cached::Policy(ok) => Answered::from(ok),
-                    Cached::NoPolicy => {
-                        out.extend_from_slice(NOTFOUND);
-                        Answered::NotFound
-                    }
-                    Cached::Unknown => match self.cache.resolve_miss(&domain).await {
-                        Lookup::Policy(p) => {
-                            // A miss: built for this reply only. An answer too long
-                            // for Postfix is logged once, by the cache on its first hit.
-                            let answer = cached_answer(&p.policy).unwrap_or_default();
-                            let hit = Hit {
-                                mode: p.policy.mode,
-                                answer: &answer,
-                                policy: &p,
-                            };
-                            Answered::from(policy_reply(hit, &domain, &profile, out))
-                        }
-                        Lookup::NoPolicy => {
-                            out.extend_from_slice(NOTFOUND);
-                            Answered::NotFound
-                        }
-                    },
-                }
-            }
+            None => self.mta_sts_reply(&domain, &profile, out).await,
         };
         let m = crate::metrics::get();
         match answered {
@@ -223,6 +197,31 @@ impl Handler {
             Answered::NotFound => m.answers_notfound.increment(1),
             Answered::Temp => {}
         }
+    }
+
+    /// The MTA-STS answer: a cache hit is read in place, under the cache lock
+    /// (nothing allocated); otherwise the answer waits for the resolution.
+    async fn mta_sts_reply(&self, domain: &str, profile: &Profile, out: &mut BytesMut) -> Answered {
+        let read = |hit: Hit<'_>| policy_reply(hit, domain, profile, out);
+        match self.cache.cached(domain, read) {
+            Cached::Policy(ok) => return Answered::from(ok),
+            Cached::NoPolicy => {}
+            Cached::Unknown => {
+                if let Lookup::Policy(p) = self.cache.resolve_miss(domain).await {
+                    // Built for this reply only. An answer too long for Postfix is
+                    // logged once, by the cache on the policy's first hit.
+                    let answer = cached_answer(&p.policy).unwrap_or_default();
+                    let hit = Hit {
+                        mode: p.policy.mode,
+                        answer: &answer,
+                        policy: &p,
+                    };
+                    return Answered::from(policy_reply(hit, domain, profile, out));
+                }
+            }
+        }
+        out.extend_from_slice(NOTFOUND);
+        Answered::NotFound
     }
 
     /// SPEC 6.4, for a profile with `dane = true`: `OK dane-only` / `OK dane` when

@@ -1200,7 +1200,8 @@ impl Entries {
             }
             let r = f(entry, answers);
             if stale {
-                lru.promote(domain);
+                // Moved to the front.
+                lru.get(domain);
             }
             Ok(r)
         }

@@ -44,7 +44,8 @@ write_config "$TMP/mtastsd.toml" "$PORT" "127.0.0.1:$DNS_PORT"
 taskset -c "$LOAD_CPU" "$BIN/bench-dns" --listen "127.0.0.1:$DNS_PORT" 2>/dev/null &
 PIDS+=("$!")
 
-printf '%-40s %5s %9s %7s %7s %9s\n' build round "r/s" "p50 µs" "p99 µs" "CPU µs/req"
+printf '%-40s %5s %9s %7s %7s %9s %8s\n' build round "r/s" "p50 µs" "p99 µs" "CPU µs/req" \
+    "sleeps/s"
 declare -A SUM RUNS
 for round in $(seq 1 "$ROUNDS"); do
     for build in "$@"; do
@@ -63,8 +64,9 @@ for round in $(seq 1 "$ROUNDS"); do
         rps=$(jget "$TMP/r.json" throughput_rps)
         cpu=$(jget "$TMP/r.json" server_cpu_percent)
         per=$(awk -v c="$cpu" -v r="$rps" 'BEGIN { printf "%.2f", c * 10000 / r }')
-        printf '%-40s %5d %9.0f %7.1f %7.1f %9s\n' "$build" "$round" "$rps" \
-            "$(jget "$TMP/r.json" p50)" "$(jget "$TMP/r.json" p99)" "$per"
+        printf '%-40s %5d %9.0f %7.1f %7.1f %9s %8.0f\n' "$build" "$round" "$rps" \
+            "$(jget "$TMP/r.json" p50)" "$(jget "$TMP/r.json" p99)" "$per" \
+            "$(jget "$TMP/r.json" server_sleeps_per_s)"
         SUM[$build]=$(awk -v a="${SUM[$build]:-0}" -v b="$per" 'BEGIN { print a + b }')
         RUNS[$build]=$((${RUNS[$build]:-0} + 1))
     done

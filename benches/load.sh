@@ -130,17 +130,21 @@ row() {
     mt=$(jget "$m" throughput_rps) mp50=$(jget "$m" p50) mp99=$(jget "$m" p99)
     mp999=$(jget "$m" p99.9) gm=$(jget "$m" generator_cpu_percent)
     bc=$(jget "$b" server_cpu_percent) mc=$(jget "$m" server_cpu_percent)
+    # Server sleeps per second (threads waiting in epoll): on a VM each is a halt.
+    local bs ms
+    bs=$(jget "$b" server_sleeps_per_s) ms=$(jget "$m" server_sleeps_per_s)
     local errs
     errs=$(($(jget "$m" malformed) + $(jget "$m" connection_errors) + $(jget "$b" malformed) + $(jget "$b" connection_errors)))
     local notok=$(($(jget "$m" requests) - $(jget "$m" OK)))
     ROWS+=("$(awk -v n="$1" -v bt="$bt" -v bp50="$bp50" -v bp99="$bp99" \
         -v bp999="$bp999" -v mt="$mt" -v mp50="$mp50" -v mp99="$mp99" -v mp999="$mp999" \
-        -v bc="$bc" -v mc="$mc" -v gb="$gb" -v gm="$gm" -v e="$errs" -v no="$notok" 'BEGIN {
+        -v bc="$bc" -v mc="$mc" -v gb="$gb" -v gm="$gm" -v e="$errs" -v no="$notok" \
+        -v bs="$bs" -v ms="$ms" 'BEGIN {
         # Server CPU per request (µs): independent of how fast the generator is.
         bu = bc * 10000 / bt; mu = mc * 10000 / mt
-        printf "%-18s %7.0f %5.1f %6.1f %7.1f | %7.0f %5.1f %6.1f %7.1f | %5.2f %5.2f | %3.0f/%3.0f %3.0f/%3.0f | %4.2f %4.2f %4.2f | %d/%d\n",
+        printf "%-18s %7.0f %5.1f %6.1f %7.1f | %7.0f %5.1f %6.1f %7.1f | %5.2f %5.2f | %3.0f/%3.0f %3.0f/%3.0f | %4.2f %4.2f %4.2f | %5.0f %5.0f | %d/%d\n",
             n, bt, bp50, bp99, bp999, mt, mp50, mp99, mp999, mt / bt, mp99 / bp99,
-            bc, gb, mc, gm, bu, mu, mu / bu, e, no }')")
+            bc, gb, mc, gm, bu, mu, mu / bu, bs, ms, e, no }')")
 }
 
 MEM=()
@@ -215,12 +219,12 @@ echo "# socketmap load: $CONNS connections, closed loop, warm-up $WARMUP s, $DUR
 echo "# servers on CPU $SERVER_CPU, generator on CPU $LOAD_CPU; latency in µs"
 echo "# load average at start: $START_LOAD, at end: $(cut -d' ' -f1-3 /proc/loadavg); SPIN=$SPIN; MX=$MX"
 echo
-printf '%-18s %7s %5s %6s %7s | %7s %5s %6s %7s | %5s %5s | %7s %7s | %14s | %s\n' \
+printf '%-18s %7s %5s %6s %7s | %7s %5s %6s %7s | %5s %5s | %7s %7s | %14s | %11s | %s\n' \
     "" "base" "p50" "p99" "p99.9" "mtastsd" "p50" "p99" "p99.9" "tput" "p99" \
-    "CPU %" "CPU %" "CPU µs/req" "errors/"
-printf '%-18s %7s %5s %6s %7s | %7s %5s %6s %7s | %5s %5s | %7s %7s | %14s | %s\n' \
+    "CPU %" "CPU %" "CPU µs/req" "sleeps/s" "errors/"
+printf '%-18s %7s %5s %6s %7s | %7s %5s %6s %7s | %5s %5s | %7s %7s | %14s | %11s | %s\n' \
     "domains, round" "r/s" "" "" "" "r/s" "" "" "" "ratio" "ratio" "base/gen" "mt/gen" \
-    "base  mt ratio" "not OK"
+    "base  mt ratio" "base    mt" "not OK"
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "# mtastsd: start-up (ms from exec to the first OK answer), memory (MiB), and the"

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use socketmap_load::keys::{self, Order, Picker};
 use socketmap_load::netstring::Status;
 use socketmap_load::netstring::{self, parse_reply};
-use socketmap_load::report::{self, Prime, Report, RunConfig, Stats};
+use socketmap_load::report::{self, Prime, Report, RunConfig, Stats, Usage};
 use socketmap_load::target::Conn;
 use socketmap_load::target::Target;
 
@@ -132,27 +132,25 @@ fn run(args: Args) -> Result<(), String> {
             warmup_s: 0.0,
             ..config
         };
-        let (stats, seconds, cpu, server_cpu) = rt.block_on(async {
-            let before = report::cpu_time();
-            let server_before = args.server_pid.and_then(report::process_cpu_time);
+        let (stats, seconds, used, server_used) = rt.block_on(async {
+            let before = report::own_usage();
+            let server_before = args.server_pid.and_then(report::process_usage);
             let (stats, seconds) =
                 one_pass(&args.target, &requests, args.connections, true, args.rate).await;
-            let server_after = args.server_pid.and_then(report::process_cpu_time);
-            let server_cpu = server_before
-                .zip(server_after)
-                .map(|(a, b)| b.saturating_sub(a));
+            let server_after = args.server_pid.and_then(report::process_usage);
+            let server_used = server_before.zip(server_after).map(|(a, b)| b.since(a));
             (
                 stats,
                 seconds,
-                report::cpu_time().saturating_sub(before),
-                server_cpu,
+                report::own_usage().since(before),
+                server_used,
             )
         });
         let config = RunConfig {
             duration_s: seconds,
             ..config
         };
-        let report = Report::new(config, &stats, seconds, cpu, server_cpu);
+        let report = Report::new(config, &stats, seconds, used, server_used);
         print!("{}", report.text());
         if let Some(path) = &args.json {
             let json = serde_json::to_string_pretty(&report).expect("report serializes");
@@ -160,15 +158,15 @@ fn run(args: Args) -> Result<(), String> {
         }
         return Ok(());
     }
-    let (stats, (cpu, server_cpu), primed) = rt.block_on(async {
+    let (stats, (used, server_used), primed) = rt.block_on(async {
         let primed = match args.prime {
             true => Some(prime(&args.target, &requests, args.connections).await),
             false => None,
         };
-        let (stats, cpu) = load(&args, requests).await;
-        (stats, cpu, primed)
+        let (stats, used) = load(&args, requests).await;
+        (stats, used, primed)
     });
-    let mut report = Report::new(config, &stats, args.duration, cpu, server_cpu);
+    let mut report = Report::new(config, &stats, args.duration, used, server_used);
     report.prime = primed;
     print!("{}", report.text());
     if let Some(path) = &args.json {
@@ -193,9 +191,9 @@ struct Plan {
     start: Instant,
 }
 
-/// Run the connections; their merged counters and the CPU time used while measuring
-/// by this process and by --server-pid.
-async fn load(args: &Args, requests: Arc<Vec<Vec<u8>>>) -> (Stats, (Duration, Option<Duration>)) {
+/// Run the connections; their merged counters and what this process and
+/// --server-pid used while measuring.
+async fn load(args: &Args, requests: Arc<Vec<Vec<u8>>>) -> (Stats, (Usage, Option<Usage>)) {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let plan = Arc::new(Plan {
@@ -227,15 +225,13 @@ async fn load(args: &Args, requests: Arc<Vec<Vec<u8>>>) -> (Stats, (Duration, Op
         let plan = Arc::clone(&plan);
         async move {
             tokio::time::sleep_until(plan.measure_from).await;
-            let before = report::cpu_time();
-            let server_before = server.and_then(report::process_cpu_time);
+            let before = report::own_usage();
+            let server_before = server.and_then(report::process_usage);
             tokio::time::sleep_until(plan.end).await;
-            let server_after = server.and_then(report::process_cpu_time);
+            let server_after = server.and_then(report::process_usage);
             (
-                report::cpu_time().saturating_sub(before),
-                server_before
-                    .zip(server_after)
-                    .map(|(a, b)| b.saturating_sub(a)),
+                report::own_usage().since(before),
+                server_before.zip(server_after).map(|(a, b)| b.since(a)),
             )
         }
     });

@@ -136,19 +136,43 @@ pub struct Prime {
     pub rate_rps: f64,
 }
 
-/// CPU time this process has used so far (user + system).
-pub fn cpu_time() -> std::time::Duration {
+/// What a process has used so far: CPU time, and how often one of its threads went
+/// to sleep (voluntary context switches: waiting in epoll, on a lock). On a VM a
+/// sleeping vCPU halts, and waking it costs tens of µs: sleeps per second explain
+/// much of a closed loop's latency tail (docs/BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub cpu: std::time::Duration,
+    pub sleeps: u64,
+}
+
+impl Usage {
+    /// What was used between `earlier` and `self`.
+    pub fn since(self, earlier: Usage) -> Usage {
+        Usage {
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+            sleeps: self.sleeps.saturating_sub(earlier.sleeps),
+        }
+    }
+}
+
+/// This process's usage so far (user + system CPU, all threads).
+pub fn own_usage() -> Usage {
     // SAFETY: getrusage only writes the struct we pass.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return std::time::Duration::ZERO;
+        return Usage::default();
     }
     let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    Usage {
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        sleeps: u64::try_from(usage.ru_nvcsw).unwrap_or(0),
+    }
 }
 
-/// CPU time another process has used so far (Linux: /proc/PID/stat), if readable.
-pub fn process_cpu_time(pid: u32) -> Option<std::time::Duration> {
+/// Another process's usage so far (Linux: /proc/PID/stat for the CPU time of all
+/// its threads, /proc/PID/task/*/status for their sleeps), if readable.
+pub fn process_usage(pid: u32) -> Option<Usage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces: count fields after its ')'.
     let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
@@ -158,9 +182,26 @@ pub fn process_cpu_time(pid: u32) -> Option<std::time::Duration> {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0)?;
-    Some(std::time::Duration::from_secs_f64(
-        (utime + stime) as f64 / ticks as f64,
-    ))
+    // /proc/PID/status counts the main thread only; the sleeps are per thread.
+    let sleeps = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+        .filter_map(|status| voluntary_switches(&status))
+        .sum();
+    Some(Usage {
+        cpu: std::time::Duration::from_secs_f64((utime + stime) as f64 / ticks as f64),
+        sleeps,
+    })
+}
+
+/// `voluntary_ctxt_switches` of a /proc/.../status text.
+fn voluntary_switches(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,10 +217,15 @@ pub struct Report {
     /// The generator's own CPU use in the measured window, in percent of one core:
     /// near 100 × --threads it is (or is close to being) the bottleneck.
     pub generator_cpu_percent: f64,
+    /// The generator's threads went to sleep this often per second ([`Usage`]).
+    pub generator_sleeps_per_s: f64,
     /// With --server-pid: the server's CPU use in the measured window, in percent of
     /// one core (clock-tick resolution).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_percent: Option<f64>,
+    /// With --server-pid: how often per second the server's threads went to sleep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_sleeps_per_s: Option<f64>,
     /// Microseconds; open loop: from the intended send time (no coordinated omission).
     pub latency_us: Latency,
     /// Open loop only: microseconds from the actual write (what a closed-loop client
@@ -191,21 +237,24 @@ pub struct Report {
 }
 
 impl Report {
-    /// `cpu`: the generator's CPU time during the `measured_s` seconds.
+    /// `used`: the generator's usage during the `measured_s` seconds; `server_used`,
+    /// the server's.
     pub fn new(
         config: RunConfig,
         stats: &Stats,
         measured_s: f64,
-        cpu: std::time::Duration,
-        server_cpu: Option<std::time::Duration>,
+        used: Usage,
+        server_used: Option<Usage>,
     ) -> Report {
-        let percent = |cpu: std::time::Duration| {
+        let per_s = |x: f64| {
             if measured_s > 0.0 {
-                100.0 * cpu.as_secs_f64() / measured_s
+                x / measured_s
             } else {
                 0.0
             }
         };
+        let percent = |u: Usage| 100.0 * per_s(u.cpu.as_secs_f64());
+        let sleeps = |u: Usage| per_s(u.sleeps as f64);
         let r = stats.replies;
         let open_loop = config.rate.is_some();
         let requests: u64 = r.iter().sum();
@@ -226,8 +275,10 @@ impl Report {
             },
             malformed: stats.malformed,
             connection_errors: stats.connection_errors,
-            generator_cpu_percent: percent(cpu),
-            server_cpu_percent: server_cpu.map(percent),
+            generator_cpu_percent: percent(used),
+            generator_sleeps_per_s: sleeps(used),
+            server_cpu_percent: server_used.map(percent),
+            server_sleeps_per_s: server_used.map(sleeps),
             latency_us: Latency::of(&stats.latency_ns),
             service_us: open_loop.then(|| Latency::of(&stats.service_ns)),
             prime: None,
@@ -259,6 +310,7 @@ impl Report {
              replies      OK {ok}  NOTFOUND {nf}  TEMP {temp}  TIMEOUT {to}  PERM {perm}\n\
              errors       malformed {malformed}  connection {conn_err}\n\
              cpu          generator {cpu:.0} %{server} of one core\n\
+             sleeps/s     generator {gsleeps:.0}{ssleeps}\n\
              latency µs   {latency}\n{service}",
             target = c.target,
             map = c.map,
@@ -282,6 +334,11 @@ impl Report {
                 .server_cpu_percent
                 .map(|s| format!(", server {s:.0} %"))
                 .unwrap_or_default(),
+            gsleeps = self.generator_sleeps_per_s,
+            ssleeps = self
+                .server_sleeps_per_s
+                .map(|s| format!(", server {s:.0}"))
+                .unwrap_or_default(),
             latency = self.latency_us.text(),
             service = self
                 .service_us
@@ -289,5 +346,33 @@ impl Report {
                 .map(|s| format!("service µs   {} (from the actual write)\n", s.text()))
                 .unwrap_or_default(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voluntary_switches_are_read_from_a_status_text() {
+        let status =
+            "Name:\tmtastsd\nvoluntary_ctxt_switches:\t3585\nnonvoluntary_ctxt_switches:\t468\n";
+        assert_eq!(voluntary_switches(status), Some(3585));
+        assert_eq!(voluntary_switches("Name:\tx\n"), None);
+    }
+
+    /// This process sleeps when it waits, and the count of another process (itself,
+    /// read through /proc) sees its threads.
+    #[test]
+    fn sleeps_are_counted_for_this_process_and_through_proc() {
+        let before = own_usage();
+        let through_proc = process_usage(std::process::id()).expect("/proc is readable");
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let after = own_usage();
+        assert!(after.since(before).sleeps >= 3, "{before:?} → {after:?}");
+        let later = process_usage(std::process::id()).expect("/proc is readable");
+        assert!(later.since(through_proc).sleeps >= 3);
     }
 }

@@ -37,6 +37,11 @@ struct Args {
     /// Tokio worker threads (1: the single-threaded scheduler).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Spend this many ns of CPU on each request before answering (a busy wait):
+    /// a server made slower on purpose, to see how throughput and the latency tail
+    /// depend on the CPU a request costs (docs/BENCHMARKS.md, target 1).
+    #[arg(long, default_value_t = 0)]
+    extra_ns: u64,
 }
 
 /// Key → the whole framed reply, ready to copy. Read-only: threads share it freely.
@@ -78,7 +83,7 @@ async fn serve(args: Args, keys: Vec<String>) -> std::io::Result<()> {
     loop {
         match listener.accept().await {
             Ok(conn) => {
-                tokio::spawn(connection(conn, Arc::clone(&map)));
+                tokio::spawn(connection(conn, Arc::clone(&map), args.extra_ns));
             }
             Err(e) => {
                 eprintln!("socketmap-baseline: accept: {e}");
@@ -110,7 +115,18 @@ fn build_map(keys: &[String], answer: &str) -> Map {
         .collect()
 }
 
-async fn connection(mut conn: Conn, map: Arc<Map>) {
+/// Burn `ns` of CPU (nothing when 0).
+fn busy_wait(ns: u64) {
+    if ns == 0 {
+        return;
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_nanos(ns);
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+async fn connection(mut conn: Conn, map: Arc<Map>, extra_ns: u64) {
     let mut input: Vec<u8> = Vec::with_capacity(4096);
     let mut output: Vec<u8> = Vec::with_capacity(4096);
     loop {
@@ -124,6 +140,7 @@ async fn connection(mut conn: Conn, map: Arc<Map>) {
             match netstring::frame(&input[at..], MAX_REQUEST) {
                 Ok(Some((payload, used))) => {
                     let request = &input[at + payload.start..at + payload.end];
+                    busy_wait(extra_ns);
                     match request.iter().position(|&b| b == b' ') {
                         Some(space) => match map.get(&request[space + 1..]) {
                             Some(reply) => output.extend_from_slice(reply),

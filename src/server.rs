@@ -2,11 +2,13 @@
 //! 1.4, 1.5), the connection limit, and graceful shutdown (SPEC 7.3).
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -540,7 +542,6 @@ pub async fn serve_connection<S>(
     tokio::pin!(stop);
     let mut input = BytesMut::with_capacity(512);
     let mut output = BytesMut::with_capacity(512);
-    let mut last_read = Instant::now();
     // When the request now in `input` began to arrive.
     let mut request_started: Option<Instant> = None;
     loop {
@@ -570,8 +571,11 @@ pub async fn serve_connection<S>(
         if !flush(&mut stream, &mut output, idle).await {
             return;
         }
-        // Idle time runs from the last thing that happened: a slow answer is not idle.
-        let last_activity = Instant::now();
+        // One clock read per batch of requests. Idle time runs from here, the last
+        // thing that happened (a slow answer is not idle); so does the request timeout
+        // of a request left incomplete, which may be later than its first byte by the
+        // time it took to answer the requests before it.
+        let now = Instant::now();
         if close {
             let _ = tokio::time::timeout(idle, stream.shutdown()).await;
             return;
@@ -580,10 +584,10 @@ pub async fn serve_connection<S>(
         // request timeout, counted from its first byte.
         request_started = match (input.is_empty(), request_started) {
             (true, _) => None,
-            (false, None) => Some(last_read),
+            (false, None) => Some(now),
             (false, started) => started,
         };
-        let idle_end = later(last_activity, idle);
+        let idle_end = later(now, idle);
         let deadline = match request_started {
             None => idle_end,
             Some(t) => later(t, REQUEST_TIMEOUT).min(idle_end),
@@ -596,10 +600,7 @@ pub async fn serve_connection<S>(
                 biased;
                 read = stream.read_buf(&mut input) => match read {
                     Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        last_read = Instant::now();
-                        break;
-                    }
+                    Ok(_) => break,
                 },
                 () = &mut timer => {
                     if Instant::now() < deadline {
@@ -636,17 +637,23 @@ async fn flush<S: AsyncWrite + Unpin>(
     if output.is_empty() {
         return true;
     }
-    match tokio::time::timeout(limit, stream.write_all(output)).await {
-        Ok(Ok(())) => {
-            output.clear();
-            true
-        }
-        Ok(Err(_)) => false,
-        Err(_) => {
-            log::warn!("closing a connection that does not read its replies");
-            false
-        }
+    let mut write = std::pin::pin!(stream.write_all(output));
+    // The usual case: the socket takes the replies at once, and no timer is armed.
+    let written = match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        Poll::Ready(written) => written,
+        Poll::Pending => match tokio::time::timeout(limit, write).await {
+            Ok(written) => written,
+            Err(_) => {
+                log::warn!("closing a connection that does not read its replies");
+                return false;
+            }
+        },
+    };
+    if written.is_err() {
+        return false;
     }
+    output.clear();
+    true
 }
 
 #[cfg(test)]

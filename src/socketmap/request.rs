@@ -85,20 +85,11 @@ pub fn normalise_key(key: &str) -> Key<'_> {
     if key.starts_with('.') {
         return Key::Skip(Skip::Parent);
     }
-    // The common case, on the answer path: already lower-case letters, digits, `-`
-    // and `.`. One pass to see it, one to check the labels, nothing copied.
-    if key
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    {
-        let host = key.strip_suffix('.').unwrap_or(key);
-        return if is_policy_domain(host) {
-            Key::Domain(Cow::Borrowed(host))
-        } else if host.parse::<IpAddr>().is_ok() {
-            Key::Skip(Skip::IpLiteral)
-        } else {
-            Key::Skip(Skip::Invalid)
-        };
+    // The common case, on the answer path: a domain already in the form we keep
+    // (lower-case, no next-hop syntax). One pass over the bytes, nothing copied.
+    let host = key.strip_suffix('.').unwrap_or(key);
+    if is_policy_domain(host) {
+        return Key::Domain(Cow::Borrowed(host));
     }
     let host = match strip_next_hop(key) {
         Ok(host) => host,
@@ -177,26 +168,37 @@ pub const MAX_DOMAIN: usize = 253 - "_mta-sts.".len();
 /// that is not all digits (so `192.0.2.1` style keys never reach DNS). Input is
 /// lower-case ASCII.
 fn is_policy_domain(name: &str) -> bool {
-    if name.is_empty() || name.len() > MAX_DOMAIN {
+    let b = name.as_bytes();
+    if b.is_empty() || b.len() > MAX_DOMAIN {
         return false;
     }
-    let mut labels = 0;
-    let mut last_all_digits = false;
-    for label in name.split('.') {
-        let b = label.as_bytes();
-        if b.is_empty() || b.len() > 63 || b[0] == b'-' || b[b.len() - 1] == b'-' {
+    // One pass (this runs on every request): where the current label starts, how
+    // many labels so far, whether the current one is all digits.
+    let mut start = 0;
+    let mut labels = 1;
+    let mut all_digits = true;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'.' => {
+                // The label just ended: not empty, not ending with `-`.
+                if i == start || b[i - 1] == b'-' {
+                    return false;
+                }
+                start = i + 1;
+                labels += 1;
+                all_digits = true;
+                continue;
+            }
+            b'0'..=b'9' => {}
+            b'a'..=b'z' => all_digits = false,
+            b'-' if i > start => all_digits = false,
+            _ => return false,
+        }
+        if i - start >= 63 {
             return false;
         }
-        if !b
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        {
-            return false;
-        }
-        last_all_digits = b.iter().all(u8::is_ascii_digit);
-        labels += 1;
     }
-    labels >= 2 && !last_all_digits
+    start < b.len() && b[b.len() - 1] != b'-' && labels >= 2 && !all_digits
 }
 
 #[cfg(test)]
@@ -327,10 +329,57 @@ mod tests {
         assert_eq!(normalise_key(&long[1..]), dom(&long[1..]));
     }
 
+    /// SPEC 1.6's domain rule, label by label: the reference for the one-pass
+    /// [`is_policy_domain`].
+    fn label_rule(name: &str) -> bool {
+        let labels: Vec<&str> = name.split('.').collect();
+        name.len() <= MAX_DOMAIN
+            && labels.len() >= 2
+            && labels.iter().all(|l| {
+                (1..=63).contains(&l.len())
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            })
+            && !labels[labels.len() - 1].bytes().all(|c| c.is_ascii_digit())
+    }
+
+    #[test]
+    fn policy_domain_check_edges() {
+        let label63 = "a".repeat(63);
+        for (name, want) in [
+            ("a.b", true),
+            ("a-b.c0", true),
+            ("1.2", false),
+            ("a.-b", false),
+            ("a-.b", false),
+            ("a..b", false),
+            (".a.b", false),
+            ("a.b.", false),
+            ("a.b-", false),
+            ("ab", false),
+            ("A.b", false),
+            ("", false),
+        ] {
+            assert_eq!(is_policy_domain(name), want, "{name:?}");
+            assert_eq!(label_rule(name), want, "{name:?}");
+        }
+        assert!(is_policy_domain(&format!("{label63}.b")));
+        assert!(!is_policy_domain(&format!("{label63}a.b")));
+        assert!(!is_policy_domain(&format!("b.{label63}a")));
+    }
+
     proptest! {
         #[test]
         fn normalise_never_panics(s in "\\PC{0,80}") {
             let _ = normalise_key(&s);
+        }
+
+        /// The one-pass check agrees with the rule written label by label.
+        #[test]
+        fn policy_domain_check_matches_the_label_rule(s in "[a-z0-9.\\-A]{0,70}") {
+            prop_assert_eq!(is_policy_domain(&s), label_rule(&s), "{:?}", s);
         }
 
         #[test]

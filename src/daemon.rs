@@ -44,8 +44,8 @@ pub enum StartError {
     Threads(#[source] std::io::Error),
 }
 
-/// The threads resolutions run on (DNS, HTTPS fetches, their parsing): as many as the
-/// serving runtime has, at a lower scheduling priority ([`RESOLVER_NICE`]), so that
+/// The threads resolutions run on (DNS, HTTPS fetches, their parsing): one per core,
+/// beside the one serving thread, at a lower scheduling priority ([`RESOLVER_NICE`]), so that
 /// on a busy machine cached answers, which are most of the traffic and take
 /// microseconds, go first, and a burst of re-checks or refreshes waits instead
 /// (issue 3, target 5).
@@ -208,6 +208,7 @@ impl Daemon {
         let cache = PolicyCache::new(config.cache.size, cache_settings(&config), resolvers, clock);
         let resolver_threads = ResolverThreads::start()?;
         cache.run_resolutions_on(resolver_threads.handle());
+        dane.run_resolutions_on(resolver_threads.handle());
         if let Some(redis) = &config.redis {
             // Never waits for Redis: a node starts and serves alone if it is down.
             let shared = RedisShared::connect(redis).await?;

@@ -88,10 +88,16 @@ fn load_config(path: Option<&Path>) -> Result<Config, mtastsd::config::ConfigErr
     }
 }
 
+/// The serving runtime: one thread. A cached answer is a few microseconds of work,
+/// mostly the kernel's, so one core answers some 200 000 lookups a second; on one
+/// thread a woken connection runs without a cross-thread hand-off, and in the order
+/// it was woken (tokio's multi-threaded scheduler runs the last-woken task first:
+/// under the benchmark's load the median answer took 14 % longer, docs/BENCHMARKS.md,
+/// session 5). Resolutions (DNS, HTTPS, parsing) never run here: they have threads
+/// of their own ([`mtastsd::daemon::ResolverThreads`]).
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("mtastsd")
         .build()
         .expect("cannot start the tokio runtime")
 }

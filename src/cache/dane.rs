@@ -15,7 +15,7 @@
 //! - Not persisted: entries live minutes, not the months of an MTA-STS policy.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
@@ -50,6 +50,9 @@ struct Inner {
     /// Bound on one whole resolution (MX, then A and TLSA per host).
     deadline: RwLock<Duration>,
     clock: Arc<dyn Clock>,
+    /// Where resolutions run, when not on the caller's runtime: the resolver threads,
+    /// as for MTA-STS ([`PolicyCache::run_resolutions_on`](crate::cache::PolicyCache::run_resolutions_on)).
+    resolution_runtime: OnceLock<tokio::runtime::Handle>,
 }
 
 /// Cheap to share: `Arc<DaneCache>`.
@@ -71,8 +74,15 @@ impl DaneCache {
                 lookup: RwLock::new(lookup),
                 deadline: RwLock::new(deadline),
                 clock,
+                resolution_runtime: OnceLock::new(),
             }),
         }
+    }
+
+    /// Run resolutions on `runtime` (the daemon's resolver threads), not on the
+    /// runtime that asks.
+    pub fn run_resolutions_on(&self, runtime: tokio::runtime::Handle) {
+        let _ = self.inner.resolution_runtime.set(runtime);
     }
 
     /// SIGHUP: new resolvers and bounds; entries are kept.
@@ -123,11 +133,15 @@ impl DaneCache {
         let name = domain.to_string();
         // The inflight lock is held until the entry is in: the task removes it
         // only after that.
-        let task = tokio::spawn(async move {
+        let resolution = async move {
             let verdict = inner.resolve_and_store(&name).await;
             inner.inflight.lock().unwrap().remove(&name);
             verdict
-        });
+        };
+        let task = match self.inner.resolution_runtime.get() {
+            Some(runtime) => runtime.spawn(resolution),
+            None => tokio::spawn(resolution),
+        };
         let shared = async move {
             task.await
                 .unwrap_or_else(|e| Verdict::Failed(format!("DANE lookup task: {e}")))

@@ -28,7 +28,8 @@
 # Settings (environment): COLD_N (1000), BURST_N (1000), REFRESH_N (100000),
 # REFRESH_LIMIT (300), MILLION_N (300000), MILLION_CONNS (64), CACHE_SIZE (100000),
 # RECHECK_N (100000), RECHECK_RATE (10000), PHASES ("cold burst refresh million recheck"), SERVER_CPU (0), LOAD_CPU (1),
-# OUT (target/bench-cold), PORT_BASE (18560).
+# OUT (target/bench-cold), PORT_BASE (18560), MTASTSD (target/release/mtastsd: the
+# build to measure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +56,7 @@ TCK=$(getconf CLK_TCK)
 echo "== building release binaries" >&2
 cargo build --release -p mtastsd -p socketmap-load >&2
 BIN=target/release
+MTASTSD=${MTASTSD:-$BIN/mtastsd}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
@@ -114,7 +116,7 @@ recheck = "${4:-60s}"
 [log]
 level = "warn"
 EOF
-    taskset -c "$SERVER_CPU" "$BIN/mtastsd" serve --config "$OUT/mtastsd-$1.toml" \
+    taskset -c "$SERVER_CPU" "$MTASTSD" serve --config "$OUT/mtastsd-$1.toml" \
         2>"$OUT/mtastsd-$1.log" &
     MTASTSD_PID=$!
     wait_port "$MTASTSD_PORT"

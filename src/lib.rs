@@ -59,6 +59,12 @@
 //! `socketmap` → `cache` (in-memory: `PolicyCache::cached` lends the LRU entry's
 //! mode and answer text under the lock) → reply bytes, with no allocation. A miss
 //! goes on to `PolicyCache::resolve_miss`, which waits for the one shared resolution.
+//!
+//! Threads: every connection is served by one thread (the main thread's
+//! single-threaded tokio runtime, `main.rs`), with the refresher and the saver.
+//! Resolutions (MTA-STS and DANE: DNS, HTTPS, parsing) run on
+//! [`daemon::ResolverThreads`], one per core at nice +10, so that they never queue
+//! a cached answer behind them.
 
 pub mod cache;
 pub mod check;

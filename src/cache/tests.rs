@@ -1108,3 +1108,23 @@ async fn answer_texts_are_shared_and_unused_ones_swept() {
         assert!(Arc::ptr_eq(h, &again));
     }
 }
+
+/// The daemon's clock (the coarse one on Linux) is the wall clock, in seconds: a
+/// policy's expiry and the persisted times depend on it (SPEC 5.2, 5.8).
+#[test]
+fn the_system_clock_is_the_wall_clock_in_seconds() {
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let before = wall();
+    let now = SystemClock.now();
+    let after = wall();
+    // The coarse clock may lag the precise one by a tick, across a second boundary.
+    assert!(
+        (before.saturating_sub(1)..=after).contains(&now),
+        "{before} ≤ {now} ≤ {after}"
+    );
+}

@@ -177,6 +177,26 @@ pub struct Daemon {
     _resolver_threads: ResolverThreads,
 }
 
+/// A new configuration with what it needs built: the slow half of a reload. It
+/// reads files (the system's resolver configuration, the CA certificates), so the
+/// daemon prepares it off the serving thread (`spawn_blocking`) and then
+/// [`Daemon::apply`]s it.
+pub struct Reload {
+    config: Config,
+    resolvers: Resolvers,
+    dane: (Option<Arc<dyn DaneLookup>>, Duration),
+}
+
+impl Reload {
+    pub fn prepare(config: Config) -> Result<Reload, StartError> {
+        Ok(Reload {
+            resolvers: build_resolvers(&config)?,
+            dane: dane_lookup(&config),
+            config,
+        })
+    }
+}
+
 impl Daemon {
     /// Bind, load the persisted cache and start serving. Must run inside a tokio
     /// runtime. Nothing is served before every listener is bound.
@@ -318,7 +338,17 @@ impl Daemon {
     /// size and log level, without dropping the cache or connections. Listener and
     /// connection-limit changes need a restart and are reported as such.
     pub fn reload(&mut self, config: Config) -> Result<(), StartError> {
-        let resolvers = build_resolvers(&config)?;
+        self.apply(Reload::prepare(config)?);
+        Ok(())
+    }
+
+    /// The quick half of a reload: swap in what [`Reload::prepare`] built.
+    pub fn apply(&mut self, reload: Reload) {
+        let Reload {
+            config,
+            resolvers,
+            dane,
+        } = reload;
         if config.server != self.config.server {
             log::warn!("changes to [server] (listen, limits) take effect only after a restart");
         }
@@ -336,14 +366,13 @@ impl Daemon {
         }
         self.cache
             .reconfigure(config.cache.size, cache_settings(&config), resolvers);
-        let (lookup, deadline) = dane_lookup(&config);
+        let (lookup, deadline) = dane;
         self.dane.reconfigure(config.cache.size, lookup, deadline);
         crate::logging::init(config.log.target, config.log.level);
         let config = Arc::new(config);
         self.handler.set_config(Arc::clone(&config));
         self.config = config;
         log::info!("configuration reloaded");
-        Ok(())
     }
 
     /// SPEC 7.3: stop accepting, finish requests in flight, persist the cache.

@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use mtastsd::cache::SystemClock;
 use mtastsd::cli::{Cli, Command};
 use mtastsd::config::{Config, ListenAddr, LogTarget, DEFAULT_PROFILE};
-use mtastsd::daemon::{self, Daemon};
+use mtastsd::daemon::{self, Daemon, Reload};
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
@@ -108,7 +108,9 @@ fn serve(
     state_dir: Option<PathBuf>,
     log_level: Option<log::LevelFilter>,
 ) -> ExitCode {
-    let overrides = |mut config: Config| -> Result<Config, String> {
+    let state_dir_given = state_dir.is_some();
+    // Shared with the reloads, which prepare on a blocking thread.
+    let overrides = Arc::new(move |mut config: Config| -> Result<Config, String> {
         if !listen.is_empty() {
             config.server.listen = listen
                 .iter()
@@ -125,7 +127,7 @@ fn serve(
             config.log.level = level;
         }
         Ok(config)
-    };
+    });
     let config = match load_config(config_path.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_CONFIG, &e),
@@ -139,7 +141,7 @@ fn serve(
     };
     mtastsd::logging::init(config.log.target, config.log.level);
     let mut config = config;
-    if config_path.is_none() && state_dir.is_none() {
+    if config_path.is_none() && !state_dir_given {
         // The built-in default state directory, e.g. `cargo run -- serve` as a user:
         // run without persistence rather than not at all, and say how to fix it.
         if let Some(dir) = &config.cache.state_dir {
@@ -178,7 +180,18 @@ fn serve(
                 _ = int.recv() => break,
                 _ = hup.recv() => {
                     let _ = sd_notify::notify(&[NotifyState::Reloading]);
-                    reload(&mut daemon, config_path.as_deref(), &overrides);
+                    // Files are read and resolvers built on a blocking thread: the
+                    // serving thread goes on answering meanwhile.
+                    let prepare = {
+                        let path = config_path.clone();
+                        let overrides = Arc::clone(&overrides);
+                        move || prepare_reload(path.as_deref(), &*overrides)
+                    };
+                    match tokio::task::spawn_blocking(prepare).await {
+                        Ok(Some(reload)) => daemon.apply(reload),
+                        Ok(None) => {}
+                        Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+                    }
                     let _ = sd_notify::notify(&[NotifyState::Ready]);
                 }
             }
@@ -190,24 +203,22 @@ fn serve(
     })
 }
 
-/// SIGHUP: a bad file leaves the running configuration in place (SPEC 7.3, 7.4).
-fn reload(
-    daemon: &mut Daemon,
+/// SIGHUP: the new configuration, read and built; `None` (logged) when it cannot be:
+/// a bad file leaves the running configuration in place (SPEC 7.3, 7.4).
+fn prepare_reload(
     path: Option<&Path>,
     overrides: &dyn Fn(Config) -> Result<Config, String>,
-) {
-    let config = match load_config(path)
+) -> Option<Reload> {
+    let prepared = load_config(path)
         .map_err(|e| e.to_string())
         .and_then(overrides)
-    {
-        Ok(c) => c,
+        .and_then(|config| Reload::prepare(config).map_err(|e| e.to_string()));
+    match prepared {
+        Ok(reload) => Some(reload),
         Err(e) => {
             log::error!("reload failed, keeping the running configuration: {e}");
-            return;
+            None
         }
-    };
-    if let Err(e) = daemon.reload(config) {
-        log::error!("reload failed, keeping the running configuration: {e}");
     }
 }
 

@@ -95,10 +95,10 @@ pub fn normalise_key(key: &str) -> Key<'_> {
         Ok(host) => host,
         Err(skip) => return Key::Skip(skip),
     };
+    let host = host.strip_suffix('.').unwrap_or(host);
     if host.parse::<IpAddr>().is_ok() {
         return Key::Skip(Skip::IpLiteral);
     }
-    let host = host.strip_suffix('.').unwrap_or(host);
     let ascii: Cow<'_, str> = if !host.is_ascii() {
         match idna::domain_to_ascii_strict(host) {
             Ok(a) => Cow::Owned(a),
@@ -280,6 +280,7 @@ mod tests {
             ("[2001:db8::1]", Key::Skip(Skip::IpLiteral)),
             ("2001:db8::1", Key::Skip(Skip::IpLiteral)),
             ("192.0.2.1", Key::Skip(Skip::IpLiteral)),
+            ("192.0.2.1.", Key::Skip(Skip::IpLiteral)),
             ("192.0.2.1:25", Key::Skip(Skip::IpLiteral)),
             // not domain names
             ("", Key::Skip(Skip::Invalid)),

@@ -55,6 +55,20 @@ struct Inner {
     resolution_runtime: OnceLock<tokio::runtime::Handle>,
 }
 
+/// Removes a domain's in-flight resolution when the task ends (or unwinds).
+struct InflightGuard {
+    inner: Arc<Inner>,
+    domain: String,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut inflight) = self.inner.inflight.lock() {
+            inflight.remove(&self.domain);
+        }
+    }
+}
+
 /// Cheap to share: `Arc<DaneCache>`.
 pub struct DaneCache {
     inner: Arc<Inner>,
@@ -134,9 +148,13 @@ impl DaneCache {
         // The inflight lock is held until the entry is in: the task removes it
         // only after that.
         let resolution = async move {
-            let verdict = inner.resolve_and_store(&name).await;
-            inner.inflight.lock().unwrap().remove(&name);
-            verdict
+            // Removed when the task ends, also if it panics or is cancelled: the
+            // next lookup then starts afresh instead of joining a dead resolution.
+            let _guard = InflightGuard {
+                inner: Arc::clone(&inner),
+                domain: name.clone(),
+            };
+            inner.resolve_and_store(&name).await
         };
         let task = match self.inner.resolution_runtime.get() {
             Some(runtime) => runtime.spawn(resolution),
@@ -413,6 +431,49 @@ mod tests {
             cache.lookup("d.example").await,
             Verdict::Failed(why) if why.contains("SERVFAIL")
         ));
+    }
+
+    /// Panics on its first query, then answers from the table.
+    struct PanicsOnce {
+        table: Table,
+        panicked: std::sync::atomic::AtomicBool,
+    }
+
+    impl DaneLookup for PanicsOnce {
+        fn query<'a>(
+            &'a self,
+            name: &'a str,
+            qtype: QType,
+        ) -> BoxFuture<'a, Result<SecureAnswer, DnsError>> {
+            if !self.panicked.swap(true, Ordering::SeqCst) {
+                panic!("a bug in a lookup (test)");
+            }
+            self.table.query(name, qtype)
+        }
+    }
+
+    /// A resolution that dies (a panic) is reported, and the next lookup of the
+    /// domain starts afresh instead of joining the dead one.
+    #[tokio::test]
+    async fn a_failed_resolution_task_does_not_stay_in_flight() {
+        let lookup = Arc::new(PanicsOnce {
+            table: Table::default(),
+            panicked: Default::default(),
+        });
+        let cache = DaneCache::new(
+            100,
+            Some(lookup.clone() as Arc<dyn DaneLookup>),
+            Duration::from_secs(5),
+            Arc::new(Clock0(AtomicU64::new(1_000_000))),
+        );
+        assert!(matches!(
+            cache.lookup("p.example").await,
+            Verdict::Failed(why) if why.contains("DANE lookup task")
+        ));
+        assert_eq!(cache.in_flight(), 0);
+        // The table has nothing for the name: a secure NXDOMAIN, no DANE.
+        assert_eq!(cache.lookup("p.example").await, Verdict::NoDane);
+        assert!(lookup.table.queries.load(Ordering::SeqCst) >= 1);
     }
 
     #[tokio::test]

@@ -581,7 +581,7 @@ pub async fn serve_connection<S>(
             return;
         }
         // Waiting for a new request: the idle timeout. In the middle of one: also the
-        // request timeout, counted from its first byte.
+        // request timeout, counted from the batch in which its first bytes came.
         request_started = match (input.is_empty(), request_started) {
             (true, _) => None,
             (false, None) => Some(now),

@@ -60,7 +60,9 @@ async fn settle(daemon: &mtastsd::daemon::Daemon) {
 
 // ---- answers (SPEC 6.1, 6.2) -------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On one thread, as `mtastsd serve` runs (src/main.rs), with the test's DNS and
+// HTTPS servers beside it; resolutions go to the daemon's resolver threads.
+#[tokio::test(flavor = "current_thread")]
 async fn enforce_policy_gives_secure_match_spec_6_1() {
     let mut s = setup().await;
     s.world.publish(
@@ -315,7 +317,9 @@ async fn dns_failure_with_nothing_cached_is_notfound_not_temp_spec_2_6_6_2() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On one thread, as `mtastsd serve` runs (src/main.rs), with the test's DNS and
+// HTTPS servers beside it; resolutions go to the daemon's resolver threads.
+#[tokio::test(flavor = "current_thread")]
 async fn a_dns_server_that_never_answers_does_not_hold_up_others_spec_2_6() {
     let s = setup().await; // dns.timeout = 1 s
     s.world
@@ -352,7 +356,9 @@ async fn a_dns_server_that_never_answers_does_not_hold_up_others_spec_2_6() {
 // ---- the fetch (SPEC 3) -------------------------------------------------------------
 
 /// Each hostile or broken policy server: the answer is NOTFOUND, quickly.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On one thread, as `mtastsd serve` runs (src/main.rs), with the test's DNS and
+// HTTPS servers beside it; resolutions go to the daemon's resolver threads.
+#[tokio::test(flavor = "current_thread")]
 async fn broken_policy_servers_give_notfound_spec_3() {
     let mut s = setup().await;
     let good = enforce(&["mx.example.org"]);

@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
 
 use super::lru::Lru;
-use super::{Clock, Name};
+use super::{Clock, InflightGuard, Name};
 use crate::dane::{clamp_ttl, decide, host_state, HostState, Tlsa, Verdict};
 use crate::resolver::dane::{DaneLookup, QType, Rr};
 
@@ -53,20 +53,6 @@ struct Inner {
     /// Where resolutions run, when not on the caller's runtime: the resolver threads,
     /// as for MTA-STS ([`PolicyCache::run_resolutions_on`](crate::cache::PolicyCache::run_resolutions_on)).
     resolution_runtime: OnceLock<tokio::runtime::Handle>,
-}
-
-/// Removes a domain's in-flight resolution when the task ends (or unwinds).
-struct InflightGuard {
-    inner: Arc<Inner>,
-    domain: String,
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        if let Ok(mut inflight) = self.inner.inflight.lock() {
-            inflight.remove(&self.domain);
-        }
-    }
 }
 
 /// Cheap to share: `Arc<DaneCache>`.
@@ -151,7 +137,8 @@ impl DaneCache {
             // Removed when the task ends, also if it panics or is cancelled: the
             // next lookup then starts afresh instead of joining a dead resolution.
             let _guard = InflightGuard {
-                inner: Arc::clone(&inner),
+                owner: Arc::clone(&inner),
+                table: |inner: &Inner| &inner.inflight,
                 domain: name.clone(),
             };
             inner.resolve_and_store(&name).await

@@ -691,7 +691,8 @@ impl PolicyCache {
             // Removes the in-flight entry however the resolution ends, a panic included,
             // so a domain can never be stuck joining a dead resolution.
             let _done = InflightGuard {
-                cache: Arc::clone(&this),
+                owner: Arc::clone(&this),
+                table: |cache: &PolicyCache| &cache.inflight,
                 domain: owned.clone(),
             };
             // Background work (holding its own permit) also takes a resolution slot,
@@ -1101,15 +1102,18 @@ fn sanitize(entry: SharedEntry, now: u64) -> Option<SharedEntry> {
     }
 }
 
-/// Removes a domain's in-flight resolution when the task ends (or unwinds).
-struct InflightGuard {
-    cache: Arc<PolicyCache>,
-    domain: String,
+/// Removes a domain's in-flight resolution from its owner's table (`table` picks
+/// it: the MTA-STS cache's or the DANE cache's) when the resolution task ends, or
+/// unwinds, or is cancelled: a domain never stays joined to a dead resolution.
+pub(crate) struct InflightGuard<T, V> {
+    pub(crate) owner: Arc<T>,
+    pub(crate) table: fn(&T) -> &Mutex<HashMap<String, V>>,
+    pub(crate) domain: String,
 }
 
-impl Drop for InflightGuard {
+impl<T, V> Drop for InflightGuard<T, V> {
     fn drop(&mut self) {
-        if let Ok(mut inflight) = self.cache.inflight.lock() {
+        if let Ok(mut inflight) = (self.table)(&self.owner).lock() {
             inflight.remove(&self.domain);
         }
     }

@@ -572,16 +572,15 @@ pub async fn serve_connection<S>(
             return;
         }
         // One clock read per batch of requests. Idle time runs from here, the last
-        // thing that happened (a slow answer is not idle); so does the request timeout
-        // of a request left incomplete, which may be later than its first byte by the
-        // time it took to answer the requests before it.
+        // thing that happened (a slow answer is not idle).
         let now = Instant::now();
         if close {
             let _ = tokio::time::timeout(idle, stream.shutdown()).await;
             return;
         }
         // Waiting for a new request: the idle timeout. In the middle of one: also the
-        // request timeout, counted from the batch in which its first bytes came.
+        // request timeout, counted from the batch in which its first bytes came (later
+        // than those bytes by the time the requests before them took to answer).
         request_started = match (input.is_empty(), request_started) {
             (true, _) => None,
             (false, None) => Some(now),

@@ -165,8 +165,8 @@ pub const MAX_DOMAIN: usize = 253 - "_mta-sts.".len();
 
 /// A name that can publish MTA-STS: at least two LDH labels of 1–63 bytes, no label
 /// starting or ending with `-`, at most [`MAX_DOMAIN`] bytes, and a top-level label
-/// that is not all digits (so `192.0.2.1` style keys never reach DNS). Input is
-/// lower-case ASCII.
+/// that is not all digits (so `192.0.2.1` style keys never reach DNS), in the form
+/// we keep: a byte other than a lower-case letter, a digit, `-` or `.` refuses it.
 fn is_policy_domain(name: &str) -> bool {
     let b = name.as_bytes();
     if b.is_empty() || b.len() > MAX_DOMAIN {

@@ -228,7 +228,9 @@ impl RedisShared {
     fn failed(&self, failure: Failure) -> SharedError {
         crate::metrics::shared_cache_error();
         let message = match failure {
-            Failure::Redis(e) => format!("{}: {e}", self.display_url),
+            // On one line: the text may quote what the server (or whatever answers
+            // at its address) sent.
+            Failure::Redis(e) => format!("{}: {}", self.display_url, one_line(&e.to_string())),
             Failure::TimedOut => format!(
                 "{}: no answer within {} ms",
                 self.display_url,
@@ -556,6 +558,20 @@ fn ttl_ms(ttl: Duration) -> u64 {
         .clamp(1, MAX_TTL_MS)
 }
 
+/// `text` with control characters (line breaks included) escaped, for a log line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// `redis://user:secret@host/0` → `redis://user:***@host/0`: URLs go into logs.
 pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -601,6 +617,15 @@ mod tests {
         assert_eq!(redact("redis://:pw@h:1/2"), "redis://:***@h:1/2");
         assert_eq!(redact("rediss://u:p@ss@h"), "rediss://u:***@h");
         assert_eq!(redact("redis://pw@h"), "redis://***@h");
+    }
+
+    #[test]
+    fn errors_are_logged_on_one_line() {
+        assert_eq!(
+            one_line("Parse error at 1\nUnexpected `84`\r\n"),
+            "Parse error at 1\\nUnexpected `84`\\r\\n"
+        );
+        assert_eq!(one_line("plain é"), "plain é");
     }
 
     #[test]

@@ -144,6 +144,47 @@ pub struct RedisConfig {
     /// With `rediss://`: the CA certificates (PEM) that the Redis server's
     /// certificate must chain to, instead of the system's roots. Default none.
     pub ca_file: Option<PathBuf>,
+    /// `key_file`: the secret shared by the cluster's nodes, which sign the records
+    /// they write and ignore records without a valid signature (SPEC 5.10). Read
+    /// by [`Config::load`] into [`RedisConfig::key`]. Default none.
+    pub key_file: Option<PathBuf>,
+    /// The contents of `key_file`, surrounding whitespace trimmed.
+    pub key: Option<RedisKey>,
+}
+
+/// The shared secret of a cluster's nodes (`[redis] key_file`). Its `Debug` does not
+/// show it: configurations are printed in logs and test failures.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisKey(Vec<u8>);
+
+/// The fewest bytes a `key_file` may hold: what `openssl rand -hex 16` writes, 128
+/// bits of randomness.
+pub const REDIS_KEY_MIN: usize = 32;
+
+impl RedisKey {
+    /// A key of at least [`REDIS_KEY_MIN`] bytes (surrounding whitespace, such as the
+    /// newline an editor or `openssl rand` adds, is not part of it).
+    pub fn new(bytes: &[u8]) -> Result<RedisKey, String> {
+        let key = bytes.trim_ascii();
+        if key.len() < REDIS_KEY_MIN {
+            return Err(format!(
+                "holds {} bytes, at least {REDIS_KEY_MIN} are needed (make one with \
+                 `openssl rand -hex 32`)",
+                key.len()
+            ));
+        }
+        Ok(RedisKey(key.to_vec()))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RedisKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisKey({} bytes)", self.0.len())
+    }
 }
 
 /// DANE precedence (SPEC 6.4; see [`crate::dane`] for why the AD bit is trusted).
@@ -352,7 +393,36 @@ impl Config {
             })?,
         };
         config.load_override_files()?;
+        config.load_redis_key(&String::from_utf8_lossy(&bytes), path)?;
         Ok(config)
+    }
+
+    /// Reads `[redis] key_file` (SPEC 7.4: an error names this file, the line and the
+    /// key; at start-up it stops the daemon, on SIGHUP the old configuration stays).
+    fn load_redis_key(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let Some(redis) = &mut self.redis else {
+            return Ok(());
+        };
+        let Some(key_file) = &redis.key_file else {
+            return Ok(());
+        };
+        let read = std::fs::read(key_file)
+            .map_err(|e| format!("cannot read {}: {e}", key_file.display()))
+            .and_then(|bytes| {
+                RedisKey::new(&bytes).map_err(|e| format!("{}: {e}", key_file.display()))
+            });
+        match read {
+            Ok(key) => {
+                redis.key = Some(key);
+                Ok(())
+            }
+            Err(message) => Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: line_of_key(text, &["redis", "key_file"]),
+                key: "redis.key_file".to_owned(),
+                message,
+            }),
+        }
     }
 
     /// Validate TOML text; `path` is used only in error messages.
@@ -429,6 +499,26 @@ fn invalid_from_toml(text: &str, path: &Path, err: &toml::de::Error) -> ConfigEr
 fn line_at(bytes: &[u8], offset: usize) -> usize {
     let end = offset.min(bytes.len());
     bytes[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The line of the key at `path` (e.g. `["redis", "key_file"]`), or 0 when the text
+/// does not have it.
+fn line_of_key(text: &str, path: &[&str]) -> usize {
+    let (root, _errors) = DeTable::parse_recoverable(text);
+    let mut table = root.get_ref();
+    for (i, name) in path.iter().enumerate() {
+        let Some((key, value)) = table.iter().find(|(k, _)| k.get_ref() == name) else {
+            return 0;
+        };
+        if i + 1 == path.len() {
+            return line_at(text.as_bytes(), key.span().start);
+        }
+        match value.get_ref() {
+            DeValue::Table(inner) => table = inner,
+            _ => return 0,
+        }
+    }
+    0
 }
 
 /// The dotted path of the key, or of the key whose value, covers `offset`; empty
@@ -597,6 +687,7 @@ struct RawRedis {
     /// A shared-cache call must never hold an answer up for long.
     timeout: Option<Dur<5>>,
     ca_file: Option<Spanned<AbsPath>>,
+    key_file: Option<AbsPath>,
 }
 
 #[derive(Debug)]
@@ -697,6 +788,9 @@ impl RawConfig {
                         prefix: r.prefix.unwrap_or_else(|| "mtastsd:".to_string()),
                         timeout: r.timeout.map_or(Duration::from_millis(250), |t| t.0),
                         ca_file: r.ca_file.map(|p| p.into_inner().0),
+                        key_file: r.key_file.map(|p| p.0),
+                        // Read by Config::load: parsing does no I/O.
+                        key: None,
                     })
                 }
                 None => {
@@ -1325,6 +1419,8 @@ mod tests {
                 prefix: "mtastsd:".into(),
                 timeout: Duration::from_millis(100),
                 ca_file: None,
+                key_file: None,
+                key: None,
             })
         );
         assert_error(
@@ -1985,6 +2081,60 @@ tlsrpt = true
             .to_string()
             .starts_with(&format!("{}: cannot read: ", missing.display())));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// SPEC 7.4: `[redis] key_file` is read by `load`; a missing, unreadable or
+    /// too short key is an error naming the file, the line and the key.
+    #[test]
+    fn redis_key_file_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("redis.key");
+        let conf = dir.path().join("mtastsd.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[cache]\nbackend = \"redis\"\n[redis]\nurl = \"redis://10.0.0.1\"\nkey_file = \"{}\"\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+        let err = Config::load(&conf).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}:5: redis.key_file: cannot read {}: ",
+                conf.display(),
+                key.display()
+            )),
+            "{err}"
+        );
+
+        std::fs::write(&key, "too short\n").unwrap();
+        let err = Config::load(&conf).unwrap_err().to_string();
+        assert!(err.contains(":5: redis.key_file: "), "{err}");
+        assert!(err.contains("holds 9 bytes, at least 32"), "{err}");
+
+        let secret = "0123456789abcdef0123456789abcdef";
+        std::fs::write(&key, format!("{secret}\n")).unwrap();
+        let redis = Config::load(&conf).unwrap().redis.unwrap();
+        assert_eq!(redis.key_file.as_deref(), Some(key.as_path()));
+        assert_eq!(
+            redis.key.as_ref().map(RedisKey::bytes),
+            Some(secret.as_bytes())
+        );
+        // The secret never shows in a printed configuration.
+        assert!(!format!("{redis:?}").contains(secret));
+        // Parsing alone reads nothing (pure).
+        let text = std::fs::read_to_string(&conf).unwrap();
+        assert_eq!(
+            Config::parse(&text, &conf).unwrap().redis.unwrap().key,
+            None
+        );
+        assert_error(
+            "[cache]\nbackend = \"redis\"\n[redis]\nurl = \"redis://x\"\nkey_file = \"redis.key\"\n",
+            5,
+            "redis.key_file",
+            "absolute path",
+        );
     }
 
     #[test]

@@ -233,9 +233,17 @@ impl Daemon {
             // Never waits for Redis: a node starts and serves alone if it is down.
             let shared = RedisShared::connect(redis).await?;
             log::info!(
-                "sharing the cache through {}",
-                crate::cache::redis::redact(&redis.url)
+                "sharing the cache through {}{}",
+                crate::cache::redis::redact(&redis.url),
+                if redis.key.is_some() {
+                    ", records signed"
+                } else {
+                    ""
+                }
             );
+            if let Some(warning) = crate::cache::redis::exposure_warning(redis) {
+                log::warn!("{warning}");
+            }
             cache.set_shared(Some(Arc::new(shared)));
         }
 

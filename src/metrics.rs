@@ -84,6 +84,12 @@ pub fn shared_cache_error() {
     counter!("mtastsd_shared_cache_errors_total").increment(1);
 }
 
+/// A shared-cache record or lease a node ignored (SPEC 5.10; `reason`: invalid,
+/// too_large, signature, lease).
+pub fn shared_record_rejected(reason: &'static str) {
+    counter!("mtastsd_shared_records_rejected_total", "reason" => reason).increment(1);
+}
+
 /// A save of the persistent cache.
 pub fn store_save(ok: bool) {
     counter!("mtastsd_store_saves_total", "outcome" => if ok { "ok" } else { "error" })
@@ -114,6 +120,9 @@ pub fn install() -> &'static PrometheusHandle {
         counter!("mtastsd_policy_fetches_total", "outcome" => "ok").increment(0);
         counter!("mtastsd_policy_changes_total").increment(0);
         counter!("mtastsd_shared_cache_errors_total").increment(0);
+        for reason in ["invalid", "too_large", "signature", "lease"] {
+            counter!("mtastsd_shared_records_rejected_total", "reason" => reason).increment(0);
+        }
         for outcome in ["ok", "error"] {
             counter!("mtastsd_store_saves_total", "outcome" => outcome).increment(0);
         }

@@ -1,4 +1,4 @@
-//! The Redis shared cache against a real redis-server (issue 4): each test starts its
+//! The Redis shared cache against a real redis-server: each test starts its
 //! own instance on a free loopback port, and some kill, stop or restart it mid-test.
 //! Skipped with a visible message where redis-server is not installed; under CI=true
 //! a missing redis-server is a failure (.ci/run installs it).
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mtastsd::cache::redis::RedisShared;
 use mtastsd::cache::shared::{SharedCache, SharedEntry};
-use mtastsd::cache::CachedPolicy;
+use mtastsd::cache::{CachedPolicy, Clock};
 use mtastsd::config::RedisConfig;
 use mtastsd::mta_sts::policy::parse_policy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -136,6 +136,8 @@ fn config(url: String, prefix: &str) -> RedisConfig {
         prefix: prefix.to_owned(),
         timeout: TIMEOUT,
         ca_file: None,
+        key_file: None,
+        key: None,
     }
 }
 
@@ -748,4 +750,434 @@ async fn rediss_with_a_private_ca_shares_entries_and_refuses_other_cas() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("redis.ca_file"), "{err}");
+}
+
+/// Two daemons on one Redis, each holding example.com's policy (id 1, enforce,
+/// mx.example.com), for the SPEC 5.10 tests below.
+struct TwoNodes {
+    redis: Redis,
+    world: support::World,
+    clock: std::sync::Arc<harness::TestClock>,
+    nodes: Vec<mtastsd::daemon::Daemon>,
+    prefix: String,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+const OK_MX1: &str = "OK secure match=mx.example.com servername=hostname";
+const OK_MX2: &str = "OK secure match=mx2.example.com servername=hostname";
+
+async fn two_nodes(
+    bin: &Path,
+    prefix: &str,
+    redis_config: impl Fn(String) -> RedisConfig,
+) -> TwoNodes {
+    use harness::{enforce, TestClock};
+    let redis = Redis::start(bin).await;
+    let world = support::World::start().await;
+    world.publish("example.com", "1", &enforce(&["mx.example.com"]));
+    let clock = TestClock::new();
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = harness::config(&world, dir.path());
+        let mut r = redis_config(redis.url());
+        r.prefix = prefix.to_owned();
+        c.redis = Some(r);
+        nodes.push(harness::start(c, clock.clone()).await);
+        dirs.push(dir);
+    }
+    let cluster = TwoNodes {
+        redis,
+        world,
+        clock,
+        nodes,
+        prefix: prefix.to_owned(),
+        _dirs: dirs,
+    };
+    for i in 0..2 {
+        assert_eq!(cluster.answer(i, "example.com").await, OK_MX1);
+        cluster.wait_published(i, "example.com").await;
+    }
+    cluster
+}
+
+impl TwoNodes {
+    async fn answer(&self, node: usize, domain: &str) -> String {
+        let mut client = harness::Client::connect(self.nodes[node].inet_addr().unwrap()).await;
+        client.query("postfix", domain).await
+    }
+
+    /// The policy the node holds: (id, mode, mx).
+    async fn held(&self, node: usize, domain: &str) -> Option<(String, String, Vec<String>)> {
+        match self.nodes[node].cache().lookup(domain).await {
+            mtastsd::cache::Lookup::Policy(p) => Some((
+                p.id.clone(),
+                p.policy.mode.to_string(),
+                p.policy.mx.iter().map(|m| m.to_string()).collect(),
+            )),
+            mtastsd::cache::Lookup::NoPolicy => None,
+        }
+    }
+
+    /// A re-check of `domain` on `node`, as a hit past `recheck` starts it, awaited.
+    async fn recheck(&self, node: usize, domain: &str) {
+        self.clock.advance(61);
+        self.nodes[node]
+            .cache()
+            .resolve_shared(domain, false, None)
+            .await;
+    }
+
+    /// Until the node's record of `domain` is in Redis (publishing is in the background).
+    async fn wait_published(&self, _node: usize, domain: &str) {
+        let mut raw = self.redis.raw().await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let exists: i64 = redis::cmd("EXISTS")
+                .arg(format!("{}policy:{domain}", self.prefix()))
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            if exists == 1 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{domain} never published");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn prefix(&self) -> String {
+        self.prefix.clone()
+    }
+
+    /// Write `value` as the shared record of `domain`, and a lease held by "another
+    /// node" for `lease_ms`, as someone with write access to Redis can.
+    async fn poison(&self, domain: &str, value: &[u8], lease_ms: u64) {
+        let mut raw = self.redis.raw().await;
+        let prefix = self.prefix();
+        redis::cmd("SET")
+            .arg(format!("{prefix}policy:{domain}"))
+            .arg(value)
+            .arg("PX")
+            .arg(3_600_000)
+            .query_async::<()>(&mut raw)
+            .await
+            .unwrap();
+        redis::cmd("SET")
+            .arg(format!("{prefix}lease:{domain}"))
+            .arg("attacker:1")
+            .arg("PX")
+            .arg(lease_ms)
+            .query_async::<()>(&mut raw)
+            .await
+            .unwrap();
+    }
+
+    async fn shutdown(self) {
+        for node in self.nodes {
+            node.shutdown().await;
+        }
+    }
+}
+
+/// A shared policy record as a node writes it (the JSON of `SharedEntry::Policy`).
+fn record(mode: &str, mx: &[String], id: &str, fetched: u64) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "policy",
+        "policy": { "mode": mode, "max_age": 86400, "mx": mx },
+        "id": id,
+        "fetched": fetched,
+        "checked": fetched,
+    })
+}
+
+/// The records of someone who can write to Redis (SPEC 5.10), each as a value.
+fn poisoned_records(now: u64) -> Vec<(&'static str, Vec<u8>)> {
+    let evil = vec!["mx.attacker.example".to_string()];
+    let real = vec!["mx.example.com".to_string()];
+    let many: Vec<String> = (0..10_000)
+        .map(|i| format!("mx{i}.attacker.example"))
+        .collect();
+    let json = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
+    let mut huge = json(record("enforce", &evil, "1", now));
+    huge.resize(huge.len() + (1 << 20), b' ');
+    vec![
+        (
+            "mode none with the real id",
+            json(record("none", &[], "1", now)),
+        ),
+        (
+            "other mx with the real id",
+            json(record("enforce", &evil, "1", now)),
+        ),
+        (
+            "a fetched time in the future",
+            json(record("testing", &evil, "1", now + 50)),
+        ),
+        ("10 000 mx", json(record("enforce", &many, "1", now))),
+        ("a 1 MiB value", huge),
+        (
+            "a newline in the id",
+            json(record("enforce", &real, "1\nmtastsd: forged log line", now)),
+        ),
+    ]
+}
+
+/// SPEC 5.10: a shared record never replaces a usable local policy with a weaker or
+/// different one, whether the lease it comes with looks like another node's (30 s)
+/// or would silence every re-check (a day); a real change still reaches every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisoned_shared_records_leave_every_node_its_own_policy_spec_5_10() {
+    let Some(bin) = redis_server_or_skip("poisoned_shared_records_leave_every_node_its_own_policy")
+    else {
+        return;
+    };
+    let cluster = two_nodes(&bin, "poison:", |url| config(url, "")).await;
+    let real = Some((
+        "1".to_string(),
+        "enforce".to_string(),
+        vec!["mx.example.com".to_string()],
+    ));
+    // Every case is tried; the failures are listed together.
+    let mut failures = Vec::new();
+    for lease_ms in [30_000, 86_400_000] {
+        for node in 0..2 {
+            for (what, value) in poisoned_records(cluster.clock.now() + 61) {
+                cluster.poison("example.com", &value, lease_ms).await;
+                cluster.recheck(node, "example.com").await;
+                let answer = cluster.answer(node, "example.com").await;
+                let held = cluster.held(node, "example.com").await;
+                if answer != OK_MX1 || held != real {
+                    failures.push(format!(
+                        "node {node}, {what}, lease {lease_ms} ms: {answer:?}, holds {held:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // A real change (new id, new policy) reaches both nodes, though a day-long lease
+    // is still in Redis and one node's record says it first.
+    cluster
+        .world
+        .publish("example.com", "2", &harness::enforce(&["mx2.example.com"]));
+    let mut raw = cluster.redis.raw().await;
+    let () = redis::cmd("SET")
+        .arg("poison:lease:example.com")
+        .arg("attacker:1")
+        .arg("PX")
+        .arg(86_400_000)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    cluster.recheck(0, "example.com").await;
+    assert_eq!(cluster.answer(0, "example.com").await, OK_MX2);
+    // Node 1 finds a (short) lease of "another node" and node 0's new record: it
+    // re-checks and fetches itself.
+    let () = redis::cmd("SET")
+        .arg("poison:lease:example.com")
+        .arg("node0:1")
+        .arg("PX")
+        .arg(30_000)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let fetches = cluster
+        .world
+        .https
+        .requests(&support::policy_host("example.com"));
+    cluster.recheck(1, "example.com").await;
+    assert_eq!(cluster.answer(1, "example.com").await, OK_MX2);
+    assert_eq!(
+        cluster.held(1, "example.com").await.map(|h| h.0),
+        Some("2".to_string())
+    );
+    assert_eq!(
+        cluster
+            .world
+            .https
+            .requests(&support::policy_host("example.com")),
+        fetches + 1,
+        "node 1 fetched the new policy itself"
+    );
+    cluster.shutdown().await;
+}
+
+/// SPEC 5.10: a shared record that fails a fetched policy's validation does not fill
+/// a miss either: the node resolves the domain itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_shared_records_never_fill_a_miss_spec_5_10() {
+    let Some(bin) = redis_server_or_skip("invalid_shared_records_never_fill_a_miss") else {
+        return;
+    };
+    let cluster = two_nodes(&bin, "miss:", |url| config(url, "")).await;
+    let now = cluster.clock.now();
+    let mut failures = Vec::new();
+    for (what, value) in poisoned_records(now).into_iter().skip(3) {
+        let domain = format!("d{}.example", value.len());
+        cluster
+            .world
+            .publish(&domain, "1", &harness::enforce(&[&format!("mx.{domain}")]));
+        cluster.poison(&domain, &value, 30_000).await;
+        let answer = cluster.answer(1, &domain).await;
+        if answer != format!("OK secure match=mx.{domain} servername=hostname") {
+            failures.push(format!("{what}: {answer:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    cluster.shutdown().await;
+}
+
+/// SPEC 5.10: a lease longer than the ones nodes take (or one without expiry) is no
+/// node's: it does not keep this node from doing the work.
+#[tokio::test]
+async fn a_lease_longer_than_a_nodes_is_ignored() {
+    let Some(bin) = redis_server_or_skip("a_lease_longer_than_a_nodes_is_ignored") else {
+        return;
+    };
+    let redis = Redis::start(&bin).await;
+    let node = RedisShared::connect(&config(redis.url(), "t:"))
+        .await
+        .unwrap();
+    let mut raw = redis.raw().await;
+    let lease = Duration::from_secs(30);
+    for (domain, px, held) in [
+        ("short.example", Some(20_000), true),
+        ("exact.example", Some(30_000), true),
+        ("day.example", Some(86_400_000), false),
+        ("forever.example", None, false),
+    ] {
+        let mut set = redis::cmd("SET");
+        set.arg(format!("t:lease:{domain}")).arg("attacker:1");
+        if let Some(px) = px {
+            set.arg("PX").arg(px);
+        }
+        let () = set.query_async(&mut raw).await.unwrap();
+        assert_eq!(
+            node.lease(domain, lease).await.unwrap(),
+            !held,
+            "{domain}: lease of {px:?} ms"
+        );
+    }
+}
+
+/// SPEC 5.10: a value longer than any record is not read (at most MAX_RECORD + 1
+/// bytes cross the network) and is a miss.
+#[tokio::test]
+async fn a_value_over_the_record_cap_is_a_miss() {
+    let Some(bin) = redis_server_or_skip("a_value_over_the_record_cap_is_a_miss") else {
+        return;
+    };
+    let redis = Redis::start(&bin).await;
+    let node = RedisShared::connect(&config(redis.url(), "t:"))
+        .await
+        .unwrap();
+    node.put("example.com", &policy_entry(), HOUR)
+        .await
+        .unwrap();
+    let mut raw = redis.raw().await;
+    let mut value: Vec<u8> = redis::cmd("GET")
+        .arg("t:policy:example.com")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    // Still valid JSON, padded to over the cap.
+    value.resize(mtastsd::cache::shared::MAX_RECORD + 1, b' ');
+    let () = redis::cmd("SET")
+        .arg("t:policy:example.com")
+        .arg(&value)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(node.get("example.com").await.unwrap(), None);
+    value.truncate(mtastsd::cache::shared::MAX_RECORD);
+    let () = redis::cmd("SET")
+        .arg("t:policy:example.com")
+        .arg(&value)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(node.get("example.com").await.unwrap(), Some(policy_entry()));
+}
+
+fn keyed(url: String, secret: &str) -> RedisConfig {
+    let mut c = config(url, "");
+    c.key = Some(mtastsd::config::RedisKey::new(secret.as_bytes()).unwrap());
+    c
+}
+
+const CLUSTER_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+/// SPEC 5.10 with `[redis] key_file`: a record signed by another node of the
+/// cluster is adopted; unsigned records and records signed with another key are
+/// ignored (the node resolves the domain itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_key_only_records_signed_by_the_cluster_are_read() {
+    let Some(bin) = redis_server_or_skip("with_a_key_only_records_signed_by_the_cluster_are_read")
+    else {
+        return;
+    };
+    let cluster = two_nodes(&bin, "signed:", |url| keyed(url, CLUSTER_KEY)).await;
+    let (dns, https) = (&cluster.world.dns, &cluster.world.https);
+
+    // Signed by node 0, read by node 1 without DNS or HTTPS.
+    cluster.world.publish(
+        "signed.example",
+        "1",
+        &harness::enforce(&["mx.signed.example"]),
+    );
+    assert_eq!(
+        cluster.answer(0, "signed.example").await,
+        "OK secure match=mx.signed.example servername=hostname"
+    );
+    cluster.wait_published(0, "signed.example").await;
+    assert_eq!(
+        cluster.answer(1, "signed.example").await,
+        "OK secure match=mx.signed.example servername=hostname"
+    );
+    assert_eq!(
+        dns.queries(
+            &support::txt_name("signed.example"),
+            support::RecordType::TXT
+        ),
+        1
+    );
+    assert_eq!(https.requests(&support::policy_host("signed.example")), 1);
+
+    // Unsigned (a node without the key, or anyone who can write to Redis), and
+    // signed with another key: ignored, the node fetches the real policy.
+    let unkeyed = RedisShared::connect(&config(cluster.redis.url(), "signed:"))
+        .await
+        .unwrap();
+    let other_key = RedisShared::connect(&{
+        let mut c = keyed(cluster.redis.url(), "fedcba9876543210fedcba9876543210");
+        c.prefix = "signed:".into();
+        c
+    })
+    .await
+    .unwrap();
+    let now = cluster.clock.now();
+    for (domain, writer) in [
+        ("unsigned.example", &unkeyed),
+        ("forged.example", &other_key),
+    ] {
+        cluster
+            .world
+            .publish(domain, "1", &harness::enforce(&[&format!("mx.{domain}")]));
+        let body = b"version: STSv1\nmode: enforce\nmx: mx.attacker.example\nmax_age: 86400\n";
+        let forged = SharedEntry::Policy {
+            policy: CachedPolicy::new(parse_policy(body).unwrap(), "1".into(), now),
+            checked: now,
+        };
+        writer.put(domain, &forged, HOUR).await.unwrap();
+        assert_eq!(
+            cluster.answer(1, domain).await,
+            format!("OK secure match=mx.{domain} servername=hostname"),
+            "{domain}"
+        );
+        assert_eq!(https.requests(&support::policy_host(domain)), 1, "{domain}");
+    }
+    cluster.shutdown().await;
 }

@@ -74,8 +74,25 @@ pub const NEGATIVE_TTL_DEFAULT: u64 = 300;
 enum Consult {
     /// The cluster already knew: this is the result.
     Done(Option<Arc<CachedPolicy>>),
-    /// Resolve here; `leased` when this node took the domain's lease.
-    Proceed { leased: bool },
+    /// Resolve here; `leased` when this node took the domain's lease; `refetch` when
+    /// a shared record differs from the local policy (SPEC 5.10): fetch the policy
+    /// even if the TXT id has not changed, as a proactive refresh does.
+    Proceed { leased: bool, refetch: bool },
+}
+
+impl Consult {
+    const ALONE: Consult = Consult::Proceed {
+        leased: false,
+        refetch: false,
+    };
+}
+
+/// What a shared record did to a node's entry ([`PolicyCache::adopt`]).
+enum Adopted {
+    /// It filled a miss, or confirmed what the node holds: the lookup's result.
+    Used(Lookup),
+    /// It differs from the usable local policy, which stays (SPEC 5.10).
+    Differs,
 }
 
 /// How long a node may hold a domain's shared lease (a re-check or refresh takes at
@@ -415,11 +432,20 @@ impl PolicyCache {
         });
     }
 
-    /// Take over what another node learnt: a usable policy (kept locally and
-    /// persisted like one fetched here) or a live negative answer. `None` when the
-    /// shared record is of no use.
-    fn adopt(&self, domain: &str, entry: SharedEntry, now: u64) -> Option<Lookup> {
-        match sanitize(entry, now)? {
+    /// Take over what another node learnt, within SPEC 5.10: a valid, usable policy
+    /// fills a miss (kept locally and persisted like one fetched here) or confirms
+    /// the local policy (the same policy under the same id: a later `fetched` then
+    /// counts, as if this node had refreshed); a live negative answer fills a miss
+    /// (SPEC 5.3: it never takes a policy away). A record that differs from the
+    /// usable local policy changes nothing here: [`Adopted::Differs`]. `None` when
+    /// the record is invalid or no longer usable.
+    fn adopt(&self, domain: &str, entry: SharedEntry, now: u64) -> Option<Adopted> {
+        let Some(entry) = shared::sanitize(entry, now) else {
+            crate::metrics::shared_record_rejected("invalid");
+            log::debug!("{domain}: shared record ignored: invalid or expired");
+            return None;
+        };
+        match entry {
             SharedEntry::Policy { policy, checked } => {
                 let policy = Arc::new(CachedPolicy::new(policy.policy, policy.id, policy.fetched));
                 let previous = self
@@ -428,20 +454,26 @@ impl PolicyCache {
                     .unwrap()
                     .peek(domain)
                     .and_then(|e| e.usable(now).cloned());
-                if previous.as_ref().is_none_or(|p| p.fetched < policy.fetched) {
-                    log_policy_change(domain, previous.as_deref(), &policy);
-                    self.update(domain, |e| {
-                        e.set_policy(Some(Arc::clone(&policy)));
-                        e.checked = e.checked.max(checked);
-                        e.quiet_until = 0;
-                        e.set_failed(None);
-                    });
-                    self.mark_dirty();
-                    Some(Lookup::Policy(policy))
-                } else {
-                    self.update(domain, |e| e.checked = e.checked.max(checked));
-                    previous.map(Lookup::Policy)
+                if let Some(p) = &previous {
+                    if !shared::confirms(&policy, p) {
+                        return Some(Adopted::Differs);
+                    }
+                    if p.fetched >= policy.fetched {
+                        let p = Arc::clone(p);
+                        self.update(domain, |e| e.checked = e.checked.max(checked));
+                        return Some(Adopted::Used(Lookup::Policy(p)));
+                    }
                 }
+                // A miss, or a later fetch of the very same policy.
+                log_policy_change(domain, previous.as_deref(), &policy);
+                self.update(domain, |e| {
+                    e.set_policy(Some(Arc::clone(&policy)));
+                    e.checked = e.checked.max(checked);
+                    e.quiet_until = 0;
+                    e.set_failed(None);
+                });
+                self.mark_dirty();
+                Some(Adopted::Used(Lookup::Policy(policy)))
             }
             SharedEntry::Negative { checked, until } => {
                 let mut kept = None;
@@ -455,7 +487,7 @@ impl PolicyCache {
                         e.quiet_until = until;
                     }
                 });
-                Some(kept.map_or(Lookup::NoPolicy, Lookup::Policy))
+                Some(Adopted::Used(kept.map_or(Lookup::NoPolicy, Lookup::Policy)))
             }
         }
     }
@@ -463,7 +495,11 @@ impl PolicyCache {
     /// Before resolving: what the cluster already knows. On a miss, a fresh enough
     /// shared record answers without any DNS or HTTPS. For background work, a node
     /// that cannot take the domain's lease leaves the work to the node that holds it
-    /// and only adopts what is shared. `Some` means "done, this is the result".
+    /// and only adopts what is shared, unless the shared record is stale, of no use
+    /// or differs from the local policy (SPEC 5.10): then it re-checks here, and fetches
+    /// unless its own policy is younger than a re-check interval (the usual pace of
+    /// re-checks, so a record rewritten in a loop costs at most one fetch per
+    /// interval, and the fetch's own back-off applies).
     async fn consult_shared(
         &self,
         domain: &str,
@@ -471,7 +507,7 @@ impl PolicyCache {
         refresh: bool,
     ) -> Consult {
         let Some(shared) = self.shared() else {
-            return Consult::Proceed { leased: false };
+            return Consult::ALONE;
         };
         let recheck = self.recheck_secs.load(Ordering::Relaxed);
         let background = refresh || cached.is_some();
@@ -479,13 +515,18 @@ impl PolicyCache {
             match shared.lease(domain, SHARED_LEASE).await {
                 Ok(false) => {}
                 // Ours: do the work here, then hand the lease back.
-                Ok(true) => return Consult::Proceed { leased: true },
+                Ok(true) => {
+                    return Consult::Proceed {
+                        leased: true,
+                        refetch: false,
+                    }
+                }
                 // Redis unreachable: do the work here, as if alone.
-                Err(_) => return Consult::Proceed { leased: false },
+                Err(_) => return Consult::ALONE,
             }
         }
         let Some(entry) = shared.get(domain).await.ok().flatten() else {
-            return Consult::Proceed { leased: false };
+            return Consult::ALONE;
         };
         let now = self.clock.now();
         let fresh = match &entry {
@@ -493,22 +534,43 @@ impl PolicyCache {
                 now < checked.saturating_add(recheck)
             }
         };
-        if background {
-            // Another node holds the lease: take whatever it published and move on.
-            let adopted = self.adopt(domain, entry, now);
-            self.update(domain, |e| e.checked = now);
-            return Consult::Done(match adopted {
-                Some(Lookup::Policy(p)) => Some(p),
-                _ => cached.clone(),
-            });
-        }
         if !fresh {
-            return Consult::Proceed { leased: false };
+            // On a miss, not worth trusting; in the background, whoever holds the
+            // lease has not checked within an interval (or the lease is no node's):
+            // check here.
+            return Consult::ALONE;
         }
         match self.adopt(domain, entry, now) {
-            Some(Lookup::Policy(p)) => Consult::Done(Some(p)),
-            Some(Lookup::NoPolicy) => Consult::Done(None),
-            None => Consult::Proceed { leased: false },
+            Some(Adopted::Used(lookup)) => {
+                if background {
+                    if let (true, Lookup::Policy(p)) = (refresh, &lookup) {
+                        // SPEC 5.5: a refresh is left to the lease holder for one
+                        // lease at most: leases renewed without refreshing must not
+                        // let the policy run out.
+                        if now >= p.refresh_at().saturating_add(SHARED_LEASE.as_secs()) {
+                            return Consult::ALONE;
+                        }
+                    }
+                    // Another node holds the lease and has done the work.
+                    self.update(domain, |e| e.checked = now);
+                }
+                Consult::Done(match lookup {
+                    Lookup::Policy(p) => Some(p),
+                    Lookup::NoPolicy => None,
+                })
+            }
+            Some(Adopted::Differs) => {
+                log::debug!(
+                    "{domain}: the shared record differs from the cached policy; checking here"
+                );
+                Consult::Proceed {
+                    leased: false,
+                    refetch: cached
+                        .as_ref()
+                        .is_none_or(|c| now >= c.fetched.saturating_add(recheck)),
+                }
+            }
+            None => Consult::ALONE,
         }
     }
 
@@ -746,12 +808,12 @@ impl PolicyCache {
             (false, Some(_)) => "recheck",
             (false, None) => "miss",
         });
-        let leased = match self.consult_shared(domain, &cached, refresh).await {
+        let (leased, refetch) = match self.consult_shared(domain, &cached, refresh).await {
             Consult::Done(result) => return result,
-            Consult::Proceed { leased } => leased,
+            Consult::Proceed { leased, refetch } => (leased, refetch),
         };
         let result = self
-            .resolve_here(domain, refresh, cached, failed, &resolvers)
+            .resolve_here(domain, refresh || refetch, cached, failed, &resolvers)
             .await;
         if leased {
             self.release_lease(domain);
@@ -1067,38 +1129,6 @@ impl RateLimited {
             log::warn!("{}", line());
         }
         true
-    }
-}
-
-/// Bound what a shared record can claim before a node believes it: no fetch or check
-/// in the future (a record "fetched" next year would never be refreshed or replaced),
-/// `max_age` within SPEC 4.5, an enforced mode with mx patterns, a negative answer for
-/// at most SPEC 5.6's hour. `None` for a record not worth adopting.
-fn sanitize(entry: SharedEntry, now: u64) -> Option<SharedEntry> {
-    const SKEW: u64 = 60;
-    match entry {
-        SharedEntry::Policy {
-            mut policy,
-            checked,
-        } => {
-            if policy.fetched > now + SKEW
-                || (policy.policy.mode != Mode::None && policy.policy.mx.is_empty())
-            {
-                return None;
-            }
-            policy.policy.max_age = policy.policy.max_age.min(crate::mta_sts::MAX_AGE_LIMIT);
-            policy.usable(now).then_some(SharedEntry::Policy {
-                policy,
-                checked: checked.min(now),
-            })
-        }
-        SharedEntry::Negative { checked, until } => {
-            let until = until.min(now + NEGATIVE_TTL_MAX);
-            (now < until).then_some(SharedEntry::Negative {
-                checked: checked.min(now),
-                until,
-            })
-        }
     }
 }
 

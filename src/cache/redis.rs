@@ -1,8 +1,15 @@
-//! [`SharedCache`] on Redis (or Valkey): `[cache] backend = "redis"` (issue 4).
+//! [`SharedCache`] on Redis (or Valkey): `[cache] backend = "redis"`.
 //!
 //! Keys, under the configured prefix:
-//! - `{prefix}policy:{domain}`: the JSON of a [`SharedEntry`], `SET ... PX ttl`;
+//! - `{prefix}policy:{domain}`: the JSON of a [`SharedEntry`], `SET ... PX ttl`; with
+//!   `[redis] key_file`, preceded by `hmac-sha256:<hex>` and a newline (see [`seal`]);
 //! - `{prefix}lease:{domain}`: the id of the node refreshing the domain, `SET ... NX PX ttl`.
+//!
+//! What is read is not trusted more than the nodes' own work (SPEC 5.10): at most
+//! [`MAX_RECORD`] bytes of a record are read, a record without a valid signature is
+//! ignored when the cluster has a key, and a lease longer than the ones nodes take is
+//! ignored. Each of these is counted (`mtastsd_shared_records_rejected_total`) and
+//! logged at debug, without the record's text.
 //!
 //! The node must never wait on Redis for long, nor fail because of it:
 //! - [`RedisShared::connect`] does not need Redis to be up: the connection is made
@@ -20,10 +27,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, ErrorKind, RedisError, Value};
+use ::redis::{Client, ConnectionAddr, RedisError};
+use aws_lc_rs::hmac;
 use futures_util::future::{BoxFuture, FutureExt};
 
-use super::shared::{SharedCache, SharedEntry, SharedError};
+use super::shared::{SharedCache, SharedEntry, SharedError, MAX_RECORD};
 use crate::config::RedisConfig;
 
 /// How long the node leaves Redis alone after a failure.
@@ -42,6 +50,8 @@ pub struct RedisShared {
     /// `url` with any password replaced, for log messages.
     display_url: String,
     node_id: String,
+    /// `[redis] key_file`: records are signed, and unsigned ones ignored.
+    key: Option<hmac::Key>,
     state: Mutex<State>,
 }
 
@@ -110,6 +120,10 @@ impl RedisShared {
             timeout: config.timeout,
             display_url,
             node_id: node_id(),
+            key: config
+                .key
+                .as_ref()
+                .map(|k| hmac::Key::new(hmac::HMAC_SHA256, k.bytes())),
             state: Mutex::new(State {
                 manager,
                 down: None,
@@ -214,7 +228,9 @@ impl RedisShared {
     fn failed(&self, failure: Failure) -> SharedError {
         crate::metrics::shared_cache_error();
         let message = match failure {
-            Failure::Redis(e) => format!("{}: {e}", self.display_url),
+            // On one line: the text may quote what the server (or whatever answers
+            // at its address) sent.
+            Failure::Redis(e) => format!("{}: {}", self.display_url, one_line(&e.to_string())),
             Failure::TimedOut => format!(
                 "{}: no answer within {} ms",
                 self.display_url,
@@ -263,31 +279,52 @@ impl SharedCache for RedisShared {
                 .call(|mut conn| {
                     let key = &key;
                     async move {
-                        match ::redis::cmd("GET")
+                        // One byte more than a record may have, to tell a record
+                        // that is too long: never the whole of a value of any size.
+                        match ::redis::cmd("GETRANGE")
                             .arg(key)
-                            .query_async::<Option<Vec<u8>>>(&mut conn)
+                            .arg(0)
+                            .arg(MAX_RECORD)
+                            .query_async::<Vec<u8>>(&mut conn)
                             .await
                         {
                             // Someone else's value of another type under our key: as
                             // unusable as garbage, and no reason to think Redis down.
                             Err(e) if e.code() == Some("WRONGTYPE") => {
-                                log::debug!("shared cache: {key}: {e}; ignored");
-                                Ok(None)
+                                log::debug!(
+                                    "shared cache: {key}: a value of another type; ignored"
+                                );
+                                Ok(Vec::new())
                             }
                             other => other.map_err(Failure::Redis),
                         }
                     }
                 })
                 .await?;
-            let Some(raw) = raw else {
+            // GETRANGE answers "" for a missing key (and no record is empty).
+            if raw.is_empty() {
                 return Ok(None);
+            }
+            let json = match unseal(self.key.as_ref(), &key, &raw) {
+                Ok(json) => json,
+                Err(reason) => {
+                    crate::metrics::shared_record_rejected(reason);
+                    log::debug!("shared cache: {key}: record ignored ({reason})");
+                    return Ok(None);
+                }
             };
             // A value we cannot read (another version's format, corruption) is a miss:
             // the node resolves the domain itself and a later put replaces it.
-            match serde_json::from_slice::<SharedEntry>(&raw) {
+            match serde_json::from_slice::<SharedEntry>(json) {
                 Ok(entry) => Ok(Some(entry)),
                 Err(e) => {
-                    log::debug!("shared cache: {key}: unreadable value ignored: {e}");
+                    crate::metrics::shared_record_rejected("invalid");
+                    // Quoted: the message may quote the value, which anyone with
+                    // access to Redis writes.
+                    log::debug!(
+                        "shared cache: {key}: unreadable value ignored: {:?}",
+                        e.to_string()
+                    );
                     Ok(None)
                 }
             }
@@ -303,8 +340,12 @@ impl SharedCache for RedisShared {
     ) -> BoxFuture<'a, Result<(), SharedError>> {
         async move {
             let key = self.policy_key(domain);
-            let value = serde_json::to_vec(entry)
+            let json = serde_json::to_vec(entry)
                 .map_err(|e| SharedError(format!("{key}: cannot serialise: {e}")))?;
+            let value = match &self.key {
+                Some(secret) => seal(secret, &key, &json),
+                None => json,
+            };
             let ms = ttl_ms(ttl);
             self.call(|mut conn| {
                 let (key, value) = (&key, &value);
@@ -332,32 +373,37 @@ impl SharedCache for RedisShared {
         async move {
             let key = self.lease_key(domain);
             let ms = ttl_ms(ttl);
-            self.call(|mut conn| {
-                let key = &key;
-                async move {
-                    let reply = ::redis::cmd("SET")
-                        .arg(key)
-                        .arg(&self.node_id)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ms)
-                        .query_async::<Value>(&mut conn)
-                        .await
-                        .map_err(Failure::Redis)?;
-                    match reply {
-                        // Nil: the key exists, another node holds the lease.
-                        Value::Nil => Ok(false),
-                        Value::Okay => Ok(true),
-                        Value::SimpleString(s) if s == "OK" => Ok(true),
-                        other => Err(Failure::Redis(RedisError::from((
-                            ErrorKind::UnexpectedReturnType,
-                            "unexpected reply to SET NX",
-                            format!("{other:?}"),
-                        )))),
+            let held_for = self
+                .call(|mut conn| {
+                    let key = &key;
+                    async move {
+                        ::redis::cmd("EVAL")
+                            .arg(LEASE_SCRIPT)
+                            .arg(1)
+                            .arg(key)
+                            .arg(&self.node_id)
+                            .arg(ms)
+                            .query_async::<i64>(&mut conn)
+                            .await
+                            .map_err(Failure::Redis)
                     }
+                })
+                .await?;
+            Ok(match held_for {
+                TAKEN => true,
+                // Another node's lease, for at most what a node takes.
+                ms_left if (0..=i64::try_from(ms).unwrap_or(i64::MAX)).contains(&ms_left) => {
+                    false
+                }
+                // Longer than any node takes, or for ever (-1): no node's lease.
+                other => {
+                    crate::metrics::shared_record_rejected("lease");
+                    log::debug!(
+                        "shared cache: {key}: lease ignored (held for {other} ms, nodes take {ms} ms)"
+                    );
+                    true
                 }
             })
-            .await
         }
         .boxed()
     }
@@ -387,6 +433,108 @@ impl SharedCache for RedisShared {
     }
 }
 
+/// Take the lease if it is free (`SET NX PX`), in one step with reading how long the
+/// lease in place still runs: [`TAKEN`], or its `PTTL` (-1: no expiry).
+const LEASE_SCRIPT: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
+     return -3 else return redis.call('PTTL', KEYS[1]) end";
+
+/// [`LEASE_SCRIPT`]'s answer when this node took the lease (no `PTTL` is below -2).
+const TAKEN: i64 = -3;
+
+/// What precedes a signed record's JSON: `hmac-sha256:`, 64 hex digits, a newline.
+const SEAL_TAG: &[u8] = b"hmac-sha256:";
+
+/// The signed form of a record: the HMAC-SHA256 of the Redis key and the JSON, then
+/// the JSON. The key is signed with it so that a record cannot be copied to another
+/// domain (or another cluster's prefix).
+fn seal(secret: &hmac::Key, redis_key: &str, json: &[u8]) -> Vec<u8> {
+    let tag = hmac::sign(secret, &signed_text(redis_key, json));
+    let mut out = Vec::with_capacity(SEAL_TAG.len() + 65 + json.len());
+    out.extend_from_slice(SEAL_TAG);
+    for b in tag.as_ref() {
+        out.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    out.push(b'\n');
+    out.extend_from_slice(json);
+    out
+}
+
+fn signed_text(redis_key: &str, json: &[u8]) -> Vec<u8> {
+    let mut text = Vec::with_capacity(redis_key.len() + 1 + json.len());
+    text.extend_from_slice(redis_key.as_bytes());
+    text.push(b'\n');
+    text.extend_from_slice(json);
+    text
+}
+
+/// The JSON of a record as read, or why it is ignored: too long, or (with a key) not
+/// signed by a node of the cluster. Without a key, a signed record's JSON is taken as
+/// is, unchecked, so that nodes can be given the key one at a time.
+fn unseal<'a>(
+    secret: Option<&hmac::Key>,
+    redis_key: &str,
+    raw: &'a [u8],
+) -> Result<&'a [u8], &'static str> {
+    if raw.len() > MAX_RECORD {
+        return Err("too_large");
+    }
+    let sealed = raw.strip_prefix(SEAL_TAG).and_then(|rest| {
+        let newline = rest.iter().position(|&b| b == b'\n')?;
+        Some((&rest[..newline], &rest[newline + 1..]))
+    });
+    match (secret, sealed) {
+        (None, Some((_, json))) => Ok(json),
+        (None, None) => Ok(raw),
+        (Some(_), None) => Err("signature"),
+        (Some(secret), Some((hex, json))) => {
+            let tag = unhex(hex).ok_or("signature")?;
+            hmac::verify(secret, &signed_text(redis_key, json), &tag)
+                .map(|()| json)
+                .map_err(|_| "signature")
+        }
+    }
+}
+
+fn unhex(hex: &[u8]) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|pair| {
+            let text = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(text, 16).ok()
+        })
+        .collect()
+}
+
+/// Why the start-up log should warn about `config`, if it should: records neither
+/// signed (`key_file`) nor carried over TLS (`rediss://`) to a Redis off this host
+/// can be rewritten by anyone on the path. A host name other than `localhost` counts
+/// as off this host (it is not resolved here).
+pub fn exposure_warning(config: &RedisConfig) -> Option<String> {
+    if config.key.is_some() {
+        return None;
+    }
+    let client = Client::open(config.url.as_str()).ok()?;
+    let ConnectionAddr::Tcp(host, _) = client.get_connection_info().addr() else {
+        // TLS, or a unix socket: not readable or writable on the way.
+        return None;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| {
+        format!(
+            "the shared cache at {} is reached without TLS and its records are not signed: \
+             anyone on the network path can change the policies this node learns; \
+             use rediss:// or set [redis] key_file",
+            redact(&config.url)
+        )
+    })
+}
+
 /// Delete the lease key only if it still holds our node id.
 const RELEASE_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
@@ -408,6 +556,20 @@ fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis())
         .unwrap_or(u64::MAX)
         .clamp(1, MAX_TTL_MS)
+}
+
+/// `text` with control characters (line breaks included) escaped, for a log line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// `redis://user:secret@host/0` → `redis://user:***@host/0`: URLs go into logs.
@@ -458,6 +620,15 @@ mod tests {
     }
 
     #[test]
+    fn errors_are_logged_on_one_line() {
+        assert_eq!(
+            one_line("Parse error at 1\nUnexpected `84`\r\n"),
+            "Parse error at 1\\nUnexpected `84`\\r\\n"
+        );
+        assert_eq!(one_line("plain é"), "plain é");
+    }
+
+    #[test]
     fn ttl_is_clamped_to_what_px_accepts() {
         assert_eq!(ttl_ms(Duration::ZERO), 1);
         assert_eq!(ttl_ms(Duration::from_micros(1500)), 1);
@@ -472,6 +643,8 @@ mod tests {
             prefix: "t:".to_owned(),
             timeout: Duration::from_millis(50),
             ca_file: None,
+            key_file: None,
+            key: None,
         };
         assert!(RedisShared::connect(&config("http://127.0.0.1:1"))
             .await
@@ -482,6 +655,122 @@ mod tests {
         assert!(RedisShared::connect(&config("redis://127.0.0.1:1/0"))
             .await
             .is_ok());
+    }
+
+    fn key(secret: &str) -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes())
+    }
+
+    /// SPEC 5.10: with a key, only records signed with it, for this very Redis key,
+    /// are read; without one, signed and unsigned records alike.
+    #[test]
+    fn records_are_read_only_when_signed_with_the_clusters_key() {
+        let json = br#"{"kind":"negative","checked":1,"until":2}"#;
+        let ours = key("0123456789abcdef0123456789abcdef");
+        let theirs = key("fedcba9876543210fedcba9876543210");
+        let sealed = seal(&ours, "m:policy:example.com", json);
+        assert!(sealed.starts_with(b"hmac-sha256:"), "{sealed:?}");
+        assert_eq!(sealed.len(), SEAL_TAG.len() + 64 + 1 + json.len());
+        type Row<'a> = (
+            Option<&'a hmac::Key>,
+            &'a str,
+            Vec<u8>,
+            Result<&'a [u8], &'a str>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                Some(&ours),
+                "m:policy:example.com",
+                sealed.clone(),
+                Ok(json),
+            ),
+            (
+                Some(&ours),
+                "m:policy:example.com",
+                json.to_vec(),
+                Err("signature"),
+            ),
+            (
+                Some(&theirs),
+                "m:policy:example.com",
+                sealed.clone(),
+                Err("signature"),
+            ),
+            // Copied to another domain, or another prefix.
+            (
+                Some(&ours),
+                "m:policy:victim.example",
+                sealed.clone(),
+                Err("signature"),
+            ),
+            (
+                Some(&ours),
+                "n:policy:example.com",
+                sealed.clone(),
+                Err("signature"),
+            ),
+            // Changed after signing.
+            (
+                Some(&ours),
+                "m:policy:example.com",
+                [&sealed[..sealed.len() - 2], b"3}"].concat(),
+                Err("signature"),
+            ),
+            (
+                Some(&ours),
+                "m:policy:example.com",
+                b"hmac-sha256:zz\n{}".to_vec(),
+                Err("signature"),
+            ),
+            (None, "m:policy:example.com", sealed.clone(), Ok(json)),
+            (None, "m:policy:example.com", json.to_vec(), Ok(json)),
+            (
+                None,
+                "m:policy:example.com",
+                vec![b' '; MAX_RECORD + 1],
+                Err("too_large"),
+            ),
+        ];
+        for (secret, redis_key, raw, want) in rows {
+            assert_eq!(
+                unseal(secret, redis_key, &raw),
+                want,
+                "{redis_key} {:?}",
+                String::from_utf8_lossy(&raw[..raw.len().min(80)])
+            );
+        }
+    }
+
+    #[test]
+    fn plaintext_redis_off_this_host_without_a_key_is_warned_about() {
+        let config = |url: &str, key: bool| RedisConfig {
+            url: url.to_owned(),
+            prefix: "t:".to_owned(),
+            timeout: Duration::from_millis(50),
+            ca_file: None,
+            key_file: None,
+            key: key.then(|| {
+                crate::config::RedisKey::new(b"0123456789abcdef0123456789abcdef").unwrap()
+            }),
+        };
+        for (url, key, warned) in [
+            ("redis://10.0.0.5:6379/0", false, true),
+            ("redis://:secret@redis.example:6379", false, true),
+            ("redis://[2001:db8::1]:6379", false, true),
+            ("redis://10.0.0.5:6379/0", true, false),
+            ("rediss://10.0.0.5:6380/0", false, false),
+            ("redis://127.0.0.1:6379/0", false, false),
+            ("redis://127.0.0.2:6379/0", false, false),
+            ("redis://[::1]:6379", false, false),
+            ("redis://localhost", false, false),
+        ] {
+            let warning = exposure_warning(&config(url, key));
+            assert_eq!(warning.is_some(), warned, "{url} {key}: {warning:?}");
+            if let Some(w) = warning {
+                assert!(!w.contains("secret"), "{w}");
+                assert!(w.contains("key_file"), "{w}");
+            }
+        }
     }
 
     #[test]

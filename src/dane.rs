@@ -122,14 +122,6 @@ pub enum Fallback<'a> {
 }
 
 impl Fallback<'_> {
-    /// For the metric and the log line: which weaker DANE result MTA-STS replaced.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Fallback::Dane => "partial",
-            Fallback::Temp(_) => "failed",
-        }
-    }
-
     /// The reply data: `OK` data for [`Fallback::Dane`], the `TEMP` reason for
     /// [`Fallback::Temp`].
     pub fn reason(&self, domain: &str) -> String {
@@ -314,8 +306,6 @@ mod tests {
             Fallback::Temp("SERVFAIL").reason("d.example"),
             "DANE check of d.example failed: SERVFAIL"
         );
-        assert_eq!(Fallback::Dane.kind(), "partial");
-        assert_eq!(Fallback::Temp("x").kind(), "failed");
     }
 
     #[test]

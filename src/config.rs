@@ -205,6 +205,33 @@ impl DaneConfig {
     pub fn enabled(&self, profile: &str) -> bool {
         !self.profiles.is_empty() && self.profiles.contains(profile)
     }
+
+    /// The validating resolvers not on loopback: their AD bit is believed from
+    /// across the network, where anyone on the path can set it (RFC 6698 §4.1,
+    /// RFC 7672 §2.1 assume a trusted path to the validator). Warned about at
+    /// start-up.
+    pub fn off_loopback(&self) -> Vec<SocketAddr> {
+        self.nameservers
+            .iter()
+            .filter(|a| !a.ip().is_loopback())
+            .copied()
+            .collect()
+    }
+
+    /// The start-up warning for [`DaneConfig::off_loopback`], if any.
+    pub fn off_loopback_warning(&self) -> Option<String> {
+        let far = self.off_loopback();
+        if far.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = far.iter().map(ToString::to_string).collect();
+        Some(format!(
+            "[dane] nameservers {} not on loopback: the AD bit of their answers decides \
+             dane-only and is believed from across the network, where anyone on the path \
+             can forge it; run the validating resolver on this host (127.0.0.1 or ::1)",
+            list.join(", ")
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -2173,6 +2200,26 @@ tlsrpt = true
         );
         assert!(c.dane.enabled("postfix"));
         assert!(!c.dane.enabled("plain"));
+        // Both on loopback: no warning.
+        assert_eq!(c.dane.off_loopback_warning(), None);
+        let c = parse(
+            "[dane]\nnameservers = [\"127.0.0.1\", \"192.0.2.53\", \"[2001:db8::53]:5353\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.dane.off_loopback(),
+            vec![
+                "192.0.2.53:53".parse::<SocketAddr>().unwrap(),
+                "[2001:db8::53]:5353".parse().unwrap()
+            ]
+        );
+        let warning = c.dane.off_loopback_warning().unwrap();
+        assert!(
+            warning.starts_with(
+                "[dane] nameservers 192.0.2.53:53, [2001:db8::53]:5353 not on loopback"
+            ),
+            "{warning}"
+        );
         // The other profile settings are untouched.
         assert_eq!(c.profiles["postfix"], Profile::default());
         // SPEC 7.4: dane = true without a validating resolver names file, line, key.

@@ -218,6 +218,9 @@ impl Daemon {
             None => None,
         };
         let resolvers = build_resolvers(&config)?;
+        if let Some(warning) = config.dane.off_loopback_warning() {
+            log::warn!("{warning}");
+        }
         let (lookup, deadline) = dane_lookup(&config);
         let dane = Arc::new(DaneCache::new(
             config.cache.size,

@@ -24,12 +24,22 @@
 //!   usable records (usage 2/3, selector 0/1, matching 0/1/2 with the right data
 //!   length, RFC 7672 §3.1) in a secure answer → the host has DANE; a secure
 //!   denial, an unsigned answer or only unusable records → it has not.
-//! - Every host with DANE → `dane-only`; some → `dane`; none → the MTA-STS answer.
-//! - A lookup that failed (SERVFAIL, which a validating resolver also answers for
-//!   bogus data, timeout, ...) where it counts: [`Verdict::Failed`] when no host was
-//!   found with DANE (the caller answers `TEMP` unless a still-valid cached result
-//!   exists, SPEC 6.4); `dane` when one was (Postfix's own `dane` level does its
-//!   own TLSA lookups and fails closed per host).
+//! - A failed address lookup makes that host unusable for DANE (RFC 7672 §2.2: it
+//!   cannot be delivered to), not the domain a failure: it counts as without DANE.
+//! - Every host with DANE → `dane-only`; some → partial ([`Verdict::Dane`]); none →
+//!   the MTA-STS answer.
+//! - A TLSA or MX lookup that failed (SERVFAIL, which a validating resolver also
+//!   answers for bogus data, timeout, ...) where it counts: [`Verdict::Failed`] when
+//!   no host was found with DANE; partial when one was (Postfix's own `dane` level
+//!   does its own TLSA lookups and fails closed per host).
+//!
+//! # The answer ([`precedence`], SPEC 6.4)
+//!
+//! Postfix's `dane` level runs a host without TLSA at `may`, which an attacker on
+//! the path strips. So only `dane-only` wins over MTA-STS outright; a partial or
+//! failed check gives way to a usable `enforce` policy (`secure match=...`), and
+//! only without one answers `dane` (partial) or `TEMP` (failed: fail closed, as
+//! Postfix's own DANE does, RFC 7672).
 
 /// The answer text for the verdicts that win over MTA-STS.
 pub const DANE_ONLY: &str = "dane-only";
@@ -68,7 +78,8 @@ impl Tlsa {
 pub enum HostState {
     /// Usable TLSA records in a secure answer.
     Dane,
-    /// Secure denial, unsigned zone, or only unusable records.
+    /// Secure denial, unsigned zone, only unusable records, or an address lookup
+    /// that failed (the host is unusable, RFC 7672 §2.2).
     NoDane,
     /// A lookup that counts failed (SERVFAIL in a signed zone, timeout, ...).
     Failed(String),
@@ -79,7 +90,7 @@ pub enum HostState {
 pub enum Verdict {
     /// Every MX host has usable TLSA records: `dane-only`.
     DaneOnly,
-    /// Some do: `dane`.
+    /// Some do: `dane`, unless a usable `enforce` policy answers (SPEC 6.4).
     Dane,
     /// DANE does not apply (unsigned, secure denial, unusable records): the
     /// MTA-STS answer as before.
@@ -88,35 +99,66 @@ pub enum Verdict {
     Failed(String),
 }
 
+/// SPEC 6.4: what a DANE verdict leaves to MTA-STS. The one rule for the daemon
+/// (`server`) and `mtastsd query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precedence<'a> {
+    /// `OK dane-only`; MTA-STS is not consulted.
+    DaneOnly,
+    /// DANE does not apply: the MTA-STS answer, whatever it is.
+    MtaSts,
+    /// DANE is partial or failed: the MTA-STS answer when it is an `OK` (only a
+    /// usable `enforce` policy gives one), else the fallback.
+    MtaStsSecureElse(Fallback<'a>),
+}
+
+/// What a partial or failed DANE check answers when MTA-STS has no `OK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback<'a> {
+    /// Partial coverage: `OK dane`.
+    Dane,
+    /// The check failed with no valid cached result: `TEMP`, with the failure.
+    Temp(&'a str),
+}
+
+impl Fallback<'_> {
+    /// The reply data: `OK` data for [`Fallback::Dane`], the `TEMP` reason for
+    /// [`Fallback::Temp`].
+    pub fn reason(&self, domain: &str) -> String {
+        match self {
+            Fallback::Dane => DANE.into(),
+            Fallback::Temp(why) => format!("DANE check of {domain} failed: {why}"),
+        }
+    }
+}
+
+/// SPEC 6.4: see [`Precedence`].
+pub fn precedence(verdict: &Verdict) -> Precedence<'_> {
+    match verdict {
+        Verdict::DaneOnly => Precedence::DaneOnly,
+        Verdict::NoDane => Precedence::MtaSts,
+        Verdict::Dane => Precedence::MtaStsSecureElse(Fallback::Dane),
+        Verdict::Failed(why) => Precedence::MtaStsSecureElse(Fallback::Temp(why)),
+    }
+}
+
 impl Verdict {
-    /// The `OK` data for the verdicts that win over MTA-STS.
-    pub fn answer(&self) -> Option<&'static str> {
-        match self {
-            Verdict::DaneOnly => Some(DANE_ONLY),
-            Verdict::Dane => Some(DANE),
-            Verdict::NoDane | Verdict::Failed(_) => None,
-        }
-    }
-
-    /// The reason of the `TEMP` reply for [`Verdict::Failed`] (SPEC 6.4: DANE fails
-    /// closed), `None` for the others.
-    pub fn temp_reason(&self, domain: &str) -> Option<String> {
-        match self {
-            Verdict::Failed(why) => Some(format!("DANE check of {domain} failed: {why}")),
-            _ => None,
-        }
-    }
-
     /// One line for `mtastsd query`.
     pub fn describe(&self) -> String {
         match self {
             Verdict::DaneOnly => "DNSSEC-validated usable TLSA on every MX: dane-only".into(),
-            Verdict::Dane => "DNSSEC-validated usable TLSA on some MX: dane".into(),
+            Verdict::Dane => {
+                "DNSSEC-validated usable TLSA on some MX only: the MTA-STS answer if it \
+                 enforces, else dane"
+                    .into()
+            }
             Verdict::NoDane => {
                 "does not apply (unsigned, securely denied or unusable TLSA): the MTA-STS answer"
                     .into()
             }
-            Verdict::Failed(why) => format!("check failed: {why}"),
+            Verdict::Failed(why) => {
+                format!("check failed: {why}: the MTA-STS answer if it enforces, else TEMP")
+            }
         }
     }
 }
@@ -160,6 +202,12 @@ pub const TTL_MAX: u32 = 3600;
 pub fn clamp_ttl(ttl: u32) -> u32 {
     ttl.clamp(TTL_MIN, TTL_MAX)
 }
+
+/// A failed check is remembered this long (SPEC 5.6's floor for DNS errors): the
+/// requests meanwhile get the failure at once instead of each waiting up to the
+/// check's deadline on a resolver that is failing, and the resolver is asked at
+/// most once a minute per domain.
+pub const FAILURE_BACKOFF: u32 = 60;
 
 #[cfg(test)]
 mod tests {
@@ -241,11 +289,27 @@ mod tests {
     }
 
     #[test]
-    fn answers_and_ttl_bounds() {
-        assert_eq!(Verdict::DaneOnly.answer(), Some("dane-only"));
-        assert_eq!(Verdict::Dane.answer(), Some("dane"));
-        assert_eq!(Verdict::NoDane.answer(), None);
-        assert_eq!(Verdict::Failed("x".into()).answer(), None);
+    fn precedence_table_spec_6_4() {
+        assert_eq!(precedence(&Verdict::DaneOnly), Precedence::DaneOnly);
+        assert_eq!(precedence(&Verdict::NoDane), Precedence::MtaSts);
+        assert_eq!(
+            precedence(&Verdict::Dane),
+            Precedence::MtaStsSecureElse(Fallback::Dane)
+        );
+        let failed = Verdict::Failed("SERVFAIL".into());
+        assert_eq!(
+            precedence(&failed),
+            Precedence::MtaStsSecureElse(Fallback::Temp("SERVFAIL"))
+        );
+        assert_eq!(Fallback::Dane.reason("d.example"), "dane");
+        assert_eq!(
+            Fallback::Temp("SERVFAIL").reason("d.example"),
+            "DANE check of d.example failed: SERVFAIL"
+        );
+    }
+
+    #[test]
+    fn ttl_bounds() {
         assert_eq!(clamp_ttl(0), 60);
         assert_eq!(clamp_ttl(300), 300);
         assert_eq!(clamp_ttl(86_400), 3600);

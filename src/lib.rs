@@ -16,9 +16,11 @@
 //! ```
 //!
 //! Before the cache, [`overrides`] may answer a domain with a fixed value (SPEC 6.5).
-//! A profile with `dane = true` asks [`cache::dane`] first, after the overrides
-//! (SPEC 6.4): `dane-only` / `dane` answers win over the MTA-STS cache; its lookups
-//! go through [`resolver::dane`] to the configured validating resolver.
+//! A profile with `dane = true` asks [`cache::dane`] first, after the overrides,
+//! for recipient domains (not next hops); [`dane::precedence`] then decides (SPEC
+//! 6.4): `dane-only` wins over the MTA-STS cache, a partial or failed check gives
+//! way to an enforce policy. Its lookups go through [`resolver::dane`] to the
+//! configured validating resolver.
 //!
 //! # Which file owns which rule (SPEC = ../shared/SPEC.md)
 //!
@@ -38,7 +40,7 @@
 //! | [`cache::store`] | 5.8 persistence |
 //! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (issue 4): adopt, lease, publish |
 //! | [`postfix`] | 6.1, 6.2 the answer, 6.3 its TLS-RPT attributes (`tlsrpt` profiles), the postconf(5) syntax check every answer passes |
-//! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision (pure), the MX/A/TLSA lookups with the AD bit, the result cache (`server` asks it after the overrides, before the MTA-STS cache) |
+//! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision and the precedence over MTA-STS (pure, shared by `server` and `query`), the MX/A/TLSA lookups with the AD bit, the result cache (`server` asks it after the overrides, before the MTA-STS cache) |
 //! | [`overrides`] | 6.5 local overrides, consulted first (`server` asks them before the cache) |
 //! | [`config`] | 7.4 configuration errors, 7.5 listen defaults |
 //! | [`logging`] | 7.2 syslog / stderr |

@@ -264,7 +264,11 @@ fn query(config_path: Option<PathBuf>, domain: &str, profile_name: &str, json: b
             .as_deref()
             .and_then(|d| config.overrides.get(profile_name, d));
         let dane = match normalised.as_deref() {
-            Some(d) if config.dane.enabled(profile_name) => {
+            // SPEC 6.4: no DANE check for a next hop, as in the daemon.
+            Some(d)
+                if config.dane.enabled(profile_name)
+                    && !mtastsd::socketmap::normalise(domain).next_hop =>
+            {
                 let (lookup, deadline) = daemon::dane_lookup(&config);
                 let cache = mtastsd::cache::dane::DaneCache::new(
                     1,

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub cache_negative_hits: Counter,
     pub cache_misses: Counter,
+    /// SPEC 6.4: answers where DANE covered only some MX hosts (partial) or its
+    /// check failed, and the domain's MTA-STS `enforce` policy answered instead.
+    pub dane_partial_mta_sts: Counter,
+    pub dane_failed_mta_sts: Counter,
     pub connections: Gauge,
     pub dns_seconds: Histogram,
     pub fetch_seconds: Histogram,
@@ -47,6 +51,8 @@ pub fn get() -> &'static Metrics {
         cache_hits: counter!("mtastsd_cache_lookups_total", "result" => "hit"),
         cache_negative_hits: counter!("mtastsd_cache_lookups_total", "result" => "negative"),
         cache_misses: counter!("mtastsd_cache_lookups_total", "result" => "miss"),
+        dane_partial_mta_sts: counter!("mtastsd_dane_mta_sts_answers_total", "dane" => "partial"),
+        dane_failed_mta_sts: counter!("mtastsd_dane_mta_sts_answers_total", "dane" => "failed"),
         connections: gauge!("mtastsd_connections"),
         dns_seconds: histogram!("mtastsd_dns_lookup_seconds"),
         fetch_seconds: histogram!("mtastsd_policy_fetch_seconds"),
@@ -122,6 +128,9 @@ pub fn install() -> &'static PrometheusHandle {
         counter!("mtastsd_shared_cache_errors_total").increment(0);
         for reason in ["invalid", "too_large", "signature", "lease"] {
             counter!("mtastsd_shared_records_rejected_total", "reason" => reason).increment(0);
+        }
+        for dane in ["partial", "failed"] {
+            counter!("mtastsd_dane_mta_sts_answers_total", "dane" => dane).increment(0);
         }
         for outcome in ["ok", "error"] {
             counter!("mtastsd_store_saves_total", "outcome" => outcome).increment(0);

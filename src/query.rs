@@ -4,13 +4,13 @@
 use serde::Serialize;
 
 use crate::config::Profile;
-use crate::dane::Verdict;
+use crate::dane::{precedence, Fallback, Precedence, Verdict, DANE_ONLY};
 use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::{is_sts_record, select_record};
 use crate::overrides::Override;
 use crate::postfix::policy_answer_for;
 use crate::resolver::{policy_url, Resolvers};
-use crate::socketmap::{normalise_key, Key};
+use crate::socketmap::{normalise, Key, Normalised};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -83,7 +83,11 @@ pub async fn query(
         dane: None,
         failures: Vec::new(),
     };
-    let domain = match normalise_key(key) {
+    let Normalised {
+        key: normalised,
+        next_hop,
+    } = normalise(key);
+    let domain = match normalised {
         Key::Domain(d) => d.into_owned(),
         Key::Skip(why) => {
             report.failures.push(Failure {
@@ -148,14 +152,27 @@ pub async fn query(
             report.answer = format!("OK {answer}");
         }
     }
-    // The order of server.rs: overrides, then DANE, then MTA-STS.
-    if let Some(v) = local.dane {
-        report.dane = Some(v.describe());
-        if let Some(answer) = v.answer() {
-            report.answer = format!("OK {answer}");
-        } else if let Some(why) = v.temp_reason(&domain) {
-            report.answer = format!("TEMP {why}");
+    // The order of server.rs: overrides, then DANE (MX-resolved domains only), with
+    // the same precedence over the MTA-STS answer (SPEC 6.4).
+    match local.dane {
+        Some(_) if next_hop => {
+            report.dane = Some("not checked for a next hop ([host], host:port)".into());
         }
+        Some(v) => {
+            report.dane = Some(v.describe());
+            match precedence(v) {
+                Precedence::DaneOnly => report.answer = format!("OK {DANE_ONLY}"),
+                Precedence::MtaSts => {}
+                Precedence::MtaStsSecureElse(_) if report.answer.starts_with("OK ") => {}
+                Precedence::MtaStsSecureElse(fallback @ Fallback::Dane) => {
+                    report.answer = format!("OK {}", fallback.reason(&domain));
+                }
+                Precedence::MtaStsSecureElse(fallback @ Fallback::Temp(_)) => {
+                    report.answer = format!("TEMP {}", fallback.reason(&domain));
+                }
+            }
+        }
+        None => {}
     }
     if let Some(o) = local.overridden {
         report.answer = o.reply();

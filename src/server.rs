@@ -21,11 +21,12 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::cache::dane::DaneCache;
 use crate::cache::{Cached, Hit, Lookup, PolicyCache};
 use crate::config::{Config, ListenAddr, Profile, DEFAULT_PROFILE};
+use crate::dane::{precedence, Fallback, Precedence, DANE, DANE_ONLY};
 use crate::overrides::Override;
 use crate::postfix::{
     cached_answer, enforced, fits_with_tlsrpt, tlsrpt_tail, SERVERNAME_SUFFIX, TLSRPT_DOMAIN_PREFIX,
 };
-use crate::socketmap::{netstring, normalise_key, parse_request, Key, Reply, MAX_REQUEST};
+use crate::socketmap::{netstring, normalise, parse_request, Key, Normalised, Reply, MAX_REQUEST};
 
 /// `NOTFOUND ` (SPEC 1.3: with its trailing space), framed.
 const NOTFOUND: &[u8] = b"9:NOTFOUND ,";
@@ -149,7 +150,8 @@ impl Handler {
                 return Reply::Perm(e.to_string()).encode(out);
             }
         };
-        let domain = match normalise_key(request.key) {
+        let Normalised { key, next_hop } = normalise(request.key);
+        let domain = match key {
             Key::Domain(d) => d,
             Key::Skip(why) => {
                 log::debug!(
@@ -184,13 +186,11 @@ impl Handler {
             self.log_unknown_map(request.map);
         }
         let answered = match overridden {
-            Some(ok) => Some(Answered::from(ok)),
-            // SPEC 6.4: DANE wins over MTA-STS (after the overrides, before the cache).
-            None if dane => self.dane_reply(&domain, out).await,
-            None => None,
-        };
-        let answered = match answered {
-            Some(a) => a,
+            Some(ok) => Answered::from(ok),
+            // SPEC 6.4: DANE after the overrides, before the MTA-STS cache; for
+            // MX-resolved domains only (Postfix's `dane` level does no MX
+            // resolution for a next hop either).
+            None if dane && !next_hop => self.dane_reply(&domain, &profile, out).await,
             None => self.mta_sts_reply(&domain, &profile, out).await,
         };
         let m = crate::metrics::get();
@@ -226,19 +226,56 @@ impl Handler {
         Answered::NotFound
     }
 
-    /// SPEC 6.4, for a profile with `dane = true`: `OK dane-only` / `OK dane` when
-    /// DANE applies, `TEMP` when the check failed with no valid cached result, `None`
-    /// when the MTA-STS answer stands. A valid cached result answers without waiting
-    /// on DNS.
-    async fn dane_reply(&self, domain: &str, out: &mut BytesMut) -> Option<Answered> {
-        let verdict = self.dane.get()?.lookup(domain).await;
-        if let Some(answer) = verdict.answer() {
-            netstring::encode_parts(&[b"OK ", answer.as_bytes()], out);
-            return Some(Answered::Ok);
+    /// SPEC 6.4, for a profile with `dane = true`: [`precedence`] decides between
+    /// the DANE verdict and the MTA-STS answer. A valid cached DANE result answers
+    /// without waiting on DNS; the MTA-STS cache is read only when the verdict
+    /// leaves the answer to it.
+    async fn dane_reply(&self, domain: &str, profile: &Profile, out: &mut BytesMut) -> Answered {
+        let Some(dane) = self.dane.get() else {
+            return self.mta_sts_reply(domain, profile, out).await;
+        };
+        let verdict = dane.lookup(domain).await;
+        let fallback = match precedence(&verdict) {
+            Precedence::DaneOnly => {
+                netstring::encode_parts(&[b"OK ", DANE_ONLY.as_bytes()], out);
+                return Answered::Ok;
+            }
+            Precedence::MtaSts => return self.mta_sts_reply(domain, profile, out).await,
+            Precedence::MtaStsSecureElse(fallback) => fallback,
+        };
+        let start = out.len();
+        if let Answered::Ok = self.mta_sts_reply(domain, profile, out).await {
+            let m = crate::metrics::get();
+            match fallback {
+                Fallback::Dane => m.dane_partial_mta_sts.increment(1),
+                Fallback::Temp(_) => m.dane_failed_mta_sts.increment(1),
+            }
+            // Logged after the DANE cache's lock is released (SPEC 7.6).
+            if dane.mta_sts_log_due(domain) {
+                log::info!(
+                    "{domain}: DANE check {}; answering its MTA-STS enforce policy instead \
+                     (at the dane level Postfix would send to MX hosts without TLSA at may); \
+                     logged once an hour, counted in mtastsd_dane_mta_sts_answers_total",
+                    match fallback {
+                        Fallback::Dane => "covers only some MX hosts".to_string(),
+                        Fallback::Temp(why) => format!("failed ({why})"),
+                    }
+                );
+            }
+            return Answered::Ok;
         }
-        let why = verdict.temp_reason(domain)?;
-        Reply::Temp(why).encode(out);
-        Some(Answered::Temp)
+        // No `OK` from MTA-STS: its `NOTFOUND ` gives way to the fallback.
+        out.truncate(start);
+        match fallback {
+            Fallback::Dane => {
+                netstring::encode_parts(&[b"OK ", DANE.as_bytes()], out);
+                Answered::Ok
+            }
+            Fallback::Temp(_) => {
+                Reply::Temp(fallback.reason(domain)).encode(out);
+                Answered::Temp
+            }
+        }
     }
 
     fn log_unknown_map(&self, map: &str) {

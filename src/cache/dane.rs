@@ -6,13 +6,14 @@
 //!   re-resolved in the background, so a busy domain never waits on DNS.
 //! - One resolution per domain at a time, shared by every waiter, run as its own
 //!   task (a client that hangs up does not cancel it).
-//! - A failed resolution never replaces or evicts an entry: the entry keeps
-//!   answering until it expires (fail closed, RFC 7672). With no valid entry the
-//!   caller gets [`Verdict::Failed`] and answers `TEMP`.
-//! - Failures are not cached: Postfix retries deferred mail on its own schedule,
-//!   the validating resolver caches its SERVFAILs, and concurrent requests share
-//!   one resolution.
+//! - A failed resolution never replaces or evicts a valid result: it keeps
+//!   answering until it expires (fail closed, RFC 7672), and its next re-check
+//!   waits [`FAILURE_BACKOFF`]. With no valid result the failure itself is kept for
+//!   [`FAILURE_BACKOFF`] (SPEC 5.6): the requests meanwhile get
+//!   [`Verdict::Failed`] at once, without waiting on a failing resolver again.
 //! - Not persisted: entries live minutes, not the months of an MTA-STS policy.
+//! - Nothing is logged while the entries are locked: a stalled log must not stall
+//!   every DANE answer behind the lock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -22,21 +23,42 @@ use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
 
 use super::lru::Lru;
 use super::{Clock, InflightGuard, Name};
-use crate::dane::{clamp_ttl, decide, host_state, HostState, Tlsa, Verdict};
+use crate::dane::{clamp_ttl, decide, host_state, HostState, Tlsa, Verdict, FAILURE_BACKOFF};
 use crate::resolver::dane::{DaneLookup, QType, Rr};
 
 /// MX hosts checked per domain, in preference order. Hosts past this count are
 /// taken as without DANE, so such a domain gets at most `dane`, never `dane-only`.
 pub const MAX_HOSTS: usize = 16;
 
+/// How often the MTA-STS answer replacing a partial or failed DANE check is logged
+/// per domain (SPEC 6.4: logged and counted; SPEC 7.2: not one line per request).
+pub const MTA_STS_LOG_INTERVAL: u64 = 3600;
+
 #[derive(Debug, Clone)]
 struct Entry {
-    /// Never [`Verdict::Failed`].
+    /// A result, or a [`Verdict::Failed`] held for [`FAILURE_BACKOFF`].
     verdict: Verdict,
-    /// Unix time; unusable from then on.
+    /// [`Clock::now`] reading; unusable from then on.
     expires: u64,
     /// Re-resolve in the background from then on.
     refresh_at: u64,
+    /// When an MTA-STS answer over this domain's partial or failed check was last
+    /// logged; kept across re-resolutions.
+    mta_sts_logged: Option<u64>,
+}
+
+impl Entry {
+    fn failed(&self) -> bool {
+        matches!(self.verdict, Verdict::Failed(_))
+    }
+}
+
+/// What a resolution has to say, logged once the entries are unlocked.
+enum Note {
+    None,
+    Kept { why: String, kept: Verdict },
+    Failed(String),
+    Changed { fresh: Verdict, ttl: u32 },
 }
 
 type SharedVerdict = Shared<BoxFuture<'static, Verdict>>;
@@ -119,6 +141,28 @@ impl DaneCache {
         self.start(domain).await
     }
 
+    /// SPEC 6.4: an MTA-STS policy answered for `domain` instead of its partial or
+    /// failed DANE check. `true` when that is to be logged now: at most once per
+    /// domain and [`MTA_STS_LOG_INTERVAL`]. The caller logs, after this returns
+    /// (never under the lock).
+    pub fn mta_sts_log_due(&self, domain: &str) -> bool {
+        let now = self.inner.clock.now();
+        let mut entries = self.inner.entries.lock().unwrap();
+        // No entry (its resolution died, or it was just evicted): nothing to
+        // remember the time in, so no line; the counter still counts.
+        let Some(entry) = entries.peek_mut(domain) else {
+            return false;
+        };
+        if entry
+            .mta_sts_logged
+            .is_some_and(|t| now < t.saturating_add(MTA_STS_LOG_INTERVAL))
+        {
+            return false;
+        }
+        entry.mta_sts_logged = Some(now);
+        true
+    }
+
     /// Resolutions running now (for tests and shutdown).
     pub fn in_flight(&self) -> usize {
         self.inner.inflight.lock().unwrap().len()
@@ -172,38 +216,76 @@ impl Inner {
             }
         };
         let now = self.clock.now();
+        let (answer, note) = self.store(domain, verdict, ttl, now);
+        match note {
+            Note::None => {}
+            Note::Kept { why, kept } => {
+                log::warn!("{domain}: DANE check failed ({why}); keeping {kept:?}")
+            }
+            Note::Failed(why) => log::warn!("{domain}: DANE check failed: {why}"),
+            Note::Changed { fresh, ttl } => log::info!("{domain}: DANE {fresh:?} for {ttl} s"),
+        }
+        answer
+    }
+
+    /// Put a resolution's outcome in the entries; what to answer, and what to log
+    /// once the lock is released.
+    fn store(&self, domain: &str, verdict: Verdict, ttl: u32, now: u64) -> (Verdict, Note) {
         let mut entries = self.entries.lock().unwrap();
+        let (valid, logged) = match entries.peek_mut(domain) {
+            Some(e) => (now < e.expires, e.mta_sts_logged),
+            None => (false, None),
+        };
+        if let Verdict::Failed(why) = &verdict {
+            // SPEC 6.4: a failure keeps a valid result; the caller falls back to it.
+            // Its re-check waits for the back-off, like a first failure's.
+            if let Some(kept) = entries.peek_mut(domain).filter(|e| valid && !e.failed()) {
+                kept.refresh_at = now.saturating_add(u64::from(FAILURE_BACKOFF));
+                let kept = kept.verdict.clone();
+                let note = Note::Kept {
+                    why: why.clone(),
+                    kept: kept.clone(),
+                };
+                return (kept, note);
+            }
+            let until = now.saturating_add(u64::from(FAILURE_BACKOFF));
+            let note = Note::Failed(why.clone());
+            entries.push(
+                Name::from(domain),
+                Entry {
+                    verdict: verdict.clone(),
+                    expires: until,
+                    // Never re-checked in the background: past the back-off, the
+                    // next request resolves again.
+                    refresh_at: until,
+                    mta_sts_logged: logged,
+                },
+            );
+            return (verdict, note);
+        }
         let previous = entries
             .peek(domain)
-            .filter(|e| now < e.expires)
+            .filter(|_| valid)
             .map(|e| e.verdict.clone());
-        match &verdict {
-            Verdict::Failed(why) => {
-                // SPEC 6.4: a failure keeps a valid entry; the caller falls back to it.
-                match &previous {
-                    Some(kept) => {
-                        log::warn!("{domain}: DANE check failed ({why}); keeping {kept:?}");
-                        return kept.clone();
-                    }
-                    None => log::warn!("{domain}: DANE check failed: {why}"),
-                }
+        let note = if previous.as_ref() == Some(&verdict) {
+            Note::None
+        } else {
+            Note::Changed {
+                fresh: verdict.clone(),
+                ttl,
             }
-            fresh => {
-                if previous.as_ref() != Some(fresh) {
-                    log::info!("{domain}: DANE {fresh:?} for {ttl} s");
-                }
-                let ttl = u64::from(clamp_ttl(ttl));
-                entries.push(
-                    Name::from(domain),
-                    Entry {
-                        verdict: fresh.clone(),
-                        expires: now.saturating_add(ttl),
-                        refresh_at: now.saturating_add(ttl - ttl / 4),
-                    },
-                );
-            }
-        }
-        verdict
+        };
+        let ttl = u64::from(clamp_ttl(ttl));
+        entries.push(
+            Name::from(domain),
+            Entry {
+                verdict: verdict.clone(),
+                expires: now.saturating_add(ttl),
+                refresh_at: now.saturating_add(ttl - ttl / 4),
+                mta_sts_logged: logged,
+            },
+        );
+        (verdict, note)
     }
 }
 
@@ -261,7 +343,12 @@ async fn resolve(lookup: &dyn DaneLookup, domain: &str) -> (Verdict, u32) {
 async fn check_host(lookup: &dyn DaneLookup, host: &str) -> (HostState, u32) {
     let a = match lookup.query(host, QType::A).await {
         Ok(answer) => answer,
-        Err(e) => return (HostState::Failed(format!("A {host}: {e}")), 0),
+        // SPEC 6.4, RFC 7672 §2.2: the host is unusable (no delivery to it), not
+        // the domain's check a failure. TTL 0: held for the floor only.
+        Err(e) => {
+            log::debug!("{host}: address lookup for DANE failed ({e}): host unusable");
+            return (HostState::NoDane, 0);
+        }
     };
     if !a.authentic || a.nxdomain {
         return (HostState::NoDane, a.ttl);
@@ -461,6 +548,86 @@ mod tests {
         // The table has nothing for the name: a secure NXDOMAIN, no DANE.
         assert_eq!(cache.lookup("p.example").await, Verdict::NoDane);
         assert!(lookup.table.queries.load(Ordering::SeqCst) >= 1);
+    }
+
+    /// SPEC 6.4, 5.6: a failure with nothing valid cached is held for the back-off:
+    /// no query meanwhile; then resolved again.
+    #[tokio::test]
+    async fn failures_are_held_for_the_back_off_spec_6_4() {
+        let t = Arc::new(Table::default());
+        t.set(
+            "f.example",
+            QType::Mx,
+            Err(DnsError::Failed("SERVFAIL".into())),
+        );
+        let (cache, clock) = setup(t.clone());
+        assert!(matches!(
+            cache.lookup("f.example").await,
+            Verdict::Failed(_)
+        ));
+        assert_eq!(t.queries.load(Ordering::SeqCst), 1);
+        clock
+            .0
+            .fetch_add(u64::from(FAILURE_BACKOFF) - 1, Ordering::SeqCst);
+        assert!(matches!(
+            cache.lookup("f.example").await,
+            Verdict::Failed(_)
+        ));
+        assert_eq!(t.queries.load(Ordering::SeqCst), 1);
+        t.set("f.example", QType::Mx, secure(vec![], 300));
+        clock.0.fetch_add(1, Ordering::SeqCst);
+        // Secure NODATA, the domain's own A secure NXDOMAIN: no DANE.
+        assert_eq!(cache.lookup("f.example").await, Verdict::NoDane);
+        assert_eq!(t.queries.load(Ordering::SeqCst), 3);
+    }
+
+    /// SPEC 6.4, RFC 7672 §2.2: a failed address lookup makes the host unusable,
+    /// never the domain a failure.
+    #[tokio::test]
+    async fn a_failed_address_lookup_is_an_unusable_host() {
+        let t = Arc::new(Table::default());
+        t.set("a.example", QType::Mx, secure(mx(&["mx1.a", "mx2.a"]), 300));
+        t.set("mx1.a", QType::A, secure(vec![Rr::A], 300));
+        t.set(
+            "_25._tcp.mx1.a",
+            QType::Tlsa,
+            secure(vec![good_tlsa()], 300),
+        );
+        t.set("mx2.a", QType::A, Err(DnsError::Failed("SERVFAIL".into())));
+        let (cache, _) = setup(t.clone());
+        assert_eq!(cache.lookup("a.example").await, Verdict::Dane);
+        t.set("b.example", QType::Mx, secure(mx(&["mx2.a"]), 300));
+        assert_eq!(cache.lookup("b.example").await, Verdict::NoDane);
+    }
+
+    /// SPEC 6.4: the MTA-STS answer over a weaker DANE result is logged at most once
+    /// per domain and hour.
+    #[tokio::test]
+    async fn mta_sts_answers_are_logged_once_an_hour() {
+        let t = Arc::new(Table::default());
+        t.set("p.example", QType::Mx, secure(mx(&["mx1.p", "mx2.p"]), 300));
+        t.set("mx1.p", QType::A, secure(vec![Rr::A], 300));
+        t.set(
+            "_25._tcp.mx1.p",
+            QType::Tlsa,
+            secure(vec![good_tlsa()], 300),
+        );
+        t.set("mx2.p", QType::A, secure(vec![Rr::A], 300));
+        let (cache, clock) = setup(t.clone());
+        // Nothing known about the domain: nothing to log against.
+        assert!(!cache.mta_sts_log_due("p.example"));
+        assert_eq!(cache.lookup("p.example").await, Verdict::Dane);
+        assert!(cache.mta_sts_log_due("p.example"));
+        assert!(!cache.mta_sts_log_due("p.example"));
+        // Re-resolved (past the TTL): still within the hour.
+        clock.0.fetch_add(400, Ordering::SeqCst);
+        assert_eq!(cache.lookup("p.example").await, Verdict::Dane);
+        assert!(!cache.mta_sts_log_due("p.example"));
+        clock
+            .0
+            .fetch_add(MTA_STS_LOG_INTERVAL - 400, Ordering::SeqCst);
+        assert_eq!(cache.lookup("p.example").await, Verdict::Dane);
+        assert!(cache.mta_sts_log_due("p.example"));
     }
 
     #[tokio::test]

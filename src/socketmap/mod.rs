@@ -9,5 +9,7 @@ pub mod request;
 pub mod response;
 
 pub use netstring::{FrameError, MAX_REQUEST};
-pub use request::{normalise_key, parse_request, Key, Request, RequestError, Skip};
+pub use request::{
+    normalise, normalise_key, parse_request, Key, Normalised, Request, RequestError, Skip,
+};
 pub use response::Reply;

@@ -75,6 +75,16 @@ impl Skip {
     }
 }
 
+/// A key after SPEC 1.6, with how it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalised<'a> {
+    pub key: Key<'a>,
+    /// Written as a next hop, `[host]`, `[host]:port` or `host:port` (relayhost,
+    /// transports): Postfix does not MX-resolve it for DANE, so neither do we
+    /// (SPEC 6.4).
+    pub next_hop: bool,
+}
+
 /// SPEC 1.6: turn a key as Postfix sends it into the policy domain.
 ///
 /// - any case, trailing dot, UTF-8 (IDN) → lower-case A-label, no trailing dot;
@@ -82,19 +92,37 @@ impl Skip {
 /// - `[host]`, `[host]:port`, `host:port` → `host` (RFC 8461 §3.4);
 /// - IP literals and anything that is not a valid domain name → skipped.
 pub fn normalise_key(key: &str) -> Key<'_> {
+    normalise(key).key
+}
+
+/// [`normalise_key`], also saying whether the key was a next hop. Allocation-free
+/// for a key already in the form we keep (the answer path's usual case).
+pub fn normalise(key: &str) -> Normalised<'_> {
+    let recipient = |key| Normalised {
+        key,
+        next_hop: false,
+    };
     if key.starts_with('.') {
-        return Key::Skip(Skip::Parent);
+        return recipient(Key::Skip(Skip::Parent));
     }
     // The common case, on the answer path: a domain already in the form we keep
     // (lower-case, no next-hop syntax). One pass over the bytes, nothing copied.
     let host = key.strip_suffix('.').unwrap_or(key);
     if is_policy_domain(host) {
-        return Key::Domain(Cow::Borrowed(host));
+        return recipient(Key::Domain(Cow::Borrowed(host)));
     }
-    let host = match strip_next_hop(key) {
-        Ok(host) => host,
-        Err(skip) => return Key::Skip(skip),
+    let (host, next_hop) = match strip_next_hop(key) {
+        Ok(found) => found,
+        Err(skip) => return recipient(Key::Skip(skip)),
     };
+    Normalised {
+        key: normalise_host(host),
+        next_hop,
+    }
+}
+
+/// The host part of a key: IDN, case and trailing dot (SPEC 1.6).
+fn normalise_host(host: &str) -> Key<'_> {
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.parse::<IpAddr>().is_ok() {
         return Key::Skip(Skip::IpLiteral);
@@ -116,8 +144,9 @@ pub fn normalise_key(key: &str) -> Key<'_> {
     }
 }
 
-/// `[host]`, `[host]:port`, `host:port` → `host`; IP literals are skipped.
-fn strip_next_hop(key: &str) -> Result<&str, Skip> {
+/// `[host]`, `[host]:port`, `host:port` → (`host`, true); a plain name → (itself,
+/// false); IP literals are skipped.
+fn strip_next_hop(key: &str) -> Result<(&str, bool), Skip> {
     if let Some(rest) = key.strip_prefix('[') {
         let (inner, after) = rest.split_once(']').ok_or(Skip::Invalid)?;
         if !after.is_empty() && !is_port_suffix(after) {
@@ -133,13 +162,13 @@ fn strip_next_hop(key: &str) -> Result<&str, Skip> {
         if inner.parse::<IpAddr>().is_ok() {
             return Err(Skip::IpLiteral);
         }
-        return Ok(inner);
+        return Ok((inner, true));
     }
     match key.split_once(':') {
-        None => Ok(key),
+        None => Ok((key, false)),
         Some((host, port)) => {
             if is_port_suffix(&key[host.len()..]) {
-                Ok(host)
+                Ok((host, true))
             } else if key.parse::<IpAddr>().is_ok() {
                 // A bare IPv6 address.
                 Err(Skip::IpLiteral)
@@ -310,6 +339,32 @@ mod tests {
             normalise_key("[mxix\u{5ba}xampleom]:587"),
             Key::Skip(Skip::Invalid)
         );
+    }
+
+    /// SPEC 6.4, 1.6: a next hop is told apart (DANE skips it); the domain is the same.
+    #[test]
+    fn next_hop_keys_are_marked_spec_6_4() {
+        for (key, domain, next_hop) in [
+            ("example.com", "example.com", false),
+            ("Example.COM.", "example.com", false),
+            ("b\u{fc}cher.example", "xn--bcher-kva.example", false),
+            ("[relay.example]", "relay.example", true),
+            ("[relay.example]:587", "relay.example", true),
+            ("relay.example:587", "relay.example", true),
+            ("[Relay.Example.]:25", "relay.example", true),
+            ("[b\u{fc}cher.example]:587", "xn--bcher-kva.example", true),
+        ] {
+            assert_eq!(
+                normalise(key),
+                Normalised {
+                    key: dom(domain),
+                    next_hop
+                },
+                "key {key:?}"
+            );
+        }
+        assert!(!normalise(".example.com").next_hop);
+        assert_eq!(normalise("[192.0.2.1]:25").key, Key::Skip(Skip::IpLiteral));
     }
 
     #[test]

@@ -84,6 +84,11 @@ pub fn shared_cache_error() {
     counter!("mtastsd_shared_cache_errors_total").increment(1);
 }
 
+/// A log line dropped because the syslog socket was full (SPEC 7.6).
+pub fn log_lines_dropped() {
+    counter!("mtastsd_log_lines_dropped_total").increment(1);
+}
+
 /// A save of the persistent cache.
 pub fn store_save(ok: bool) {
     counter!("mtastsd_store_saves_total", "outcome" => if ok { "ok" } else { "error" })
@@ -114,6 +119,7 @@ pub fn install() -> &'static PrometheusHandle {
         counter!("mtastsd_policy_fetches_total", "outcome" => "ok").increment(0);
         counter!("mtastsd_policy_changes_total").increment(0);
         counter!("mtastsd_shared_cache_errors_total").increment(0);
+        counter!("mtastsd_log_lines_dropped_total").increment(0);
         for outcome in ["ok", "error"] {
             counter!("mtastsd_store_saves_total", "outcome" => outcome).increment(0);
         }

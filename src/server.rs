@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use crate::cache::dane::DaneCache;
 use crate::cache::{Cached, Hit, Lookup, PolicyCache};
 use crate::config::{Config, ListenAddr, Profile, DEFAULT_PROFILE};
+use crate::logging::RateLimit;
 use crate::overrides::Override;
 use crate::postfix::{
     cached_answer, enforced, fits_with_tlsrpt, tlsrpt_tail, SERVERNAME_SUFFIX, TLSRPT_DOMAIN_PREFIX,
@@ -146,7 +147,7 @@ impl Handler {
         let request = match parse_request(frame) {
             Ok(r) => r,
             Err(e) => {
-                log::warn!("refused request {:?}: {e}", String::from_utf8_lossy(frame));
+                crate::logging::refused_request(Some(frame), &e);
                 crate::metrics::get().answers_perm.increment(1);
                 return Reply::Perm(e.to_string()).encode(out);
             }
@@ -732,7 +733,7 @@ pub async fn serve_connection<S>(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    log::warn!("refused request: {e}; closing the connection");
+                    crate::logging::refused_request(None, &e);
                     Reply::Perm(e.to_string()).encode(&mut output);
                     close = true;
                     break;
@@ -784,7 +785,9 @@ pub async fn serve_connection<S>(
                         continue;
                     }
                     if request_started.is_some() {
-                        log::warn!("closing a connection that left a request incomplete");
+                        if let Some(held) = STALLED.admit() {
+                            log::warn!("closing a connection that left a request incomplete{}", held_back(held));
+                        }
                     } else {
                         log::debug!("closing a connection idle for {idle:?}");
                     }
@@ -799,6 +802,18 @@ pub async fn serve_connection<S>(
                 }
             }
         }
+    }
+}
+
+/// Clients closed for stalling (an incomplete request, replies not read): a client
+/// can cause these at will, so they are rate-limited (SPEC 7.6).
+static STALLED: RateLimit = RateLimit::new();
+
+/// The tail of a rate-limited line: how many like it were held back.
+fn held_back(n: u64) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(" ({n} more since the last such line)"),
     }
 }
 
@@ -825,7 +840,12 @@ async fn flush<S: AsyncWrite + Unpin>(
         Poll::Pending => match tokio::time::timeout(limit, write).await {
             Ok(written) => written,
             Err(_) => {
-                log::warn!("closing a connection that does not read its replies");
+                if let Some(held) = STALLED.admit() {
+                    log::warn!(
+                        "closing a connection that does not read its replies{}",
+                        held_back(held)
+                    );
+                }
                 return false;
             }
         },

@@ -314,6 +314,84 @@ async fn a_connection_waiting_for_its_answer_is_not_idle_spec_7_6() {
     );
 }
 
+// ---- refusal log lines ---------------------------------------------------------------------
+
+/// SPEC 7.6: a stream of malformed requests costs a few log lines a minute, not one
+/// each, and a line quotes at most 100 bytes of what was sent, escaped. Every request
+/// is still answered `PERM` (SPEC 1.3), and the daemon's stderr is the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_bad_frames_costs_a_few_log_lines_spec_7_6() {
+    const BAD: usize = 5000;
+    let world = World::start().await;
+    world.publish("hot.example", "1", &enforce(&["mx.hot.example"]));
+    let state = tempfile::tempdir().unwrap();
+    let config = world.dir().join("bad.toml");
+    std::fs::write(&config, child::config_text(&world, state.path(), "", "")).unwrap();
+    let mut daemon = child::Daemon::spawn(&config).await;
+    let before = daemon.log_len();
+    let mut c = Client::connect(daemon.addr).await;
+    // A long request (no space: not a lookup) with a terminal control sequence and a
+    // forged log line in it.
+    let mut big = String::from("nospace\u{1b}[2J\nmtastsd:error:forged\r");
+    big.push_str(&"x".repeat(9000));
+    c.send_raw(netstring(&big).as_bytes()).await;
+    assert!(c.reply().await.unwrap().starts_with("PERM "));
+    for batch in 0..BAD / 500 {
+        let mut bytes = String::new();
+        for i in 0..500 {
+            bytes.push_str(&netstring(&format!("bad{batch}x{i}")));
+        }
+        c.send_raw(bytes.as_bytes()).await;
+        for _ in 0..500 {
+            assert!(c.reply().await.unwrap().starts_with("PERM "));
+        }
+    }
+    // Framing errors close the connection; each is a refusal too.
+    for _ in 0..100 {
+        let mut c = Client::connect(daemon.addr).await;
+        c.send_raw(b"5:abcdeX").await;
+        assert!(c.reply().await.unwrap().starts_with("PERM "));
+    }
+    assert_eq!(
+        Client::connect(daemon.addr)
+            .await
+            .query("postfix", "hot.example")
+            .await,
+        HOT_ANSWER
+    );
+    let refused: Vec<String> = daemon.log()[before..]
+        .iter()
+        .filter(|l| l.contains("refused"))
+        .cloned()
+        .collect();
+    println!(
+        "FIGURE bad frames: {} requests refused, {} log lines",
+        BAD + 101,
+        refused.len()
+    );
+    assert!(!refused.is_empty(), "refusals are logged");
+    assert!(refused.len() <= 10, "{} lines: {refused:#?}", refused.len());
+    let first = &refused[0];
+    assert!(first.len() < 400, "{} bytes: {first}", first.len());
+    assert!(
+        !first.contains('\u{1b}'),
+        "escape sequence logged raw: {first:?}"
+    );
+    assert!(
+        !first.contains('\r'),
+        "carriage return logged raw: {first:?}"
+    );
+    assert!(
+        !daemon
+            .log()
+            .iter()
+            .any(|l| l.starts_with("mtastsd:error:forged")),
+        "a request forged a log line"
+    );
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(20)).await.success());
+}
+
 // ---- slowloris ---------------------------------------------------------------------------
 
 /// One byte a second: a request must be complete within REQUEST_TIMEOUT (10 s) of

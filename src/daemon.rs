@@ -207,12 +207,10 @@ impl Daemon {
             Some(addr) => {
                 crate::metrics::install();
                 Some(
-                    crate::metrics::bind(addr)
-                        .await
-                        .map_err(|source| StartError::Listen {
-                            addr: format!("{addr} (metrics)"),
-                            source,
-                        })?,
+                    crate::metrics::bind(addr).map_err(|source| StartError::Listen {
+                        addr: format!("{addr} (metrics)"),
+                        source,
+                    })?,
                 )
             }
             None => None,
@@ -272,7 +270,10 @@ impl Daemon {
             shutdown_rx.clone(),
         ))];
         if let Some(listener) = metrics_listener {
-            tasks.push(tokio::spawn(crate::metrics::serve(
+            // On the resolver threads, not the serving thread: a scrape (rendering,
+            // the cache's gauges) or a flood of metrics clients must not delay an
+            // answer to Postfix (SPEC 7.6).
+            tasks.push(resolver_threads.handle().spawn(crate::metrics::serve(
                 listener,
                 Arc::clone(&cache),
                 shutdown_rx.clone(),

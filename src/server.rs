@@ -341,22 +341,38 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// Why the server stopped accepting without being told to.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptEnded {
+    #[error("no longer accepting on {addr}: {source}")]
+    Listener {
+        addr: BoundAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no longer accepting: the accept loop panicked")]
+    Panicked,
+}
+
 /// Accept and serve until `shutdown` turns true, then wait for every connection to
-/// finish its request in flight, at most `grace`.
+/// finish its request in flight, at most `grace`. An accept loop that ends on its own
+/// (its listener broken for good, or a panic) ends them all with an error at once:
+/// the process must then exit, so that systemd restarts it, rather than stay up
+/// refusing Postfix.
 pub async fn run(
     listeners: Vec<Listener>,
     handler: Arc<Handler>,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
     grace: Duration,
-) {
+) -> Result<(), AcceptEnded> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let open = Arc::new(Connections::new());
     // Every connection task holds a sender; when all are gone, all have finished.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let mut accepters = Vec::new();
+    let mut accepters = tokio::task::JoinSet::new();
     for listener in listeners {
-        accepters.push(tokio::spawn(accept_loop(
+        accepters.spawn(accept_loop(
             listener,
             Arc::clone(&handler),
             limits,
@@ -364,15 +380,31 @@ pub async fn run(
             Arc::clone(&open),
             shutdown.clone(),
             done_tx.clone(),
-        )));
+        ));
     }
     drop(done_tx);
-    for a in accepters {
-        let _ = a.await;
+    while let Some(ended) = accepters.join_next().await {
+        let ended = match ended {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => AcceptEnded::Panicked,
+        };
+        accepters.abort_all();
+        return Err(ended);
     }
     if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
         log::warn!("connections still busy after {grace:?}; closing them");
     }
+    Ok(())
+}
+
+/// Accept errors that will not go away: the listener itself is broken (closed,
+/// shut down, not a listening socket).
+fn accept_error_is_fatal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EOPNOTSUPP | libc::EFAULT)
+    )
 }
 
 async fn accept_loop(
@@ -383,7 +415,7 @@ async fn accept_loop(
     open: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
-) {
+) -> Result<(), AcceptEnded> {
     let refusals = Arc::new(Refusals::default());
     loop {
         let accepted = tokio::select! {
@@ -392,6 +424,12 @@ async fn accept_loop(
         };
         let stream = match accepted {
             Ok(s) => s,
+            Err(e) if accept_error_is_fatal(&e) => {
+                return Err(AcceptEnded::Listener {
+                    addr: listener.local_addr(),
+                    source: e,
+                });
+            }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 log::error!("accept on {}: {e}", listener.local_addr());
@@ -445,6 +483,7 @@ async fn accept_loop(
     if let Listener::Unix(_, path) = &listener {
         let _ = std::fs::remove_file(path);
     }
+    Ok(())
 }
 
 enum Stream {

@@ -417,22 +417,30 @@ async fn accept_loop(
     done: mpsc::Sender<()>,
 ) -> Result<(), AcceptEnded> {
     let refusals = Arc::new(Refusals::default());
-    loop {
+    let accept_errors = RateLimit::new();
+    let ended = loop {
         let accepted = tokio::select! {
             a = accept(&listener) => a,
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => break Ok(()),
         };
         let stream = match accepted {
             Ok(s) => s,
             Err(e) if accept_error_is_fatal(&e) => {
-                return Err(AcceptEnded::Listener {
+                break Err(AcceptEnded::Listener {
                     addr: listener.local_addr(),
                     source: e,
                 });
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                log::error!("accept on {}: {e}", listener.local_addr());
+                // EMFILE and friends: back off instead of spinning, and log a few a
+                // minute (a local client can cause them, SPEC 7.6).
+                if let Some(held) = accept_errors.admit() {
+                    log::error!(
+                        "accept on {}: {e}{}",
+                        listener.local_addr(),
+                        held_back(held)
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -479,11 +487,11 @@ async fn accept_loop(
             drop(permit);
             drop(done);
         });
-    }
+    };
     if let Listener::Unix(_, path) = &listener {
         let _ = std::fs::remove_file(path);
     }
-    Ok(())
+    ended
 }
 
 enum Stream {

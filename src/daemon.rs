@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::cache::dane::DaneCache;
@@ -17,7 +17,7 @@ use crate::resolver::dane::{DaneLookup, ValidatingDns};
 use crate::resolver::dns::{Dns, DnsSetupError};
 use crate::resolver::https::{FetchSetupError, HttpsFetcher};
 use crate::resolver::Resolvers;
-use crate::server::{self, BoundAddr, Handler, Limits, Listener};
+use crate::server::{self, AcceptEnded, BoundAddr, Handler, Limits, Listener};
 
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -173,6 +173,9 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     server: JoinHandle<()>,
+    /// Why the server stopped accepting on its own, if it does (see
+    /// [`Daemon::serving_ended`]).
+    ended: Option<oneshot::Receiver<AcceptEnded>>,
     /// Last field: dropped after everything that may still hand it work.
     _resolver_threads: ResolverThreads,
 }
@@ -207,12 +210,10 @@ impl Daemon {
             Some(addr) => {
                 crate::metrics::install();
                 Some(
-                    crate::metrics::bind(addr)
-                        .await
-                        .map_err(|source| StartError::Listen {
-                            addr: format!("{addr} (metrics)"),
-                            source,
-                        })?,
+                    crate::metrics::bind(addr).map_err(|source| StartError::Listen {
+                        addr: format!("{addr} (metrics)"),
+                        source,
+                    })?,
                 )
             }
             None => None,
@@ -271,19 +272,29 @@ impl Daemon {
             idle_timeout: config.server.idle_timeout,
             max_connections: config.server.max_connections,
         };
-        let server = tokio::spawn(server::run(
+        let run = server::run(
             listeners,
             Arc::clone(&handler),
             limits,
             shutdown_rx.clone(),
             SHUTDOWN_GRACE,
-        ));
+        );
+        // A panic drops the sender without a value: also an end.
+        let (ended_tx, ended) = oneshot::channel();
+        let server = tokio::spawn(async move {
+            if let Err(e) = run.await {
+                let _ = ended_tx.send(e);
+            }
+        });
         let mut tasks = vec![tokio::spawn(refresh::refresher(
             Arc::clone(&cache),
             shutdown_rx.clone(),
         ))];
         if let Some(listener) = metrics_listener {
-            tasks.push(tokio::spawn(crate::metrics::serve(
+            // On the resolver threads, not the serving thread: a scrape (rendering,
+            // the cache's gauges) or a flood of metrics clients must not delay an
+            // answer to Postfix (SPEC 7.6).
+            tasks.push(resolver_threads.handle().spawn(crate::metrics::serve(
                 listener,
                 Arc::clone(&cache),
                 shutdown_rx.clone(),
@@ -314,6 +325,7 @@ impl Daemon {
             shutdown,
             tasks,
             server,
+            ended: Some(ended),
             _resolver_threads: resolver_threads,
         })
     }
@@ -334,6 +346,23 @@ impl Daemon {
     /// Where `/metrics` and `/healthz` are served, when configured.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Completes if the server stops accepting without being told to (a listener
+    /// broken for good, a panic): the process must then exit non-zero, so that
+    /// systemd restarts it, rather than stay up refusing Postfix while `/healthz`
+    /// says ok. Never completes for a server that is told to stop. Taken once.
+    pub fn serving_ended(&mut self) -> impl std::future::Future<Output = AcceptEnded> + 'static {
+        let ended = self.ended.take();
+        async move {
+            match ended {
+                Some(rx) => match rx.await {
+                    Ok(e) => e,
+                    Err(_) => AcceptEnded::Panicked,
+                },
+                None => std::future::pending().await,
+            }
+        }
     }
 
     pub fn cache(&self) -> &Arc<PolicyCache> {

@@ -70,6 +70,12 @@ fn main() -> ExitCode {
 }
 
 fn fail(code: u8, e: &dyn std::error::Error) -> ExitCode {
+    eprintln!("mtastsd: {}", chain(e));
+    ExitCode::from(code)
+}
+
+/// An error and its sources, `: `-separated (a `Display` never repeats its source).
+fn chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -77,8 +83,7 @@ fn fail(code: u8, e: &dyn std::error::Error) -> ExitCode {
         msg.push_str(&s.to_string());
         source = s.source();
     }
-    eprintln!("mtastsd: {msg}");
-    ExitCode::from(code)
+    msg
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, mtastsd::config::ConfigError> {
@@ -174,10 +179,20 @@ fn serve(
             }
         };
         let _ = sd_notify::notify(&[NotifyState::Ready]);
+        let ended = daemon.serving_ended();
+        tokio::pin!(ended);
+        let mut code = ExitCode::SUCCESS;
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                // Exit non-zero so that systemd (Restart=on-failure) starts a fresh
+                // process instead of leaving one that refuses Postfix.
+                e = &mut ended => {
+                    log::error!("{}; exiting so that the service is restarted", chain(&e));
+                    code = ExitCode::from(EXIT_RUNTIME);
+                    break;
+                }
                 _ = hup.recv() => {
                     let _ = sd_notify::notify(&[NotifyState::Reloading]);
                     // Files are read and resolvers built on a blocking thread: the
@@ -199,7 +214,7 @@ fn serve(
         let _ = sd_notify::notify(&[NotifyState::Stopping]);
         log::info!("stopping");
         daemon.shutdown().await;
-        ExitCode::SUCCESS
+        code
     })
 }
 

@@ -5,9 +5,14 @@
 //! no recorder is installed and every handle is a no-op.
 //!
 //! The endpoint is a deliberately tiny HTTP/1.1 server: `GET /metrics` (text format
-//! 0.0.4) and `GET /healthz`, one request per connection.
+//! 0.0.4) and `GET /healthz`, one request per connection. It holds at most
+//! [`MAX_CONNECTIONS`] connections, each for at most [`READ_TIMEOUT`] plus
+//! [`WRITE_TIMEOUT`], and runs on the resolver threads (see `daemon.rs`), never on
+//! the thread that answers Postfix: a flood of scrapers or of idle connections costs
+//! a few file descriptors, not the socketmap's answers (SPEC 7.6).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -96,6 +101,11 @@ pub fn shared_record_rejected(reason: &'static str) {
     counter!("mtastsd_shared_records_rejected_total", "reason" => reason).increment(1);
 }
 
+/// A log line dropped because the syslog socket was full (SPEC 7.6).
+pub fn log_lines_dropped() {
+    counter!("mtastsd_log_lines_dropped_total").increment(1);
+}
+
 /// A save of the persistent cache.
 pub fn store_save(ok: bool) {
     counter!("mtastsd_store_saves_total", "outcome" => if ok { "ok" } else { "error" })
@@ -132,6 +142,7 @@ pub fn install() -> &'static PrometheusHandle {
         for dane in ["partial", "failed"] {
             counter!("mtastsd_dane_mta_sts_answers_total", "dane" => dane).increment(0);
         }
+        counter!("mtastsd_log_lines_dropped_total").increment(0);
         for outcome in ["ok", "error"] {
             counter!("mtastsd_store_saves_total", "outcome" => outcome).increment(0);
         }
@@ -139,13 +150,30 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
-/// Serve `/metrics` and `/healthz` on `listener` until shutdown.
+/// Connections the endpoint holds at once; more are closed as soon as accepted.
+/// Prometheus and a health check need one or two.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Time for a client to send its request head.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for a client to take the response.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serve `/metrics` and `/healthz` on `listener` until shutdown. Must run inside the
+/// runtime that is to serve it (the listener is registered there).
 pub async fn serve(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     cache: Arc<PolicyCache>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("metrics listener: {e}");
+            return;
+        }
+    };
     let handle = install();
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (mut stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -158,11 +186,17 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
+        if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::AcqRel);
+            drop(stream); // closed at once
+            continue;
+        }
+        let open = Arc::clone(&open);
         let cache = Arc::clone(&cache);
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(512);
             let mut buf = [0u8; 512];
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
+            let read = tokio::time::timeout(READ_TIMEOUT, async {
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
                     match stream.read(&mut buf).await {
                         Ok(0) | Err(_) => return false,
@@ -172,25 +206,29 @@ pub async fn serve(
                 true
             })
             .await;
-            if read != Ok(true) {
-                return;
+            if read == Ok(true) {
+                let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+                let (status, body) = match line {
+                    l if l.starts_with(b"GET /metrics ") => {
+                        update_gauges(&cache);
+                        handle.run_upkeep();
+                        ("200 OK", handle.render())
+                    }
+                    l if l.starts_with(b"GET /healthz ") => ("200 OK", "ok\n".to_string()),
+                    _ => ("404 Not Found", "GET /metrics or /healthz\n".to_string()),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+                    stream.write_all(response.as_bytes()).await?;
+                    stream.shutdown().await
+                })
+                .await;
             }
-            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-            let (status, body) = match line {
-                l if l.starts_with(b"GET /metrics ") => {
-                    update_gauges(&cache);
-                    handle.run_upkeep();
-                    ("200 OK", handle.render())
-                }
-                l if l.starts_with(b"GET /healthz ") => ("200 OK", "ok\n".to_string()),
-                _ => ("404 Not Found", "GET /metrics or /healthz\n".to_string()),
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            drop(stream);
+            open.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }
@@ -210,7 +248,10 @@ fn update_gauges(cache: &PolicyCache) {
     }
 }
 
-/// Bind the metrics listener (loopback unless configured otherwise).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// Bind the metrics listener (loopback unless configured otherwise), for [`serve`]
+/// on another runtime.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }

@@ -1,12 +1,14 @@
 //! Listeners (inet and unix, SPEC 7.5), the per-connection request loop (SPEC 1.1,
-//! 1.4, 1.5), the connection limit, and graceful shutdown (SPEC 7.3).
+//! 1.4, 1.5), the connection limit (SPEC 7.6: the longest-idle connection makes room),
+//! and graceful shutdown (SPEC 7.3).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::Poll;
 use std::time::Duration;
@@ -16,12 +18,13 @@ use tokio::time::Instant;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::dane::DaneCache;
 use crate::cache::{Cached, Hit, Lookup, PolicyCache};
 use crate::config::{Config, ListenAddr, Profile, DEFAULT_PROFILE};
 use crate::dane::{precedence, Fallback, Precedence, DANE, DANE_ONLY};
+use crate::logging::RateLimit;
 use crate::overrides::Override;
 use crate::postfix::{
     cached_answer, enforced, fits_with_tlsrpt, tlsrpt_tail, SERVERNAME_SUFFIX, TLSRPT_DOMAIN_PREFIX,
@@ -145,7 +148,7 @@ impl Handler {
         let request = match parse_request(frame) {
             Ok(r) => r,
             Err(e) => {
-                log::warn!("refused request {:?}: {e}", String::from_utf8_lossy(frame));
+                crate::logging::refused_request(Some(frame), &e);
                 crate::metrics::get().answers_perm.increment(1);
                 return Reply::Perm(e.to_string()).encode(out);
             }
@@ -375,36 +378,70 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// Why the server stopped accepting without being told to.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptEnded {
+    #[error("no longer accepting on {addr}: {source}")]
+    Listener {
+        addr: BoundAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no longer accepting: the accept loop panicked")]
+    Panicked,
+}
+
 /// Accept and serve until `shutdown` turns true, then wait for every connection to
-/// finish its request in flight, at most `grace`.
+/// finish its request in flight, at most `grace`. An accept loop that ends on its own
+/// (its listener broken for good, or a panic) ends them all with an error at once:
+/// the process must then exit, so that systemd restarts it, rather than stay up
+/// refusing Postfix.
 pub async fn run(
     listeners: Vec<Listener>,
     handler: Arc<Handler>,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
     grace: Duration,
-) {
+) -> Result<(), AcceptEnded> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(Connections::new());
     // Every connection task holds a sender; when all are gone, all have finished.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let mut accepters = Vec::new();
+    let mut accepters = tokio::task::JoinSet::new();
     for listener in listeners {
-        accepters.push(tokio::spawn(accept_loop(
+        accepters.spawn(accept_loop(
             listener,
             Arc::clone(&handler),
             limits,
             Arc::clone(&permits),
+            Arc::clone(&open),
             shutdown.clone(),
             done_tx.clone(),
-        )));
+        ));
     }
     drop(done_tx);
-    for a in accepters {
-        let _ = a.await;
+    while let Some(ended) = accepters.join_next().await {
+        let ended = match ended {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => AcceptEnded::Panicked,
+        };
+        accepters.abort_all();
+        return Err(ended);
     }
     if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
         log::warn!("connections still busy after {grace:?}; closing them");
     }
+    Ok(())
+}
+
+/// Accept errors that will not go away: the listener itself is broken (closed,
+/// shut down, not a listening socket).
+fn accept_error_is_fatal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EOPNOTSUPP | libc::EFAULT)
+    )
 }
 
 async fn accept_loop(
@@ -412,59 +449,220 @@ async fn accept_loop(
     handler: Arc<Handler>,
     limits: Limits,
     permits: Arc<Semaphore>,
+    open: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
-) {
+) -> Result<(), AcceptEnded> {
     let refusals = Arc::new(Refusals::default());
-    loop {
+    let accept_errors = RateLimit::new();
+    let ended = loop {
         let accepted = tokio::select! {
             a = accept(&listener) => a,
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => break Ok(()),
         };
         let stream = match accepted {
             Ok(s) => s,
+            Err(e) if accept_error_is_fatal(&e) => {
+                break Err(AcceptEnded::Listener {
+                    addr: listener.local_addr(),
+                    source: e,
+                });
+            }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                log::error!("accept on {}: {e}", listener.local_addr());
+                // EMFILE and friends: back off instead of spinning, and log a few a
+                // minute (a local client can cause them, SPEC 7.6).
+                if let Some(held) = accept_errors.admit() {
+                    log::error!(
+                        "accept on {}: {e}{}",
+                        listener.local_addr(),
+                        held_back(held)
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        // The connection limit: past it, a new client is told so at once and
+        // The connection limit (SPEC 7.6): past it, the longest-idle connection is
+        // closed to make room, so that idle clients cannot lock Postfix out. When
+        // every connection is answering, the newcomer is told so at once and
         // disconnected (see `refuse`) rather than left waiting in the backlog for a
         // slot that may not come within Postfix's 100 s.
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            refusals.refuse(stream, limits.max_connections);
-            continue;
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) if open.close_longest_idle() => {
+                refusals.evicted(limits.max_connections);
+                None
+            }
+            Err(_) => {
+                refusals.refuse(stream, limits.max_connections);
+                continue;
+            }
         };
         let handler = Arc::clone(&handler);
         let shutdown = shutdown.clone();
         let done = done.clone();
+        let permits = Arc::clone(&permits);
+        let open = Arc::clone(&open);
         tokio::spawn(async move {
+            let Some(permit) = wait_for_slot(permit, permits).await else {
+                return stream.refuse().await;
+            };
             let connections = &crate::metrics::get().connections;
             connections.increment(1.0);
+            let this = open.add();
             match stream {
                 Stream::Tcp(s) => {
                     let _ = s.set_nodelay(true);
-                    serve_connection(s, &handler, limits.idle_timeout, shutdown).await
+                    serve_connection(s, &handler, limits.idle_timeout, shutdown, &this).await
                 }
                 Stream::Unix(s) => {
-                    serve_connection(s, &handler, limits.idle_timeout, shutdown).await
+                    serve_connection(s, &handler, limits.idle_timeout, shutdown, &this).await
                 }
             }
+            open.remove(&this);
             connections.decrement(1.0);
             drop(permit);
             drop(done);
         });
-    }
+    };
     if let Listener::Unix(_, path) = &listener {
         let _ = std::fs::remove_file(path);
     }
+    ended
 }
 
 enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+}
+
+impl Stream {
+    async fn refuse(self) {
+        match self {
+            Stream::Tcp(s) => refuse(s).await,
+            Stream::Unix(s) => refuse(s).await,
+        }
+    }
+}
+
+/// How long a newcomer waits for the slot of the idle connection closed for it. The
+/// closed connection's task ends at its next poll; only a burst of newcomers larger
+/// than the number of idle connections can outlast this.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
+
+/// The slot a newcomer may take: `permit` if it had one at once, else the one freed
+/// by the idle connection closed for it.
+async fn wait_for_slot(
+    permit: Option<OwnedSemaphorePermit>,
+    permits: Arc<Semaphore>,
+) -> Option<OwnedSemaphorePermit> {
+    match permit {
+        Some(p) => Some(p),
+        None => tokio::time::timeout(SLOT_WAIT, permits.acquire_owned())
+            .await
+            .ok()?
+            .ok(),
+    }
+}
+
+/// `Conn::idle_since` while the connection is reading or answering a request.
+const BUSY: u64 = 0;
+/// `Conn::idle_since` once the connection was picked to be closed.
+const CLOSING: u64 = u64::MAX;
+
+/// One open connection, as the connection limit sees it (SPEC 7.6).
+pub struct Conn {
+    id: u64,
+    /// When it began waiting for a request, in nanoseconds after
+    /// [`Connections::epoch`] plus one; [`BUSY`] or [`CLOSING`] otherwise. One atomic
+    /// store per batch of requests on the connection's side.
+    idle_since: AtomicU64,
+    /// Wakes the connection to close between requests.
+    close: Notify,
+    epoch: Instant,
+}
+
+impl Conn {
+    /// Between requests since `t` (the connection waits for input).
+    fn idle(&self, t: Instant) {
+        let ns = t.saturating_duration_since(self.epoch).as_nanos();
+        let ns = u64::try_from(ns).unwrap_or(CLOSING - 1).min(CLOSING - 2) + 1;
+        // A connection picked to close stays picked.
+        let _ = self
+            .idle_since
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                (v != CLOSING).then_some(ns)
+            });
+    }
+
+    /// Reading or answering a request: not a candidate to close.
+    fn busy(&self) {
+        let _ = self
+            .idle_since
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                (v != CLOSING).then_some(BUSY)
+            });
+    }
+}
+
+/// The open connections of every listener, for closing the longest-idle one when
+/// the limit is reached (SPEC 7.6). Touched once when a connection opens and once
+/// when it closes; the per-request cost is the [`Conn`]'s atomic.
+struct Connections {
+    epoch: Instant,
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Conn>>>,
+}
+
+impl Connections {
+    fn new() -> Connections {
+        Connections {
+            epoch: Instant::now(),
+            next_id: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn add(&self) -> Arc<Conn> {
+        let conn = Arc::new(Conn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            idle_since: AtomicU64::new(BUSY),
+            close: Notify::new(),
+            epoch: self.epoch,
+        });
+        self.open.lock().unwrap().insert(conn.id, Arc::clone(&conn));
+        conn
+    }
+
+    fn remove(&self, conn: &Conn) {
+        self.open.lock().unwrap().remove(&conn.id);
+    }
+
+    /// Tell the connection idle for longest to close; `false` when none is idle
+    /// (every one is reading or answering a request). A scan of the open
+    /// connections, only when the limit is reached.
+    fn close_longest_idle(&self) -> bool {
+        let open = self.open.lock().unwrap();
+        loop {
+            let Some((conn, since)) = open
+                .values()
+                .map(|c| (c, c.idle_since.load(Ordering::Relaxed)))
+                .filter(|&(_, t)| t != BUSY && t != CLOSING)
+                .min_by_key(|&(_, t)| t)
+            else {
+                return false;
+            };
+            // Lost a race with the connection waking up for a request: look again.
+            if conn
+                .idle_since
+                .compare_exchange(since, CLOSING, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                conn.close.notify_one();
+                return true;
+            }
+        }
+    }
 }
 
 /// The reply a client past the connection limit gets before it is disconnected.
@@ -482,37 +680,54 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Refusals {
     /// Refusals in progress.
-    busy: Arc<std::sync::atomic::AtomicUsize>,
-    /// Refused since the last log line, and when that was.
-    log: Mutex<(u64, Option<Instant>)>,
+    busy: Arc<AtomicUsize>,
+    /// Refused and idle connections closed since the last log line, and when that was.
+    log: Mutex<LimitLog>,
+}
+
+#[derive(Default)]
+struct LimitLog {
+    refused: u64,
+    closed: u64,
+    last: Option<Instant>,
 }
 
 impl Refusals {
-    fn refuse(&self, stream: Stream, limit: usize) {
+    /// SPEC 7.2: one line per client would flood the log in exactly the situation
+    /// where it matters; one a minute with the counts.
+    fn count(&self, limit: usize, add: impl FnOnce(&mut LimitLog)) {
+        let mut log = self.log.lock().unwrap();
+        add(&mut log);
+        if log
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
         {
-            // SPEC 7.2: one line per refused client would flood the log in exactly
-            // the situation where it matters; one a minute with the count.
-            let mut log = self.log.lock().unwrap();
-            log.0 += 1;
-            if log.1.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                log::warn!(
-                    "connection limit (server.max_connections {limit}) reached: refused {} client(s) with TEMP",
-                    log.0
-                );
-                *log = (0, Some(Instant::now()));
-            }
+            log::warn!(
+                "connection limit (server.max_connections {limit}) reached: closed {} idle connection(s) to make room, refused {} client(s) with TEMP",
+                log.closed,
+                log.refused
+            );
+            *log = LimitLog {
+                last: Some(Instant::now()),
+                ..LimitLog::default()
+            };
         }
-        use std::sync::atomic::Ordering;
+    }
+
+    /// An idle connection was closed to make room for a newcomer.
+    fn evicted(&self, limit: usize) {
+        self.count(limit, |l| l.closed += 1);
+    }
+
+    fn refuse(&self, stream: Stream, limit: usize) {
+        self.count(limit, |l| l.refused += 1);
         if self.busy.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
             self.busy.fetch_sub(1, Ordering::AcqRel);
             return; // dropped: closed at once
         }
         let busy = Arc::clone(&self.busy);
         tokio::spawn(async move {
-            match stream {
-                Stream::Tcp(s) => refuse(s).await,
-                Stream::Unix(s) => refuse(s).await,
-            }
+            stream.refuse().await;
             busy.fetch_sub(1, Ordering::AcqRel);
         });
     }
@@ -558,12 +773,14 @@ const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 /// One client connection: any number of requests in sequence, split or batched across
 /// reads (SPEC 1.1). Bad framing gets `PERM` and the connection is closed (SPEC 1.4);
 /// idle connections are closed after `idle` (SPEC 1.5), and so are clients that stop
-/// reading their replies or stall in the middle of a request.
+/// reading their replies or stall in the middle of a request. Between requests,
+/// `conn` says since when it is idle, and may be told to close (SPEC 7.6).
 pub async fn serve_connection<S>(
     mut stream: S,
     handler: &Handler,
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
+    conn: &Conn,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -577,6 +794,8 @@ pub async fn serve_connection<S>(
     tokio::pin!(timer);
     let stop = shutdown.changed();
     tokio::pin!(stop);
+    let closed = conn.close.notified();
+    tokio::pin!(closed);
     let mut input = BytesMut::with_capacity(512);
     let mut output = BytesMut::with_capacity(512);
     // When the request now in `input` began to arrive.
@@ -598,7 +817,7 @@ pub async fn serve_connection<S>(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    log::warn!("refused request: {e}; closing the connection");
+                    crate::logging::refused_request(None, &e);
                     Reply::Perm(e.to_string()).encode(&mut output);
                     close = true;
                     break;
@@ -631,12 +850,18 @@ pub async fn serve_connection<S>(
         if deadline < timer.deadline() {
             timer.as_mut().reset(deadline);
         }
+        // Idle (SPEC 7.6) from the last thing that happened, or from when the
+        // incomplete request began: a client that dribbles bytes is no busier.
+        conn.idle(request_started.unwrap_or(now));
         loop {
             tokio::select! {
                 biased;
                 read = stream.read_buf(&mut input) => match read {
                     Ok(0) | Err(_) => return,
-                    Ok(_) => break,
+                    Ok(_) => {
+                        conn.busy();
+                        break;
+                    }
                 },
                 () = &mut timer => {
                     if Instant::now() < deadline {
@@ -644,7 +869,9 @@ pub async fn serve_connection<S>(
                         continue;
                     }
                     if request_started.is_some() {
-                        log::warn!("closing a connection that left a request incomplete");
+                        if let Some(held) = STALLED.admit() {
+                            log::warn!("closing a connection that left a request incomplete{}", held_back(held));
+                        }
                     } else {
                         log::debug!("closing a connection idle for {idle:?}");
                     }
@@ -652,8 +879,25 @@ pub async fn serve_connection<S>(
                 }
                 // SPEC 7.3: between requests, shutdown closes the connection.
                 _ = &mut stop => return,
+                // SPEC 7.6: closed to make room for a newcomer at the limit.
+                () = &mut closed => {
+                    log::debug!("closing an idle connection to make room for a new one");
+                    return;
+                }
             }
         }
+    }
+}
+
+/// Clients closed for stalling (an incomplete request, replies not read): a client
+/// can cause these at will, so they are rate-limited (SPEC 7.6).
+static STALLED: RateLimit = RateLimit::new();
+
+/// The tail of a rate-limited line: how many like it were held back.
+fn held_back(n: u64) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(" ({n} more since the last such line)"),
     }
 }
 
@@ -680,7 +924,12 @@ async fn flush<S: AsyncWrite + Unpin>(
         Poll::Pending => match tokio::time::timeout(limit, write).await {
             Ok(written) => written,
             Err(_) => {
-                log::warn!("closing a connection that does not read its replies");
+                if let Some(held) = STALLED.admit() {
+                    log::warn!(
+                        "closing a connection that does not read its replies{}",
+                        held_back(held)
+                    );
+                }
                 return false;
             }
         },

@@ -871,6 +871,53 @@ async fn mx_refusing_smtp_is_an_error() {
     assert!(message(&r, Code::MxSmtpError).contains("554"), "{r}");
 }
 
+/// What a terminal would act on in `text` besides line ends: C0 and C1 control
+/// characters and DEL, once the report's own colours are taken out.
+fn controls(text: &str) -> Vec<char> {
+    let mut text = text.to_string();
+    for own in [
+        "\x1b[1;31m",
+        "\x1b[33m",
+        "\x1b[32m",
+        "\x1b[36m",
+        "\x1b[1m",
+        "\x1b[0m",
+    ] {
+        text = text.replace(own, "");
+    }
+    text.chars()
+        .filter(|&c| c != '\n' && c.is_control())
+        .collect()
+}
+
+/// Remote text (an SMTP greeting, the TXT record, policy lines) reaches the terminal
+/// with its control characters escaped: a domain owner cannot clear the screen, set
+/// the window title or rewrite a line of the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_text_is_printed_with_control_characters_escaped() {
+    let world = good_world().await;
+    world.smtp.set_behaviour(Behaviour::HostileRefuse);
+    world
+        .dns
+        .set_txt1(TLSRPT, "v=TLSRPTv1; rua=mailto:a@example.com\x1b[2J\r");
+    world.https.set_reply(
+        &policy_host(D),
+        Reply::Policy(
+            "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmx: *.example.net\nmax_age: 604800\nx-\x1b[2J\u{9b}1m: y\n".into(),
+        ),
+    );
+    let r = run(&world, D).await;
+    for colour in [false, true] {
+        let text = mtastsd::check::render::render(&r, colour);
+        assert_eq!(
+            controls(&text),
+            Vec::<char>::new(),
+            "colour {colour}:\n{text}"
+        );
+        assert!(text.contains("\\x1b"), "shown escaped:\n{text}");
+    }
+}
+
 /// No address or nothing listening: a warning (outbound port 25 is often blocked
 /// where `check` runs), never an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,6 +91,39 @@ async fn serves_a_tcp_socket_passed_by_systemd_instead_of_listen_spec_7_5() {
     assert!(log.contains("socket activation"), "{log}");
 }
 
+/// If the accept loop ends (its listener broken for good, or a panic), the process
+/// must not stay up refusing Postfix: it exits non-zero so that systemd restarts it.
+/// Provoked for real: the test shuts down the listening socket it passed to the
+/// daemon (the same socket, shared as under socket activation), after which every
+/// accept fails with EINVAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_exits_non_zero_when_its_accept_loop_ends() {
+    let world = World::start().await;
+    world.publish("tcp.example", "1", &enforce(&["mx.tcp.example"]));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&world, dir.path());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let child = spawn_activated(listener.as_raw_fd(), &config);
+    let mut client = Client::connect(addr).await;
+    assert_eq!(
+        client.query("postfix", "tcp.example").await,
+        "OK secure match=mx.tcp.example servername=hostname"
+    );
+    // SAFETY: shutdown(2) on a socket this test owns.
+    assert_eq!(
+        unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) },
+        0
+    );
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("the daemon exits when it can no longer accept")
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("no longer accepting"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unix_socket_passed_by_systemd_is_left_in_place_at_exit() {
     let world = World::start().await;

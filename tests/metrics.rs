@@ -1,10 +1,12 @@
 //! The Prometheus endpoint: counters move as queries are made (issue 4). Its own test
 //! binary: the metrics recorder is process-wide.
 
+mod child;
 mod harness;
 mod support;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use harness::{enforce, Client, TestClock};
 use support::World;
@@ -161,4 +163,103 @@ async fn metrics_count_requests_cache_and_fetches() {
         );
     }
     daemon.shutdown().await;
+}
+
+/// A port that was free a moment ago, for a child daemon's `[metrics] listen`.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// 5 000 idle connections to the metrics port: the daemon holds at most a few of
+/// them at once (its file descriptors, /proc/PID/fd, are the count), the socketmap
+/// keeps answering meanwhile, and once they are gone a scrape is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_the_metrics_port_are_capped() {
+    const IDLE: usize = 5000;
+    // Generous: the cap, the listeners, the store, the resolver's sockets.
+    const SLACK: usize = 16 + 8;
+    assert!(child::raise_fd_limit() >= (IDLE + 500) as u64);
+    let world = World::start().await;
+    world.publish("hot.example", "1", &enforce(&["mx.hot.example"]));
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = world.dir().join("metrics.toml");
+    std::fs::write(
+        &config,
+        child::config_text(
+            &world,
+            state.path(),
+            "",
+            &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        ),
+    )
+    .unwrap();
+    let mut daemon = child::Daemon::spawn(&config).await;
+    let metrics: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = Client::connect(daemon.addr).await;
+    let hot = "OK secure match=mx.hot.example servername=hostname";
+    assert_eq!(c.query("postfix", "hot.example").await, hot);
+    let (status, _) = get(metrics, "/healthz").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let fds_before = daemon.fds();
+
+    let mut idle = Vec::with_capacity(IDLE);
+    let mut fds_max = fds_before;
+    while idle.len() < IDLE {
+        let batch: Vec<_> = (0..500)
+            .map(|_| tokio::net::TcpStream::connect(metrics))
+            .collect();
+        for s in futures_util::future::join_all(batch).await {
+            idle.push(s.expect("connect"));
+        }
+        fds_max = fds_max.max(daemon.fds());
+        assert_eq!(c.query("postfix", "hot.example").await, hot);
+    }
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+        fds_max = fds_max.max(daemon.fds());
+        assert_eq!(c.query("postfix", "hot.example").await, hot);
+    }
+    println!(
+        "FIGURE metrics flood: {IDLE} idle connections; daemon fds {fds_before} -> max {fds_max}"
+    );
+    assert!(
+        fds_max <= fds_before + SLACK,
+        "the daemon held {fds_max} fds (from {fds_before}) for {IDLE} idle metrics connections"
+    );
+    // The first, held within the cap, is closed by the read timeout. (Some of the
+    // later ones never reached the daemon: past the listen queue, the kernel
+    // completes the handshake for the client only.)
+    let mut first = idle.swap_remove(0);
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), first.read_to_end(&mut buf))
+        .await
+        .expect("an idle metrics connection is closed by the daemon")
+        .unwrap();
+    drop(idle);
+    // The slots come back: a scrape is served again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut s = tokio::net::TcpStream::connect(metrics).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text).await;
+        if text.starts_with("HTTP/1.1 200 OK") {
+            assert!(text.contains("mtastsd_requests_total"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scrape served after the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(20)).await.success());
 }

@@ -2,6 +2,7 @@
 //! running daemon. Skipped with a visible message where Postfix is not installed;
 //! under CI=true a missing Postfix is a failure (.ci/run installs it).
 
+mod child;
 mod harness;
 mod support;
 
@@ -43,15 +44,21 @@ async fn postmap(postmap: &Path, conf: &Path, table: &str, key: &str) -> Output 
         .expect("postmap runs")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postmap_gets_policies_from_the_daemon() {
-    let Some(postmap_bin) = find_postmap() else {
+/// postmap, or `None` (skipped with a message) where Postfix is not installed.
+fn postmap_or_skip(test: &str) -> Option<PathBuf> {
+    let found = find_postmap();
+    if found.is_none() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("postmap not found but CI=true: .ci/run must install postfix");
         }
-        eprintln!(
-            "SKIPPED postmap_gets_policies_from_the_daemon: Postfix (postmap) is not installed"
-        );
+        eprintln!("SKIPPED {test}: Postfix (postmap) is not installed");
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postmap_gets_policies_from_the_daemon() {
+    let Some(postmap_bin) = postmap_or_skip("postmap_gets_policies_from_the_daemon") else {
         return;
     };
     let world = World::start().await;
@@ -135,6 +142,55 @@ async fn postmap_gets_policies_from_the_daemon() {
         "example.com\tsecure match=mx1.example.com:.example.net servername=hostname\n\
          [example.com]:25\tsecure match=mx1.example.com:.example.net servername=hostname\n",
         "{out:?}"
+    );
+    daemon.shutdown().await;
+}
+
+/// SPEC 7.6: a local user holding every connection slot (the default 1000) with idle
+/// clients cannot lock Postfix out: postmap is answered, and the longest-idle client
+/// is closed to make room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_clients_do_not_lock_postfix_out_spec_7_6() {
+    let Some(postmap_bin) =
+        postmap_or_skip("a_thousand_idle_clients_do_not_lock_postfix_out_spec_7_6")
+    else {
+        return;
+    };
+    // Both ends in this process: 1000 client and 1000 daemon sockets.
+    assert!(child::raise_fd_limit() >= 2500, "RLIMIT_NOFILE too low");
+    let world = World::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let conf = postfix_conf(state.path());
+    let config = harness::config(&world, state.path());
+    let limit = config.server.max_connections;
+    assert_eq!(limit, 1000, "the default limit");
+    let daemon = harness::start(config, TestClock::new()).await;
+    let addr = daemon.inet_addr().unwrap();
+    let table = format!("socketmap:inet:127.0.0.1:{}:postfix", addr.port());
+    world.publish("example.com", "1", &enforce(&["mx1.example.com"]));
+
+    // Every slot held by a client that was answered once, oldest first.
+    let mut idle = Vec::with_capacity(limit);
+    for _ in 0..limit {
+        let mut c = harness::Client::connect(addr).await;
+        assert_eq!(c.query("postfix", "[192.0.2.1]").await, "NOTFOUND ");
+        idle.push(c);
+    }
+    let out = postmap(&postmap_bin, &conf, &table, "example.com").await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "secure match=mx1.example.com servername=hostname\n"
+    );
+    assert_eq!(
+        idle[0].reply().await,
+        None,
+        "the longest-idle client was closed"
+    );
+    assert_eq!(
+        idle[limit - 1].query("postfix", "[192.0.2.1]").await,
+        "NOTFOUND ",
+        "the youngest is still served"
     );
     daemon.shutdown().await;
 }

@@ -12,7 +12,8 @@
 //! Source-port and id randomness as in any stub resolver: a fresh random id per query,
 //! a kernel-chosen random port per socket, connected sockets (the kernel drops
 //! datagrams from any other address), and a socket that sees a datagram that is not
-//! the reply it waits for is retired.
+//! the reply it waits for, or a reply it does not take (unparsable, truncated, an
+//! error code), is retired.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,10 +175,10 @@ impl UdpTxt {
                     server.give_back(sock);
                     return Ok(Fast::Done(answer));
                 }
-                Reply::Defer(why) => {
-                    server.give_back(sock);
-                    return Ok(Fast::Defer(why));
-                }
+                // Retired, not pooled: an unparsable datagram with our id may be a
+                // forger who guessed it, and the port it reached is then known. The
+                // full resolver takes the lookup anyway, so a new socket costs little.
+                Reply::Defer(why) => return Ok(Fast::Defer(why)),
             }
         }
     }
@@ -262,6 +263,8 @@ mod tests {
         Truncated,
         /// The answer, then 50 ms later an unsolicited datagram to the same port.
         AnswerThenStray,
+        /// A datagram that starts with the query's id and does not parse.
+        Garbage,
     }
 
     struct TestServer {
@@ -286,6 +289,12 @@ mod tests {
                 reply.add_queries(query.queries.clone());
                 match behaviour {
                     Behaviour::Silent => continue,
+                    Behaviour::Garbage => {
+                        let mut junk = query.metadata.id.to_be_bytes().to_vec();
+                        junk.extend_from_slice(&[0xff; 30]);
+                        udp.send_to(&junk, peer).await.unwrap();
+                        continue;
+                    }
                     Behaviour::Code(code) => reply.metadata.response_code = code,
                     Behaviour::Truncated => reply.metadata.truncation = true,
                     Behaviour::Answer | Behaviour::StrayThenAnswer | Behaviour::AnswerThenStray => {
@@ -353,6 +362,20 @@ mod tests {
             fast.idle_sockets(),
             0,
             "a socket that saw a stray datagram is closed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reply_with_our_id_that_does_not_parse_retires_the_socket() {
+        // Our id on garbage: a forger who guessed the id, or a broken middlebox. The
+        // socket's port is known to whoever sent it; it must not carry another query.
+        let s = server(Behaviour::Garbage).await;
+        let fast = UdpTxt::new(&[s.addr], Duration::from_secs(2)).unwrap();
+        assert_eq!(fast.lookup(NAME).await, Fast::Defer("unparsable reply"));
+        assert_eq!(
+            fast.idle_sockets(),
+            0,
+            "a socket that received an unparsable reply is closed"
         );
     }
 

@@ -38,6 +38,9 @@ pub enum Behaviour {
     ImplicitTls,
     /// `554` greeting, then close (a host that refuses SMTP sessions).
     Refuse,
+    /// A `554` greeting whose text carries terminal escape sequences and a carriage
+    /// return, then close.
+    HostileRefuse,
 }
 
 /// The certificate presented for one SNI name.
@@ -235,6 +238,12 @@ async fn session(tcp: TcpStream, acceptor: TlsAcceptor, state: Shared) -> std::i
     let mut s = BufReader::new(tcp);
     if behaviour == Behaviour::Refuse {
         return s.get_mut().write_all(b"554 5.3.2 no service\r\n").await;
+    }
+    if behaviour == Behaviour::HostileRefuse {
+        return s
+            .get_mut()
+            .write_all(b"554-\x1b]0;owned\x07 title\r\n554 5.3.2 \x1b[2Jno\rservice\r\n")
+            .await;
     }
     s.get_mut()
         .write_all(b"220 mx.test ESMTP fixture\r\n")

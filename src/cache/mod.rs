@@ -83,17 +83,16 @@ impl Clock for SystemClock {
     }
 }
 
-/// See [`Clock::now`]. On Linux, every cache hit reads it: it is the coarse
-/// monotonic clock (the time at the last tick, read without the TSC or a system
-/// call, as cheap as the coarse wall clock the cache read before) plus an offset:
-/// the wall time at start-up minus `CLOCK_MONOTONIC` then, plus the time spent
-/// suspended since (`CLOCK_BOOTTIME` − `CLOCK_MONOTONIC`, which changes only across
-/// a suspend). There is no coarse `CLOCK_BOOTTIME`, and a precise read costs a
-/// system call where the vDSO cannot read the clock source (about 190 ns against
-/// 45 ns, measured on the CI machine). So the offset is re-read once per second of
-/// monotonic time, on the first call in that second: after a resume the process
-/// clock lags by the time suspended for at most a second, then catches up, so it
-/// never goes backwards and it counts suspended time as `CLOCK_BOOTTIME` does.
+/// See [`Clock::now`]. On Linux, every cache hit reads it, as the coarse monotonic
+/// clock (the time at the last tick, as cheap as the coarse wall clock the cache
+/// read before) plus two offsets: the wall time minus `CLOCK_BOOTTIME` at start-up,
+/// and `CLOCK_BOOTTIME` − `CLOCK_MONOTONIC`, the time spent suspended, which changes
+/// only across a suspend. There is no coarse `CLOCK_BOOTTIME`, and a precise clock
+/// costs about 190 ns a read against 45 ns for a coarse one where the vDSO cannot
+/// read the clock source (measured on the 2-core VM the project is built on), so
+/// the second offset is re-read once per second of monotonic time, on the first
+/// call in that second: after a resume the process clock lags by the time
+/// suspended for at most a second, then catches up. It never goes backwards.
 fn process_seconds() -> u64 {
     #[cfg(target_os = "linux")]
     return linux::process_seconds();

@@ -1300,8 +1300,9 @@ async fn a_fetched_time_in_the_future_counts_as_now_spec_5_9() {
     );
 }
 
-/// SPEC 5.7: a flood of domains whose policies protect nothing (`testing`) never
-/// evicts an unexpired `enforce` policy: N enforce, then 10×N testing domains.
+/// SPEC 5.7: a flood of domains whose policies protect nothing (`testing`, `none`) or
+/// that have none never evicts an unexpired `enforce` policy: N enforce, then 10×N
+/// domains of each other kind.
 #[tokio::test]
 async fn a_flood_of_testing_policies_never_evicts_enforce_spec_5_7() {
     const N: usize = 20;
@@ -1318,6 +1319,17 @@ async fn a_flood_of_testing_policies_never_evicts_enforce_spec_5_7() {
         s.policy(&d, "testing", "mx.example.net", 86400);
         assert_eq!(mode_of(&cache.lookup(&d).await), Some(Mode::Testing));
     }
+    // Nor do `none` policies and domains without one.
+    for i in 0..10 * N {
+        let d = format!("none{i}.example");
+        s.record(&d, "1");
+        s.policy(&d, "none", "mx.example.net", 86400);
+        assert_eq!(mode_of(&cache.lookup(&d).await), Some(Mode::None));
+        assert_eq!(
+            mode_of(&cache.lookup(&format!("no{i}.example")).await),
+            None
+        );
+    }
     let mode = |d: &str| match cache.cached(d, |hit| hit.mode) {
         Cached::Policy(m) => Some(m),
         _ => None,
@@ -1326,12 +1338,13 @@ async fn a_flood_of_testing_policies_never_evicts_enforce_spec_5_7() {
         let d = format!("enforce{i}.example");
         assert_eq!(mode(&d), Some(Mode::Enforce), "{d} was evicted");
     }
-    // The testing ones come and go, least recently used first.
+    // The others come and go, least recently used first.
     assert_eq!(
-        mode(&format!("testing{}.example", 10 * N - 1)),
-        Some(Mode::Testing)
+        mode(&format!("none{}.example", 10 * N - 1)),
+        Some(Mode::None)
     );
     assert_eq!(mode("testing0.example"), None);
+    assert_eq!(cache.stats().enforce, N);
 }
 
 /// SPEC 7.6: the counts a metrics scrape reads are kept as entries come and go (no

@@ -30,6 +30,9 @@ pub enum StartError {
     Fetch(#[from] FetchSetupError),
     #[error("{0} (set cache.state_dir to a writable directory, or \"\" to keep the cache in memory only)")]
     Store(#[from] StoreError),
+    /// SPEC 5.8: the state file exists but cannot be read; its message says what to do.
+    #[error(transparent)]
+    StateFile(StoreError),
     #[error(transparent)]
     Shared(#[from] SharedError),
     #[error(transparent)]
@@ -258,7 +261,7 @@ impl Daemon {
             Some(dir) => Some(Arc::new(Store::open(dir)?)),
         };
         if let Some(store) = &store {
-            load(&cache, store);
+            load(&cache, store)?;
         }
 
         let listeners = crate::listen::open(&config.server)?;
@@ -439,7 +442,10 @@ impl Daemon {
     }
 }
 
-fn load(cache: &PolicyCache, store: &Store) {
+/// SPEC 5.8: what was saved, back into the cache. A damaged file gives up what is
+/// damaged; one that cannot be read at all stops the start-up, so that no save ever
+/// replaces it with an almost empty cache.
+fn load(cache: &PolicyCache, store: &Store) -> Result<(), StartError> {
     match store.load() {
         Ok(policies) => {
             let total = policies.len();
@@ -459,6 +465,7 @@ fn load(cache: &PolicyCache, store: &Store) {
                 bad.display()
             );
         }
-        Err(e) => log::error!("{e}; starting with an empty cache"),
+        Err(e) => return Err(StartError::StateFile(e)),
     }
+    Ok(())
 }

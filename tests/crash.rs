@@ -4,7 +4,9 @@
 //!   saved: the state file always loads whole, and every policy in any saved
 //!   version of it survives the restart (SPEC 5.3, 5.8);
 //! - SIGTERM under load: every request the daemon has received is answered before
-//!   it exits, and it exits 0 after saving (SPEC 7.3).
+//!   it exits, and it exits 0 after saving (SPEC 7.3);
+//! - a state file that exists but cannot be read stops `serve` (exit 1) and is left
+//!   as it was, never saved over (SPEC 5.8).
 //!
 //! Figures (printed with `--nocapture`) are recorded in docs/RELIABILITY.md.
 
@@ -18,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use harness::{enforce, netstring, Client};
-use mtastsd::cache::store::Store;
+use mtastsd::cache::store::{Snapshot, Store};
 use mtastsd::cache::CachedPolicy;
 use mtastsd::mta_sts::policy::parse_policy;
 use support::{policy_host, txt_name, ResponseCode, World};
@@ -104,7 +106,7 @@ fn seed(state: &Path, n: usize) -> BTreeSet<String> {
             (d, Arc::new(CachedPolicy::new(p, "s".into(), now())))
         })
         .collect();
-    store.save(&policies).unwrap();
+    store.save(&Snapshot::wall(policies.clone())).unwrap();
     policies.into_iter().map(|(d, _)| d).collect()
 }
 
@@ -429,4 +431,115 @@ async fn sigterm_under_load_answers_every_received_request_spec_7_3() {
          answered; exit 0 {exit_time:?} after SIGTERM; {hot} load requests answered meanwhile",
         SLOW * QUEUED
     );
+}
+
+/// Runs `mtastsd serve --config config` (through `setpriv` to uid and gid 65534 when
+/// `as_nobody`) and waits for it to exit: (exit code, stderr). A daemon that starts
+/// and keeps running instead is stopped and reported as such.
+async fn serve_until_exit(config: &Path, as_nobody: bool) -> (Option<i32>, String) {
+    let bin = env!("CARGO_BIN_EXE_mtastsd");
+    let mut cmd = if as_nobody {
+        let mut c = tokio::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            bin,
+        ]);
+        c
+    } else {
+        tokio::process::Command::new(bin)
+    };
+    let child = cmd
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn mtastsd");
+    match tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await {
+        Ok(out) => {
+            let out = out.expect("wait for mtastsd");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+        Err(_) => panic!("mtastsd kept running on a state file it could not read"),
+    }
+}
+
+/// A configuration of the daemon's own defaults but an ephemeral listener and
+/// `state_dir` (no CA file or other path that another user might not read).
+fn minimal_config(dir: &Path, state_dir: &Path) -> PathBuf {
+    let path = dir.join("unreadable.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[cache]\nstate_dir = \"{}\"\n",
+            state_dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// SPEC 5.8: a state file that exists but cannot be read (a directory in its place;
+/// a file the daemon's user may not read, as after a manual `sudo mtastsd serve`)
+/// stops `serve` with exit 1 and a message naming the file and what to do. The file
+/// is left as it was: starting empty would save an almost empty cache over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_state_file_stops_serve_and_is_left_alone_spec_5_8() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // A directory in the file's place.
+    let state = dir.path().join("state");
+    let file = state.join("policies.json");
+    std::fs::create_dir_all(&file).unwrap();
+    std::fs::write(file.join("keep"), "evidence").unwrap();
+    let (code, log) = serve_until_exit(&minimal_config(dir.path(), &state), false).await;
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains(&file.display().to_string()), "{log}");
+    assert!(log.contains("move it away"), "{log}");
+    assert!(!log.contains(" listening on "), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(file.join("keep")).unwrap(),
+        "evidence"
+    );
+    assert_eq!(
+        std::fs::read_dir(&state).unwrap().count(),
+        1,
+        "nothing saved"
+    );
+
+    // A file another user owns, not readable by the daemon's user.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "CI runs as root: reading as another user needs it"
+        );
+        eprintln!("skipped the permission case: dropping to another user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    let file = state.join("policies.json");
+    seed(&state, 3);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = std::fs::read(&file).unwrap();
+    let config = minimal_config(dir.path(), &state);
+    let (code, log) = serve_until_exit(&config, true).await;
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains(&file.display().to_string()), "{log}");
+    assert!(log.contains("Permission denied"), "{log}");
+    assert!(!log.contains(" listening on "), "{log}");
+    assert_eq!(std::fs::read(&file).unwrap(), before, "left as it was");
 }

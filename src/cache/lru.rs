@@ -50,6 +50,11 @@ impl<V> Lru<V> {
         self.map.get(key)
     }
 
+    /// The least recently used entry, removed.
+    pub(crate) fn pop_oldest(&mut self) -> Option<(Name, V)> {
+        self.map.pop_oldest()
+    }
+
     pub(crate) fn pop(&mut self, key: &str) -> Option<V> {
         self.map.remove(key)
     }

@@ -5,6 +5,23 @@
 //! - [`refresh`]: the background task that refreshes policies before they expire (5.5);
 //! - [`store`]: the on-disk copy that survives restarts (5.8);
 //! - [`dane`]: the DANE results (6.4), a cache of their own with DNS TTLs.
+//!
+//! # Time (SPEC 5.9)
+//!
+//! Every time the cache keeps (re-checks, back-offs, negative answers, the DANE
+//! TTLs, leases, and the `fetched` of each policy) is in *process seconds*
+//! ([`Clock::now`]): the wall time at start-up plus the time elapsed since on a
+//! clock that counts suspended time and is never stepped. So a wall clock stepped
+//! back freezes no deadline, one stepped forward expires nothing, and a policy
+//! fetched while the process runs expires by the time elapsed since its fetch.
+//! Process seconds read like unix time, so that the code (and `cache/dane.rs`,
+//! the shared cache's records, the logs) keeps one kind of number, and a wall time
+//! is needed only where a time leaves the process and comes back: the store saves
+//! `fetched` as the wall time now minus the policy's age, and a restore judges it
+//! by the wall clock at load, a time in the future counting as now
+//! ([`PolicyCache::snapshot`], [`PolicyCache::restore`]). Time in the cluster's
+//! shared records is process seconds too: nodes' clocks agree as long as nobody
+//! steps a wall clock while they run.
 
 pub mod dane;
 mod lru;
@@ -30,34 +47,120 @@ use crate::mta_sts::{Mode, Policy};
 use crate::resolver::{DnsError, FetchError, Resolvers};
 use shared::{SharedCache, SharedEntry};
 
-/// Wall-clock seconds since the Unix epoch. A trait so tests can move time.
+/// The cache's time, in whole seconds. A trait so that tests can move time and
+/// step the wall clock.
 pub trait Clock: Send + Sync + 'static {
+    /// Process seconds, the time of every deadline and age the cache keeps (SPEC 5.9):
+    /// the wall time at start-up plus the time elapsed since, suspended time included
+    /// (`CLOCK_BOOTTIME`). They read like unix time but never jump with the wall clock.
     fn now(&self) -> u64;
+
+    /// The wall clock (unix seconds), read only where a time leaves the process or
+    /// comes back in: the on-disk store (SPEC 5.8). A clock whose `now` is its wall
+    /// time (one that is never stepped) need not say.
+    fn wall(&self) -> u64 {
+        self.now()
+    }
 }
 
-/// The real clock.
+/// The real clock. Every instance reads the same process seconds.
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> u64 {
-        // Every cache hit reads the clock, and needs whole seconds: on Linux the
-        // coarse clock (the time at the last tick, a few ms old) is read without
-        // the TSC and without converting a `SystemTime`.
+        process_seconds()
+    }
+
+    fn wall(&self) -> u64 {
+        // The coarse clock (the time at the last tick): whole seconds are enough.
         #[cfg(target_os = "linux")]
-        {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: clock_gettime writes only the struct it is given.
-            if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
-                return u64::try_from(ts.tv_sec).unwrap_or(0);
-            }
+        if let Some(ns) = linux::clock_ns(libc::CLOCK_REALTIME_COARSE) {
+            return u64::try_from(ns.div_euclid(linux::NS)).unwrap_or(0);
         }
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
+/// See [`Clock::now`]. On Linux, every cache hit reads it, as the coarse monotonic
+/// clock (the time at the last tick, as cheap as the coarse wall clock the cache
+/// read before) plus two offsets: the wall time minus `CLOCK_BOOTTIME` at start-up,
+/// and `CLOCK_BOOTTIME` − `CLOCK_MONOTONIC`, the time spent suspended, which changes
+/// only across a suspend. There is no coarse `CLOCK_BOOTTIME`, and a precise clock
+/// costs about 190 ns a read against 45 ns for a coarse one where the vDSO cannot
+/// read the clock source (measured on the 2-core VM the project is built on), so
+/// the second offset is re-read once per second of monotonic time, on the first
+/// call in that second: after a resume the process clock lags by the time
+/// suspended for at most a second, then catches up. It never goes backwards.
+fn process_seconds() -> u64 {
+    #[cfg(target_os = "linux")]
+    return linux::process_seconds();
+    #[cfg(not(target_os = "linux"))]
+    {
+        static START: OnceLock<(std::time::Instant, u64)> = OnceLock::new();
+        let (at, wall) = START.get_or_init(|| (std::time::Instant::now(), SystemClock.wall()));
+        wall + at.elapsed().as_secs()
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::OnceLock;
+
+    pub(super) const NS: i64 = 1_000_000_000;
+
+    pub(super) fn clock_ns(id: libc::clockid_t) -> Option<i64> {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes only the struct it is given.
+        #[allow(clippy::useless_conversion)] // time_t is 32 bits on some targets
+        (unsafe { libc::clock_gettime(id, &mut ts) } == 0)
+            .then(|| i64::from(ts.tv_sec) * NS + i64::from(ts.tv_nsec))
+    }
+
+    struct Offsets {
+        /// Wall time minus `CLOCK_BOOTTIME`, at start-up (ns).
+        base: i64,
+        /// `CLOCK_BOOTTIME` − `CLOCK_MONOTONIC` (ns): grows by the time suspended.
+        suspended: AtomicI64,
+        /// The monotonic second in which `suspended` was last read.
+        checked: AtomicI64,
+    }
+
+    fn suspended() -> i64 {
+        let mono = clock_ns(libc::CLOCK_MONOTONIC).unwrap_or(0);
+        clock_ns(libc::CLOCK_BOOTTIME).unwrap_or(mono) - mono
+    }
+
+    pub(super) fn process_seconds() -> u64 {
+        static OFFSETS: OnceLock<Offsets> = OnceLock::new();
+        let offsets = OFFSETS.get_or_init(|| {
+            let boot = clock_ns(libc::CLOCK_BOOTTIME).unwrap_or(0);
+            let wall = clock_ns(libc::CLOCK_REALTIME).unwrap_or(0);
+            Offsets {
+                base: wall - boot,
+                suspended: AtomicI64::new(suspended()),
+                checked: AtomicI64::new(0),
+            }
+        });
+        let mono = clock_ns(libc::CLOCK_MONOTONIC_COARSE).unwrap_or(0);
+        let second = mono / NS;
+        if offsets.checked.load(Ordering::Relaxed) != second {
+            offsets.checked.store(second, Ordering::Relaxed);
+            // Only ever raised, and only by more than read jitter: the process clock
+            // must not step back by a second at a boundary.
+            let now = suspended();
+            let was = offsets.suspended.load(Ordering::Relaxed);
+            if now > was + 1_000_000 {
+                offsets.suspended.fetch_max(now, Ordering::Relaxed);
+            }
+        }
+        let ns = mono + offsets.suspended.load(Ordering::Relaxed) + offsets.base;
+        u64::try_from(ns.div_euclid(NS)).unwrap_or(0)
     }
 }
 
@@ -112,7 +215,10 @@ pub struct CachedPolicy {
     pub policy: Policy,
     /// The TXT id the policy was fetched under (SPEC 5.2).
     pub id: String,
-    /// Unix time of the last successful fetch: the `max_age` clock (SPEC 5.1).
+    /// When the last successful fetch was: the `max_age` clock (SPEC 5.1). In the
+    /// cache, in process seconds ([`Clock::now`]), so that a policy fetched while the
+    /// process runs expires by the time elapsed since; on disk, wall time (SPEC 5.9,
+    /// converted by [`PolicyCache::snapshot`] and [`PolicyCache::restore`]).
     pub fetched: u64,
     /// The TLS-RPT attributes after the domain (SPEC 6.3), built on the first hit
     /// under a `tlsrpt` profile so that hits allocate nothing; derived from `policy`,
@@ -202,7 +308,7 @@ struct Entry {
     /// every entry pays for the field's size (a 100 000-entry cache is mostly this
     /// struct).
     trouble: Option<Box<Trouble>>,
-    /// When a hit last moved the entry to the front of its LRU (unix seconds).
+    /// When a hit last moved the entry to the front of its LRU.
     touched: u64,
 }
 
@@ -290,6 +396,8 @@ pub struct PolicyCache {
     changed: Notify,
     /// Rate-limits the warning about a failing resolver.
     dns_trouble: RateLimited,
+    /// Rate-limits the "cache is full" warning.
+    evictions: RateLimited,
     /// The cluster's shared cache, when configured (issue 4).
     shared: RwLock<Option<Arc<dyn SharedCache>>>,
     /// Bounds re-checks and refreshes ([`MAX_BACKGROUND`], at most a quarter of
@@ -369,6 +477,7 @@ impl PolicyCache {
             dirty: AtomicBool::new(false),
             changed: Notify::new(),
             dns_trouble: RateLimited::default(),
+            evictions: RateLimited::default(),
             shared: RwLock::new(None),
             // Background work keeps at least three quarters of the slots free for
             // answers.
@@ -396,7 +505,11 @@ impl PolicyCache {
         self.recheck_secs
             .store(settings.recheck.as_secs().max(1), Ordering::Relaxed);
         *self.settings.write().unwrap() = settings;
-        self.entries.lock().unwrap().resize(size);
+        let warning = self.entries.lock().unwrap().resize(size);
+        // Logged with the lock released: a stalled log must not stall the hits.
+        if let Some(warning) = warning {
+            log::warn!("{warning}");
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -586,25 +699,12 @@ impl PolicyCache {
         });
     }
 
-    /// Counts for the metrics endpoint: entries by kind, usable policies by mode.
-    /// Walks the cache: for scrapes, not for the answer path.
+    /// Counts for the metrics endpoint: entries by kind, policies by mode. Kept as
+    /// entries come and go, so a scrape holds the lock for a few loads (SPEC 7.6). A
+    /// policy counts until it is replaced or evicted, even past its expiry (which a
+    /// policy reaches only after its refreshes failed for a quarter of `max_age`).
     pub fn stats(&self) -> CacheStats {
-        let now = self.clock.now();
-        let entries = self.entries.lock().unwrap();
-        let mut stats = CacheStats {
-            policies: entries.policies.len(),
-            misses: entries.misses.len(),
-            ..CacheStats::default()
-        };
-        for (_, e) in entries.policies.iter() {
-            match e.usable(now).map(|p| p.policy.mode) {
-                Some(Mode::Enforce) => stats.enforce += 1,
-                Some(Mode::Testing) => stats.testing += 1,
-                Some(Mode::None) => stats.none += 1,
-                None => {}
-            }
-        }
-        stats
+        self.entries.lock().unwrap().stats()
     }
 
     /// Resolutions running now (answer-path misses, re-checks and refreshes).
@@ -1026,10 +1126,26 @@ impl PolicyCache {
 
     fn update(&self, domain: &str, f: impl FnOnce(&mut Entry)) {
         let now = self.clock.now();
-        let mut entries = self.entries.lock().unwrap();
-        let mut e = entries.take(domain).unwrap_or_default();
-        f(&mut e);
-        entries.put(Name::from(domain), e, now);
+        let evicted = {
+            let mut entries = self.entries.lock().unwrap();
+            let mut e = entries.take(domain).unwrap_or_default();
+            f(&mut e);
+            entries.put(Name::from(domain), e, now)
+        };
+        if let Some((gone, cap)) = evicted {
+            self.note_eviction(now, &gone, cap);
+        }
+    }
+
+    /// A usable policy had to go to make room: the cache is too small for this
+    /// server's traffic. Logged once a minute at most (a full cache evicts on every
+    /// new domain), and never under the entries' lock (SPEC 7.6).
+    fn note_eviction(&self, now: u64, gone: &str, cap: usize) {
+        self.evictions.note(now, || {
+            format!(
+                "the cache is full (cache.size {cap}): policies are being dropped, e.g. {gone}'s; raise cache.size"
+            )
+        });
     }
 
     fn mark_dirty(&self) {
@@ -1042,8 +1158,8 @@ impl PolicyCache {
     pub fn due_for_refresh(&self, now: u64) -> Vec<String> {
         let entries = self.entries.lock().unwrap();
         entries
-            .policies
-            .iter()
+            .policies()
+            .flat_map(|lru| lru.iter())
             .filter(|(_, e)| {
                 e.usable(now).is_some_and(|p| now >= p.refresh_at())
                     && e.failed().is_none_or(|(_, until)| now >= *until)
@@ -1052,27 +1168,41 @@ impl PolicyCache {
             .collect()
     }
 
-    /// Every usable policy, for the on-disk store.
+    /// Every usable policy, for the on-disk store, with what turns their process
+    /// times into wall times.
     /// Shares the policies (no deep copy): the store serialises them outside the lock.
-    pub fn snapshot(&self) -> Vec<(String, Arc<CachedPolicy>)> {
+    pub fn snapshot(&self) -> store::Snapshot {
         let now = self.clock.now();
+        // SPEC 5.9: saved as wall time minus the policy's age, so that after a jump of
+        // the wall clock the file says how old each policy really is, by the new time.
+        let wall_offset = i128::from(self.clock.wall()) - i128::from(now);
         let entries = self.entries.lock().unwrap();
         // Least recently used first, so a reload puts them back in the same order.
-        entries
-            .policies
-            .iter()
-            .rev()
+        let policies = entries
+            .policies()
+            .flat_map(|lru| lru.iter().rev())
             .filter_map(|(d, e)| e.usable(now).map(|p| (d.to_string(), Arc::clone(p))))
-            .collect()
+            .collect();
+        store::Snapshot {
+            policies,
+            wall_offset: i64::try_from(wall_offset).unwrap_or(0),
+        }
     }
 
-    /// Put persisted policies back (SPEC 5.8). Expired ones are skipped; each is
-    /// re-checked once `recheck` has passed, like any other.
+    /// Put persisted policies back (SPEC 5.8), their `fetched` in wall time. Each is
+    /// judged by the wall clock now (SPEC 5.9): its age is the wall time since
+    /// `fetched`, and a `fetched` in the future (the clock was stepped back since the
+    /// save) counts as now. Expired ones are skipped; each is re-checked once
+    /// `recheck` has passed, like any other.
     pub fn restore(&self, policies: Vec<(String, CachedPolicy)>) -> usize {
         let now = self.clock.now();
-        let mut entries = self.entries.lock().unwrap();
+        let wall = self.clock.wall();
+        let mut evicted = None;
         let mut n = 0;
-        for (domain, policy) in policies {
+        let mut entries = self.entries.lock().unwrap();
+        for (domain, mut policy) in policies {
+            let age = wall.saturating_sub(policy.fetched);
+            policy.fetched = now.saturating_sub(age);
             if !policy.usable(now) {
                 continue;
             }
@@ -1083,8 +1213,14 @@ impl PolicyCache {
                 ..Entry::default()
             };
             entry.set_policy(Some(Arc::new(policy)));
-            entries.put(Name::from(domain), entry, now);
+            // A domain listed twice keeps its last copy, in one table.
+            entries.take(&domain);
+            evicted = entries.put(Name::from(domain), entry, now).or(evicted);
             n += 1;
+        }
+        drop(entries);
+        if let Some((gone, cap)) = evicted {
+            self.note_eviction(now, &gone, cap);
         }
         n
     }
@@ -1103,7 +1239,7 @@ impl PolicyCache {
 /// A warning logged at most once a minute, with a count of what it stood for.
 #[derive(Default)]
 struct RateLimited {
-    /// Unix time of the last line.
+    /// When the last line was logged (process seconds).
     last: AtomicU64,
     /// Occurrences since the last line.
     suppressed: AtomicU64,
@@ -1149,17 +1285,22 @@ impl<T, V> Drop for InflightGuard<T, V> {
     }
 }
 
-/// Two LRUs: domains with a policy, and domains without one (negative cache and
-/// back-off). Kept apart so that lookups of many domains without a policy, which
-/// anyone who can make us send mail can cause, never push a policy out (SPEC 5.3,
-/// 5.7). Each is bounded by `cache.size`.
+/// Three LRUs, each bounded by `cache.size`: domains with an `enforce` policy,
+/// domains with a `testing` or `none` policy, and domains without one (negative
+/// cache and back-off). Kept apart so that lookups of many domains, which anyone who
+/// can make us send mail can cause, never push out a policy that protects mail: an
+/// `enforce` policy is never evicted for a `testing` or `none` policy or a negative
+/// entry (SPEC 5.3, 5.7). A hit looks in `enforce`, then `misses`, then `weak`, one
+/// hash lookup each: the domains mail goes to most are the first two kinds.
 struct Entries {
-    policies: Lru<Entry>,
+    enforce: Lru<Entry>,
+    weak: Lru<Entry>,
     misses: Lru<Entry>,
     /// The entries' answer texts, one copy of each.
     answers: Answers,
-    /// Rate-limits the "cache is full" warning.
-    evictions: RateLimited,
+    /// How many of `weak`'s policies are `testing` (the rest are `none`), kept as
+    /// entries come and go so that [`PolicyCache::stats`] walks nothing.
+    testing: usize,
 }
 
 /// Answer texts (`secure match=...`), one copy each, shared by every entry whose
@@ -1198,32 +1339,43 @@ impl Answers {
 impl Entries {
     fn new(size: usize) -> Entries {
         Entries {
-            policies: Lru::new(size),
+            enforce: Lru::new(size),
+            weak: Lru::new(size),
             misses: Lru::new(size),
             answers: Answers::default(),
-            evictions: RateLimited::default(),
+            testing: 0,
         }
     }
 
-    fn resize(&mut self, size: usize) {
-        if size < self.policies.len() {
-            log::warn!(
-                "cache.size {size} is below the {} policies cached: the least recently used are dropped",
-                self.policies.len()
-            );
+    /// The tables of policies, the weaker first.
+    fn policies(&self) -> impl Iterator<Item = &Lru<Entry>> {
+        [&self.weak, &self.enforce].into_iter()
+    }
+
+    /// A warning to log (once the lock is released) when policies are dropped.
+    fn resize(&mut self, size: usize) -> Option<String> {
+        let policies = self.enforce.len().max(self.weak.len());
+        let warning = (size < policies).then(|| {
+            format!("cache.size {size} is below the {policies} policies of one kind cached: the least recently used are dropped")
+        });
+        self.enforce.resize(size);
+        while self.weak.len() > size.max(1) {
+            let popped = self.weak.pop_oldest();
+            self.count_out(popped.as_ref().map(|(_, e)| e));
         }
-        self.policies.resize(size);
+        self.weak.resize(size);
         self.misses.resize(size);
+        warning
     }
 
     fn len(&self) -> usize {
-        self.policies.len() + self.misses.len()
+        self.enforce.len() + self.weak.len() + self.misses.len()
     }
 
-    /// The hot path: `f` on the entry for `domain`, with one hash lookup. The entry
-    /// moves to the front of its LRU at most once a second: a hot entry's hits then
-    /// write no list links (with 100 000 entries, each relink is a few cache misses),
-    /// and eviction order stays exact to the second.
+    /// The hot path: `f` on the entry for `domain`, with one hash lookup per table
+    /// it looks in. The entry moves to the front of its LRU at most once a second: a
+    /// hot entry's hits then write no list links (with 100 000 entries, each relink
+    /// is a few cache misses), and eviction order stays exact to the second.
     fn hit<R>(
         &mut self,
         domain: &str,
@@ -1253,42 +1405,74 @@ impl Entries {
             }
             Ok(r)
         }
-        match touch(&mut self.policies, &mut self.answers, domain, now, f) {
-            Ok(r) => Some(r),
-            Err(f) => touch(&mut self.misses, &mut self.answers, domain, now, f).ok(),
-        }
+        let answers = &mut self.answers;
+        touch(&mut self.enforce, answers, domain, now, f)
+            .or_else(|f| touch(&mut self.misses, answers, domain, now, f))
+            .or_else(|f| touch(&mut self.weak, answers, domain, now, f))
+            .ok()
     }
 
     fn peek(&self, domain: &str) -> Option<&Entry> {
-        self.policies
+        self.enforce
             .peek(domain)
             .or_else(|| self.misses.peek(domain))
+            .or_else(|| self.weak.peek(domain))
     }
 
     fn take(&mut self, domain: &str) -> Option<Entry> {
-        self.policies
-            .pop(domain)
-            .or_else(|| self.misses.pop(domain))
+        if let Some(e) = self.enforce.pop(domain) {
+            return Some(e);
+        }
+        if let Some(e) = self.misses.pop(domain) {
+            return Some(e);
+        }
+        let e = self.weak.pop(domain);
+        self.count_out(e.as_ref());
+        e
     }
 
-    /// Insert into the LRU the entry belongs in; say so when a usable policy has to
-    /// go to make room (the cache is too small for this server's traffic).
-    fn put(&mut self, domain: Name, entry: Entry, now: u64) {
-        let evicted = if entry.policy.is_some() {
-            self.policies.push(domain, entry)
-        } else {
-            self.misses.push(domain, entry)
+    /// `entry` left `weak`.
+    fn count_out(&mut self, entry: Option<&Entry>) {
+        if entry.is_some_and(|e| e.mode == Some(Mode::Testing)) {
+            self.testing -= 1;
+        }
+    }
+
+    /// Insert into the LRU the entry belongs in (by its policy's mode), which must
+    /// not hold `domain` already ([`Entries::take`] it first). When a usable policy
+    /// had to go to make room, its domain and the table's size, for the caller to
+    /// report once the lock is released.
+    fn put(&mut self, domain: Name, entry: Entry, now: u64) -> Option<(Name, usize)> {
+        debug_assert!(
+            self.peek(&domain).is_none(),
+            "{domain} is in the cache twice"
+        );
+        let (lru, weak) = match entry.mode {
+            Some(Mode::Enforce) => (&mut self.enforce, false),
+            Some(Mode::Testing | Mode::None) => (&mut self.weak, true),
+            None => (&mut self.misses, false),
         };
-        if let Some((gone, old)) = evicted {
-            if old.usable(now).is_some() {
-                let cap = self.policies.cap();
-                // Once a minute at most: a full cache evicts on every new domain.
-                self.evictions.note(now, || {
-                    format!(
-                        "the cache is full (cache.size {cap}): policies are being dropped, e.g. {gone}'s; raise cache.size"
-                    )
-                });
-            }
+        let testing = entry.mode == Some(Mode::Testing);
+        let cap = lru.cap();
+        let evicted = lru.push(domain, entry);
+        if testing {
+            self.testing += 1;
+        }
+        let (gone, old) = evicted?;
+        if weak {
+            self.count_out(Some(&old));
+        }
+        old.usable(now).is_some().then_some((gone, cap))
+    }
+
+    /// Counts by kind (see [`PolicyCache::stats`]), without a walk.
+    fn stats(&self) -> CacheStats {
+        CacheStats {
+            policies: self.enforce.len() + self.weak.len(),
+            misses: self.misses.len(),
+            enforce: self.enforce.len(),
+            testing: self.testing,
+            none: self.weak.len() - self.testing,
         }
     }
 }

@@ -26,6 +26,41 @@ pub enum StoreError {
     },
     #[error("{path}: not a policy store this version can read: {message}")]
     Corrupt { path: PathBuf, message: String },
+    /// SPEC 5.8: the file exists but cannot be read (permissions, a directory in its
+    /// place, an I/O error): never started without, nor saved over.
+    #[error("{path} cannot be read: {source}; it was left as it is. Make it a file readable and writable by the user mtastsd runs as, or move it away to start with an empty cache")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What [`Store::save`] writes: the policies, their `fetched` in the cache's
+/// process seconds, and the wall time minus the process time when the snapshot was
+/// taken (SPEC 5.9: the file holds wall times).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub policies: Vec<(String, Arc<CachedPolicy>)>,
+    pub wall_offset: i64,
+}
+
+impl Snapshot {
+    /// Policies whose `fetched` is already wall time.
+    pub fn wall(policies: Vec<(String, Arc<CachedPolicy>)>) -> Snapshot {
+        Snapshot {
+            policies,
+            wall_offset: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
 }
 
 /// The policy store in one directory.
@@ -42,11 +77,13 @@ struct File1Ref<'a> {
     policies: Vec<PersistedRef<'a>>,
 }
 
+/// The fields of [`Persisted`], borrowed, with `fetched` in wall time.
 #[derive(Serialize)]
 struct PersistedRef<'a> {
     domain: &'a str,
-    #[serde(flatten)]
-    policy: &'a CachedPolicy,
+    policy: &'a crate::mta_sts::Policy,
+    id: &'a str,
+    fetched: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,18 +114,18 @@ impl Store {
         self.dir.join(FILE_NAME)
     }
 
-    /// Everything saved; an absent file is an empty store. A damaged file (torn,
+    /// Everything saved, `fetched` in wall time; an absent file is an empty store. A damaged file (torn,
     /// edited, an entry that fails validation such as SPEC 4.4's mx patterns) gives
     /// up only what is damaged: the rest is loaded, the file is copied to
     /// `policies.json.corrupt` as evidence, and a warning says how much was lost.
     /// A damaged file with nothing intact, or another format version, is
-    /// [`StoreError::Corrupt`].
+    /// [`StoreError::Corrupt`]; a file that cannot be read is [`StoreError::Unreadable`].
     pub fn load(&self) -> Result<Vec<(String, CachedPolicy)>, StoreError> {
         let path = self.path();
         let text = match fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(StoreError::Io { path, source }),
+            Err(source) => return Err(StoreError::Unreadable { path, source }),
         };
         let file = salvage::salvage::<Persisted>(&text);
         if file.damaged && file.entries.is_empty() {
@@ -132,8 +169,8 @@ impl Store {
             .collect())
     }
 
-    /// Replace the saved copy with `policies`, atomically.
-    pub fn save(&self, policies: &[(String, Arc<CachedPolicy>)]) -> Result<(), StoreError> {
+    /// Replace the saved copy with `snapshot`'s policies, atomically.
+    pub fn save(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         let path = self.path();
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
         let io_err = |source| StoreError::Io {
@@ -143,11 +180,14 @@ impl Store {
         // Written from references: a save must not copy the whole cache again.
         let file = File1Ref {
             version: FORMAT_VERSION,
-            policies: policies
+            policies: snapshot
+                .policies
                 .iter()
                 .map(|(d, p)| PersistedRef {
                     domain: d,
-                    policy: p,
+                    policy: &p.policy,
+                    id: &p.id,
+                    fetched: p.fetched.saturating_add_signed(snapshot.wall_offset),
                 })
                 .collect(),
         };
@@ -191,7 +231,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let saved = policies(5);
-        store.save(&saved).unwrap();
+        store.save(&Snapshot::wall(saved.clone())).unwrap();
         let whole = fs::read(store.path()).unwrap();
         let all = store.load().unwrap();
         assert_eq!(all.len(), 5);
@@ -224,7 +264,7 @@ mod tests {
     fn invalid_entries_are_skipped_and_max_age_clamped() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.save(&policies(3)).unwrap();
+        store.save(&Snapshot::wall(policies(3))).unwrap();
         let text = fs::read_to_string(store.path()).unwrap();
         let text = text
             .replace("mx1.example.net", "*.*.example.net")

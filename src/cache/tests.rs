@@ -12,17 +12,41 @@ use super::*;
 use crate::mta_sts::Mode;
 use crate::resolver::{PolicyFetch, TxtLookup};
 
-struct ManualClock(AtomicU64);
+/// Process seconds and the wall clock, moved by hand.
+struct ManualClock {
+    now: AtomicU64,
+    wall: AtomicU64,
+}
 
 impl ManualClock {
+    /// A process started at wall time `t`.
+    fn at(t: u64) -> ManualClock {
+        ManualClock {
+            now: AtomicU64::new(t),
+            wall: AtomicU64::new(t),
+        }
+    }
+    /// Time passes.
     fn advance(&self, secs: u64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
+        self.now.fetch_add(secs, Ordering::SeqCst);
+        self.wall.fetch_add(secs, Ordering::SeqCst);
+    }
+    /// The wall clock is stepped (NTP, an RTC corrected, a VM snapshot restored).
+    fn step_wall(&self, secs: i64) {
+        if secs >= 0 {
+            self.wall.fetch_add(secs.unsigned_abs(), Ordering::SeqCst);
+        } else {
+            self.wall.fetch_sub(secs.unsigned_abs(), Ordering::SeqCst);
+        }
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.now.load(Ordering::SeqCst)
+    }
+    fn wall(&self) -> u64 {
+        self.wall.load(Ordering::SeqCst)
     }
 }
 
@@ -118,7 +142,7 @@ const T0: u64 = 1_700_000_000;
 
 fn setup(size: usize) -> (Arc<PolicyCache>, Arc<Script>, Arc<ManualClock>) {
     let script = Arc::new(Script::default());
-    let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
+    let clock = Arc::new(ManualClock::at(T0));
     let cache = PolicyCache::new(
         size,
         CacheSettings {
@@ -575,10 +599,15 @@ async fn snapshot_and_restore_keep_usable_policies_spec_5_8() {
     cache.lookup("a.example").await;
     cache.lookup("b.example").await;
     assert!(cache.take_dirty());
-    let snap: Vec<(String, CachedPolicy)> = cache
-        .snapshot()
+    let snapshot = cache.snapshot();
+    let snap: Vec<(String, CachedPolicy)> = snapshot
+        .policies
         .into_iter()
-        .map(|(d, p)| (d, CachedPolicy::clone(&p)))
+        .map(|(d, p)| {
+            let mut p = CachedPolicy::clone(&p);
+            p.fetched = p.fetched.saturating_add_signed(snapshot.wall_offset);
+            (d, p)
+        })
         .collect();
     assert_eq!(snap.len(), 2);
 
@@ -1109,10 +1138,11 @@ async fn answer_texts_are_shared_and_unused_ones_swept() {
     }
 }
 
-/// The daemon's clock (the coarse one on Linux) is the wall clock, in seconds: a
-/// policy's expiry and the persisted times depend on it (SPEC 5.2, 5.8).
+/// The daemon's clock reads like the wall clock, in seconds, while the wall clock is
+/// not stepped (SPEC 5.9), and its `wall` is the wall clock: the persisted times
+/// depend on it (SPEC 5.8).
 #[test]
-fn the_system_clock_is_the_wall_clock_in_seconds() {
+fn the_system_clock_reads_like_the_wall_clock_in_seconds() {
     let wall = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1121,10 +1151,336 @@ fn the_system_clock_is_the_wall_clock_in_seconds() {
     };
     let before = wall();
     let now = SystemClock.now();
+    let wall_now = SystemClock.wall();
     let after = wall();
-    // The coarse clock may lag the precise one by a tick, across a second boundary.
+    // The coarse clocks may lag the precise one by a tick, across a second boundary;
+    // the process clock rounds twice (its start, its reading).
     assert!(
-        (before.saturating_sub(1)..=after).contains(&now),
+        (before.saturating_sub(1)..=after + 1).contains(&now),
         "{before} ≤ {now} ≤ {after}"
     );
+    assert!(
+        (before.saturating_sub(1)..=after).contains(&wall_now),
+        "{before} ≤ {wall_now} ≤ {after}"
+    );
+    // Never backwards.
+    let mut last = SystemClock.now();
+    for _ in 0..10_000 {
+        let t = SystemClock.now();
+        assert!(t >= last, "{t} < {last}");
+        last = t;
+    }
+}
+
+/// SPEC 5.9: the wall clock stepped an hour back (a VM snapshot restored, an RTC
+/// corrected) freezes no deadline: re-checks keep running, and negative answers and
+/// back-offs end on time, so a domain that now publishes `enforce` gets it.
+#[tokio::test]
+async fn a_wall_clock_stepped_back_freezes_no_deadline_spec_5_9() {
+    let (cache, s, clock) = setup(100);
+    s.record("sts.example", "1");
+    s.policy("sts.example", "enforce", "mx.sts.example", 86400);
+    assert_eq!(
+        mode_of(&cache.lookup("sts.example").await),
+        Some(Mode::Enforce)
+    );
+    // No record yet: a negative answer for NEGATIVE_TTL_DEFAULT.
+    assert_eq!(mode_of(&cache.lookup("new.example").await), None);
+    // A failed fetch: quiet for a minute, that id not fetched for five.
+    s.record("broken.example", "1");
+    s.fetch_error("broken.example");
+    assert_eq!(mode_of(&cache.lookup("broken.example").await), None);
+    assert_eq!(s.counts(), (3, 2));
+
+    clock.step_wall(-3600);
+    clock.advance(60);
+    cache.lookup("sts.example").await;
+    settle(&cache).await;
+    assert_eq!(s.counts(), (4, 2), "the re-check ran a minute later");
+
+    s.record("new.example", "1");
+    s.policy("new.example", "enforce", "mx.new.example", 86400);
+    s.policy("broken.example", "enforce", "mx.broken.example", 86400);
+    clock.advance(NEGATIVE_TTL_DEFAULT.max(FETCH_FAILURE_BACKOFF));
+    assert_eq!(
+        mode_of(&cache.lookup("new.example").await),
+        Some(Mode::Enforce),
+        "the negative answer ended on time"
+    );
+    assert_eq!(
+        mode_of(&cache.lookup("broken.example").await),
+        Some(Mode::Enforce),
+        "the back-off ended on time"
+    );
+}
+
+/// SPEC 5.9: the wall clock stepped a year forward (an NTP spoof) expires nothing:
+/// the policies still answer while DNS is blocked, the next save keeps them, and the
+/// file saved after the jump, read back by a process started after it, is judged by
+/// the wall clock at load. A file saved before the jump is judged the same way, so
+/// its policies are a year old there.
+#[tokio::test]
+async fn a_wall_clock_stepped_a_year_forward_expires_nothing_spec_5_9() {
+    const YEAR: u64 = 365 * 86400;
+    let (cache, s, clock) = setup(100);
+    for d in ["a.example", "b.example"] {
+        s.record(d, "1");
+        s.policy(d, "enforce", &format!("mx.{d}"), 86400);
+        cache.lookup(d).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::Store::open(dir.path()).unwrap();
+    store.save(&cache.snapshot()).unwrap();
+    let saved_before = std::fs::read(store.path()).unwrap();
+
+    clock.step_wall(YEAR as i64);
+    clock.advance(1);
+    for d in ["a.example", "b.example"] {
+        s.txt_error(d, DnsError::Failed("blocked".into()));
+        s.fetch_error(d);
+        assert_eq!(
+            mode_of(&cache.lookup(d).await),
+            Some(Mode::Enforce),
+            "{d} still answers"
+        );
+    }
+    settle(&cache).await;
+    assert_eq!(s.counts().1, 2, "nothing was fetched again");
+    assert_eq!(
+        cache.snapshot().len(),
+        2,
+        "the next save keeps the policies"
+    );
+    store.save(&cache.snapshot()).unwrap();
+
+    // A process started after the jump: its clock reads the jumped wall time.
+    let (after, s2, clock2) = setup(100);
+    clock2.advance(YEAR + 1);
+    assert_eq!(after.restore(store.load().unwrap()), 2);
+    for d in ["a.example", "b.example"] {
+        s2.txt_error(d, DnsError::Failed("blocked".into()));
+        assert_eq!(mode_of(&after.lookup(d).await), Some(Mode::Enforce), "{d}");
+    }
+
+    std::fs::write(store.path(), saved_before).unwrap();
+    let (late, _, clock3) = setup(100);
+    clock3.advance(YEAR + 1);
+    assert_eq!(
+        late.restore(store.load().unwrap()),
+        0,
+        "a year old by the wall clock at load"
+    );
+}
+
+/// SPEC 5.9: a `fetched` time in the future (a file saved before the clock was
+/// stepped back) counts as now: the policy lasts `max_age` from its load, no longer.
+#[tokio::test]
+async fn a_fetched_time_in_the_future_counts_as_now_spec_5_9() {
+    let (cache, s, clock) = setup(100);
+    let body = "version: STSv1\nmode: enforce\nmx: mx.future.example\nmax_age: 86400\n";
+    let policy = parse_policy(body.as_bytes()).unwrap();
+    let restored = cache.restore(vec![(
+        "future.example".to_string(),
+        CachedPolicy::new(policy, "1".into(), T0 + 3600),
+    )]);
+    assert_eq!(restored, 1);
+    s.txt_error("future.example", DnsError::Failed("blocked".into()));
+    s.fetch_error("future.example");
+    clock.advance(86400 - 1);
+    assert_eq!(
+        mode_of(&cache.lookup("future.example").await),
+        Some(Mode::Enforce)
+    );
+    settle(&cache).await;
+    clock.advance(1);
+    assert_eq!(
+        mode_of(&cache.lookup("future.example").await),
+        None,
+        "expired max_age after the load, not after the future time"
+    );
+}
+
+/// SPEC 5.7: a flood of domains whose policies protect nothing (`testing`, `none`) or
+/// that have none never evicts an unexpired `enforce` policy: N enforce, then 10×N
+/// domains of each other kind.
+#[tokio::test]
+async fn a_flood_of_testing_policies_never_evicts_enforce_spec_5_7() {
+    const N: usize = 20;
+    let (cache, s, _) = setup(N);
+    for i in 0..N {
+        let d = format!("enforce{i}.example");
+        s.record(&d, "1");
+        s.policy(&d, "enforce", "mx.example.net", 86400);
+        assert_eq!(mode_of(&cache.lookup(&d).await), Some(Mode::Enforce));
+    }
+    for i in 0..10 * N {
+        let d = format!("testing{i}.example");
+        s.record(&d, "1");
+        s.policy(&d, "testing", "mx.example.net", 86400);
+        assert_eq!(mode_of(&cache.lookup(&d).await), Some(Mode::Testing));
+    }
+    // Nor do `none` policies and domains without one.
+    for i in 0..10 * N {
+        let d = format!("none{i}.example");
+        s.record(&d, "1");
+        s.policy(&d, "none", "mx.example.net", 86400);
+        assert_eq!(mode_of(&cache.lookup(&d).await), Some(Mode::None));
+        assert_eq!(
+            mode_of(&cache.lookup(&format!("no{i}.example")).await),
+            None
+        );
+    }
+    let mode = |d: &str| match cache.cached(d, |hit| hit.mode) {
+        Cached::Policy(m) => Some(m),
+        _ => None,
+    };
+    for i in 0..N {
+        let d = format!("enforce{i}.example");
+        assert_eq!(mode(&d), Some(Mode::Enforce), "{d} was evicted");
+    }
+    // The others come and go, least recently used first.
+    assert_eq!(
+        mode(&format!("none{}.example", 10 * N - 1)),
+        Some(Mode::None)
+    );
+    assert_eq!(mode("testing0.example"), None);
+    assert_eq!(cache.stats().enforce, N);
+}
+
+/// SPEC 7.6: the counts a metrics scrape reads are kept as entries come and go (no
+/// walk under the lock); they agree with a walk through mode changes, evictions,
+/// a shrink and a restore.
+#[tokio::test]
+async fn stats_are_kept_as_entries_come_and_go_spec_7_6() {
+    let (cache, s, clock) = setup(4);
+    let walked = |cache: &PolicyCache| {
+        let entries = cache.entries.lock().unwrap();
+        let mut w = CacheStats {
+            misses: entries.misses.len(),
+            ..CacheStats::default()
+        };
+        for (_, e) in entries.policies().flat_map(|lru| lru.iter()) {
+            w.policies += 1;
+            match e.mode {
+                Some(Mode::Enforce) => w.enforce += 1,
+                Some(Mode::Testing) => w.testing += 1,
+                Some(Mode::None) => w.none += 1,
+                None => panic!("an entry without a policy among the policies"),
+            }
+        }
+        w
+    };
+    let modes = ["testing", "enforce", "none", "testing"];
+    for round in 0..4 {
+        for i in 0..6 {
+            let d = format!("d{i}.example");
+            s.record(&d, &format!("{round}"));
+            s.policy(&d, modes[(i + round) % 4], "mx.example.net", 86400);
+            cache.lookup(&d).await;
+            cache.lookup(&format!("nothing{round}-{i}.example")).await;
+            settle(&cache).await;
+            assert_eq!(cache.stats(), walked(&cache), "round {round}, {d}");
+        }
+        // New ids: every domain is fetched again, under another mode.
+        clock.advance(61);
+    }
+    // The last round: d2 enforce, d3 none, the rest testing; 4 of the 5 weak ones fit.
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.policies, stats.enforce, stats.misses),
+        (5, 1, 4),
+        "{stats:?}"
+    );
+    let settings = cache.settings.read().unwrap().clone();
+    let resolvers = cache.resolvers.read().unwrap().clone();
+    cache.reconfigure(2, settings, resolvers);
+    assert_eq!(cache.stats(), walked(&cache));
+    assert_eq!(cache.stats().misses, 2);
+    let body = "version: STSv1\nmode: testing\nmx: mx.example.net\nmax_age: 86400\n";
+    let p = parse_policy(body.as_bytes()).unwrap();
+    let restored = cache.restore(vec![
+        (
+            "d0.example".into(),
+            CachedPolicy::new(p.clone(), "r".into(), T0),
+        ),
+        ("r.example".into(), CachedPolicy::new(p, "r".into(), T0)),
+    ]);
+    assert_eq!(restored, 2);
+    assert_eq!(cache.stats(), walked(&cache));
+}
+
+/// Records, per test thread, what was logged while the thread's cache had its
+/// entries locked (see [`nothing_is_logged_under_the_entries_lock_spec_7_6`]).
+mod under_lock {
+    use std::cell::RefCell;
+    use std::sync::{Arc, TryLockError};
+
+    use super::PolicyCache;
+
+    /// Each line logged, and whether the lock was held then.
+    type Lines = Vec<(bool, String)>;
+
+    thread_local! {
+        static WATCHED: RefCell<Option<(Arc<PolicyCache>, Lines)>> = const { RefCell::new(None) };
+    }
+
+    struct Logger;
+
+    impl log::Log for Logger {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            WATCHED.with(|w| {
+                if let Some((cache, lines)) = w.borrow_mut().as_mut() {
+                    // On this thread's own runtime, only this thread can hold it.
+                    let locked = matches!(cache.entries.try_lock(), Err(TryLockError::WouldBlock));
+                    lines.push((locked, record.args().to_string()));
+                }
+            });
+        }
+        fn flush(&self) {}
+    }
+
+    /// Watch `cache` from this thread on.
+    pub fn watch(cache: &Arc<PolicyCache>) {
+        static LOGGER: Logger = Logger;
+        if log::set_logger(&LOGGER).is_ok() {
+            log::set_max_level(log::LevelFilter::Trace);
+        }
+        WATCHED.with(|w| *w.borrow_mut() = Some((Arc::clone(cache), Vec::new())));
+    }
+
+    /// (logged under the lock, line) since [`watch`].
+    pub fn lines() -> Lines {
+        WATCHED.with(|w| w.borrow_mut().take().map(|(_, l)| l).unwrap_or_default())
+    }
+}
+
+/// SPEC 7.6: no log call blocks the serving thread under the cache lock: the "cache
+/// is full" and "cache.size is below" warnings are logged once it is released.
+#[tokio::test]
+async fn nothing_is_logged_under_the_entries_lock_spec_7_6() {
+    let (cache, s, _) = setup(2);
+    under_lock::watch(&cache);
+    for i in 0..4 {
+        let d = format!("full{i}.example");
+        s.record(&d, "1");
+        s.policy(&d, "enforce", "mx.example.net", 86400);
+        cache.lookup(&d).await;
+    }
+    let settings = cache.settings.read().unwrap().clone();
+    let resolvers = cache.resolvers.read().unwrap().clone();
+    cache.reconfigure(1, settings, resolvers);
+    let lines = under_lock::lines();
+    assert!(
+        lines.iter().any(|(_, l)| l.contains("the cache is full")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|(_, l)| l.contains("is below the")),
+        "{lines:?}"
+    );
+    let locked: Vec<_> = lines.iter().filter(|(locked, _)| *locked).collect();
+    assert!(locked.is_empty(), "logged under the lock: {locked:?}");
 }

@@ -529,7 +529,15 @@ impl PolicyCache {
         self.shared.read().unwrap().clone()
     }
 
-    /// Publish a domain's state to the shared cache, off the answer path.
+    /// Wall-clock seconds minus process seconds at `now` (SPEC 5.9): what turns this
+    /// node's times into the cluster's and back.
+    fn wall_offset(&self, now: u64) -> i64 {
+        let wall = i128::from(self.clock.wall());
+        i64::try_from(wall - i128::from(now)).unwrap_or(0)
+    }
+
+    /// Publish a domain's state to the shared cache, off the answer path, its times
+    /// in wall-clock seconds.
     fn publish(&self, domain: &str, entry: SharedEntry, now: u64) {
         let Some(shared) = self.shared() else { return };
         let until = match &entry {
@@ -537,6 +545,7 @@ impl PolicyCache {
             SharedEntry::Negative { until, .. } => *until,
         };
         let ttl = Duration::from_secs(until.saturating_sub(now).max(1));
+        let entry = entry.shifted(self.wall_offset(now));
         let domain = domain.to_string();
         tokio::spawn(async move {
             if let Err(e) = shared.put(&domain, &entry, ttl).await {
@@ -642,6 +651,7 @@ impl PolicyCache {
             return Consult::ALONE;
         };
         let now = self.clock.now();
+        let entry = entry.shifted(-self.wall_offset(now));
         let fresh = match &entry {
             SharedEntry::Policy { checked, .. } | SharedEntry::Negative { checked, .. } => {
                 now < checked.saturating_add(recheck)

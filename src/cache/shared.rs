@@ -42,6 +42,32 @@ pub enum SharedEntry {
     Negative { checked: u64, until: u64 },
 }
 
+impl SharedEntry {
+    /// The same record with every time in it moved by `by` seconds. Records in the
+    /// shared cache carry wall-clock times, the one time the nodes share; a node's
+    /// cache runs on its own process seconds (SPEC 5.9), which drift from the wall
+    /// clock when it is stepped. A time that would fall before the epoch is 0.
+    pub(super) fn shifted(self, by: i64) -> SharedEntry {
+        let shift = |t: u64| t.saturating_add_signed(by);
+        match self {
+            SharedEntry::Policy {
+                mut policy,
+                checked,
+            } => {
+                policy.fetched = shift(policy.fetched);
+                SharedEntry::Policy {
+                    policy,
+                    checked: shift(checked),
+                }
+            }
+            SharedEntry::Negative { checked, until } => SharedEntry::Negative {
+                checked: shift(checked),
+                until: shift(until),
+            },
+        }
+    }
+}
+
 /// A shared-cache operation failed (down, slow, refused). Always temporary.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("shared cache: {0}")]

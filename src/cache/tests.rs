@@ -1484,3 +1484,62 @@ async fn nothing_is_logged_under_the_entries_lock_spec_7_6() {
     let locked: Vec<_> = lines.iter().filter(|(locked, _)| *locked).collect();
     assert!(locked.is_empty(), "logged under the lock: {locked:?}");
 }
+
+/// A node with its own clock on the shared cache `shared`.
+fn node_with_clock(
+    clock: Arc<ManualClock>,
+    shared: &Arc<MemoryShared>,
+) -> (Arc<PolicyCache>, Arc<Script>) {
+    let script = Arc::new(Script::default());
+    let cache = PolicyCache::new(
+        100,
+        CacheSettings {
+            recheck: Duration::from_secs(60),
+            answer_timeout: Duration::from_secs(5),
+            max_concurrency: MAX_FOREGROUND,
+        },
+        Resolvers {
+            txt: script.clone(),
+            fetch: script.clone(),
+        },
+        clock,
+    );
+    cache.set_shared(Some(shared.clone()));
+    script.record("example.com", "1");
+    script.policy("example.com", "enforce", "mx.example.com", 86400);
+    (cache, script)
+}
+
+#[tokio::test]
+async fn shared_records_carry_wall_clock_times_between_nodes_spec_5_9_5_10() {
+    // Node A started while its wall clock was an hour slow; NTP has since corrected
+    // it. Its deadlines run on process seconds (SPEC 5.9), an hour behind node B's,
+    // but what it publishes must be in the time every node shares: the wall clock.
+    let shared = Arc::new(MemoryShared::default());
+    let a_clock = Arc::new(ManualClock::at(T0 - 3600));
+    a_clock.step_wall(3600);
+    let (a, sa) = node_with_clock(a_clock, &shared);
+    let (b, sb) = node_with_clock(Arc::new(ManualClock::at(T0)), &shared);
+
+    assert_eq!(mode_of(&a.lookup("example.com").await), Some(Mode::Enforce));
+    until_shared(&shared, "example.com").await;
+    assert_eq!(sa.counts(), (1, 1));
+    // B sees a record checked just now (not an hour ago) and takes it as it is.
+    let Lookup::Policy(p) = b.lookup("example.com").await else {
+        panic!("node B has no policy");
+    };
+    assert_eq!(sb.counts(), (0, 0), "node B resolved the domain itself");
+    assert_eq!(p.fetched, T0, "fetched in B's own time");
+    // And what A adopts back from B's time is in A's process seconds again.
+    let wall = shared.entries.lock().unwrap()["example.com"].clone();
+    match wall {
+        shared::SharedEntry::Policy { policy, checked } => {
+            assert_eq!(
+                (policy.fetched, checked),
+                (T0, T0),
+                "published in wall time"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}

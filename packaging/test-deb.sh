@@ -32,9 +32,10 @@ postmap() { command postmap -c "$work/postfix" "$@"; }
 
 step "building the package"
 cargo deb --locked >/dev/null
+target="${CARGO_TARGET_DIR:-target}"
 version=$(cargo metadata --no-deps --format-version 1 --locked |
     python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="mtastsd"))')
-deb="target/debian/mtastsd_${version}-1_amd64.deb"
+deb="$target/debian/mtastsd_${version}-1_amd64.deb"
 [ -f "$deb" ] || fail "no $deb"
 size=$(stat -c %s "$deb")
 step "$deb: $size bytes"
@@ -109,7 +110,7 @@ set -e
 kill -TERM "${pids[-1]}" && wait "${pids[-1]}" || fail "the packaged daemon did not exit 0 on SIGTERM: $(cat "$work/packaged.log")"
 
 step "the installed daemon against a loopback MTA-STS world"
-bench_world=target/debug/bench-world
+bench_world="$target/debug/bench-world"
 cargo build --locked -q -p socketmap-load --bin bench-world
 dns_port=$(free_port udp)
 https_port=$(free_port tcp)

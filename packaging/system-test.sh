@@ -87,6 +87,12 @@ else
     deb="$target/debian/mtastsd_${version}-1_amd64.deb"
 fi
 [ -f "$deb" ] || fail "no $deb"
+# lintian's manual-page checks on the pages as packaged, info tags included.
+rc=0
+out=$(lintian -C documentation/manual --fail-on error,warning,info --display-info --pedantic "$deb" 2>&1) || rc=$?
+out=$(grep -v "running with root privileges" <<<"$out" || true)
+[ "$rc" = 0 ] && [ -z "$out" ] || fail "lintian (manual pages), exit $rc: $out"
+step "lintian -C documentation/manual: no tags"
 cargo build --locked -q --example system-world
 previous=$(packaging/system-test/previous-deb.sh)
 step "previous build: $(basename "$previous")"

@@ -17,7 +17,8 @@
 #      stays), systemctl restart keeping the cache with the policy host down;
 #   6. rsyslog: the daemon's lines in /var/log/mail.log with ident mtastsd;
 #   7. apt purge (only the system user left), then an upgrade from the
-#      previous build (conffile and cache kept) and a purge again.
+#      previous build (the unchanged conffile replaced without a question,
+#      the cache kept) and a purge again.
 # Before that, on the host: the man pages through man --warnings and a check
 # that every command of mtastsd(8) has its own entry.
 #
@@ -409,22 +410,22 @@ upgrade() {
         fail "apt install of the previous build: $out"
     wait_active mtastsd
     expect_answer good.test "$inet_map" "$good_answer"
-    # An administrator's change to the conffile; the packaged file is the same in
-    # both builds, so dpkg keeps the change without asking.
-    echo "# changed by the administrator" >>"$(at /etc/mtastsd/mtastsd.toml)"
-    conf_sum=$(md5sum <"$(at /etc/mtastsd/mtastsd.toml)")
+    # The conffile as the administrator left it: unchanged. dpkg must replace
+    # it without asking, whether or not the new build changed it.
     ct touch /run/system-world/policy-host-down
     step "previous build $(ct dpkg-query -W -f '${Version}' mtastsd) active, good.test cached; policy host down"
     out=$(ct sh -c 'cd /mnt/src && DEBIAN_FRONTEND=noninteractive apt install -y ./target/debian/mtastsd_*_amd64.deb' 2>&1 </dev/null) ||
         fail "apt install (upgrade): $out"
     [ "$(ct dpkg-query -W -f '${Version}' mtastsd)" = "${version}-1" ] || fail "not upgraded"
     wait_active mtastsd
-    [ "$(md5sum <"$(at /etc/mtastsd/mtastsd.toml)")" = "$conf_sum" ] || fail "the conffile changed in the upgrade"
+    conf_sum=$(ct dpkg-query -W -f '${Conffiles}' mtastsd | awk '$1 == "/etc/mtastsd/mtastsd.toml" { print $2 }')
+    [ "$(md5sum <"$(at /etc/mtastsd/mtastsd.toml)" | cut -d' ' -f1)" = "$conf_sum" ] ||
+        fail "/etc/mtastsd/mtastsd.toml is not the packaged file after the upgrade"
     left=$(ct sh -c 'ls /etc/mtastsd/*.dpkg-* 2>/dev/null' || true)
     [ -z "$left" ] || fail "dpkg left $left"
     grep -q good.test "$(at /var/lib/mtastsd/policies.json)" || fail "the saved cache is gone"
     expect_answer good.test "$inet_map" "$good_answer"
-    step "upgraded to ${version}-1: the changed conffile kept, the cache kept (answered with the policy host down)"
+    step "upgraded to ${version}-1 without a question: the conffile is the packaged one, the cache kept (answered with the policy host down)"
     ct rm /run/system-world/policy-host-down
 }
 

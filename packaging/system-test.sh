@@ -110,13 +110,20 @@ nspawn_pid=
 cpid=
 stop_container() {
     if [ -n "$nspawn_pid" ]; then
+        # SIGTERM: nspawn shuts the container down in order. Past 30 s, SIGKILL
+        # to the container's init ends every process of its PID namespace.
         kill -TERM "$nspawn_pid" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$nspawn_pid" 2>/dev/null || true
+        for _ in $(seq 300); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$nspawn_pid" 2>/dev/null; then
+            [ -z "$cpid" ] || kill -KILL "$cpid" 2>/dev/null || true
+            sleep 1
+            kill -KILL "$nspawn_pid" 2>/dev/null || true
+        fi
         wait "$nspawn_pid" 2>/dev/null || true
     fi
     nspawn_pid=
     cpid=
+    rm -rf "$work/root"
 }
 cleanup() {
     stop_container
@@ -130,9 +137,12 @@ ct() { nsenter -t "$cpid" -a -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL
 at() { echo "/proc/$cpid/root$1"; }
 
 boot() { # $1: root directory
-    systemd-nspawn --quiet --boot --register=no --keep-unit --ephemeral \
+    # A copy of the cached root, removed with $work (nspawn's --ephemeral copy
+    # stays behind when nspawn is killed).
+    cp -a --reflink=auto "$1" "$work/root"
+    systemd-nspawn --quiet --boot --register=no --keep-unit \
         --private-network --console=passive --resolv-conf=off --timezone=off \
-        --machine="mtastsd-$release" --directory="$1" \
+        --machine="mtastsd-$release" --directory="$work/root" \
         --bind-ro="$work:/mnt/test" --bind-ro="$work/src:/mnt/src" --bind-ro="$work/prev:/mnt/prev" \
         >"$work/nspawn-$release.log" 2>&1 &
     nspawn_pid=$!
@@ -449,8 +459,9 @@ for release in "${releases[@]}"; do
     purge_and_check "after the tests"
     fresh upgrade
     purge_and_check "after the upgrade"
+    t1=$(date +%s)
     stop_container
-    step "ok in $(($(date +%s) - t0)) s"
+    step "ok in $(($(date +%s) - t0)) s (shut down in $(($(date +%s) - t1)) s)"
 done
 release=
 step "ok: ${releases[*]} in $(($(date +%s) - started)) s"

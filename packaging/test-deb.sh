@@ -32,9 +32,10 @@ postmap() { command postmap -c "$work/postfix" "$@"; }
 
 step "building the package"
 cargo deb --locked >/dev/null
+target="${CARGO_TARGET_DIR:-target}"
 version=$(cargo metadata --no-deps --format-version 1 --locked |
     python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="mtastsd"))')
-deb="target/debian/mtastsd_${version}-1_amd64.deb"
+deb="$target/debian/mtastsd_${version}-1_amd64.deb"
 [ -f "$deb" ] || fail "no $deb"
 size=$(stat -c %s "$deb")
 step "$deb: $size bytes"
@@ -109,7 +110,7 @@ set -e
 kill -TERM "${pids[-1]}" && wait "${pids[-1]}" || fail "the packaged daemon did not exit 0 on SIGTERM: $(cat "$work/packaged.log")"
 
 step "the installed daemon against a loopback MTA-STS world"
-bench_world=target/debug/bench-world
+bench_world="$target/debug/bench-world"
 cargo build --locked -q -p socketmap-load --bin bench-world
 dns_port=$(free_port udp)
 https_port=$(free_port tcp)
@@ -135,11 +136,12 @@ for key, value in [("ca_file", f'"{work}/ca.pem"'), ("unix_group", '"postfix"')]
 open(f"{work}/world.toml", "w").write(text)
 EOF
 # A unix socket as for a chrooted Postfix (examples/chroot.conf): in a directory
-# of the queue directory that only mtastsd and the postfix group may enter, given
-# to the postfix group; the daemon is a member (SupplementaryGroups=postfix).
+# of the queue directory that only mtastsd and the postfix group may enter,
+# set-group-ID postfix so the socket gets that group; the daemon is not a member.
+# (packaging/system-test.sh runs the real drop-in under systemd.)
 mkdir "$work/spool"
-install -d -o mtastsd -g postfix -m 0750 "$work/spool/mtastsd"
-setpriv --reuid=mtastsd --regid=mtastsd --groups="$(getent group postfix | cut -d: -f3)" -- \
+install -d -o mtastsd -g postfix -m 2750 "$work/spool/mtastsd"
+setpriv --reuid=mtastsd --regid=mtastsd --init-groups -- \
     /usr/sbin/mtastsd serve --config "$work/world.toml" 2>"$work/world-daemon.log" &
 pids+=($!)
 wait_for_port "$listen_port"

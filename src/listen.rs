@@ -20,7 +20,8 @@ pub enum ListenError {
     #[error(
         "cannot give unix socket {path} to {what}: {source} \
          (the daemon must run as root to change the owner, and be a member of the group \
-         to change the group; see server.unix_owner and server.unix_group)"
+         to change the group, or the socket's directory must be set-group-ID to that group; \
+         see server.unix_owner and server.unix_group)"
     )]
     Chown {
         path: PathBuf,
@@ -88,6 +89,18 @@ fn give(
         (None, Some((g, _))) => format!("group {g}"),
         (None, None) => return Ok(()),
     };
+    // A socket made in a set-group-ID directory already has the directory's group
+    // (contrib/systemd/chroot.conf): a chown that would change nothing is not
+    // made, since the packaged unit's SystemCallFilter=~@privileged (which holds
+    // @chown) fails every chown(2), even that one.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::MetadataExt;
+        if owner.is_none_or(|(_, uid)| meta.uid() == uid)
+            && group.is_none_or(|(_, gid)| meta.gid() == gid)
+        {
+            return Ok(());
+        }
+    }
     std::os::unix::fs::chown(path, owner.map(|o| o.1), group.map(|g| g.1)).map_err(|source| {
         // A socket we cannot hand over is useless to the client it was meant for.
         let _ = std::fs::remove_file(path);
@@ -238,4 +251,121 @@ fn sockopt(fd: RawFd, opt: libc::c_int) -> Option<libc::c_int> {
         )
     };
     (rc == 0).then_some(value)
+}
+
+// The unit's system call filter, applied to a test thread: chown(2) under
+// `SystemCallFilter=~@privileged` (packaging/debian/mtastsd.service).
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// A seccomp filter on the calling thread (and threads it starts) that fails
+    /// every chown variant with EPERM, as systemd's `@chown` group does under
+    /// `SystemCallErrorNumber=EPERM`.
+    fn forbid_chown_on_this_thread() {
+        let stmt = |code: u32, k: u32| libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let denied = [
+            libc::SYS_chown,
+            libc::SYS_lchown,
+            libc::SYS_fchown,
+            libc::SYS_fchownat,
+        ];
+        let mut program = vec![stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0)];
+        for (i, nr) in denied.iter().enumerate() {
+            program.push(libc::sock_filter {
+                code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                // To the EPERM return: past the remaining tests and the allow.
+                jt: (denied.len() - i) as u8,
+                jf: 0,
+                k: *nr as u32,
+            });
+        }
+        program.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
+        program.push(stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ));
+        let fprog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_mut_ptr(),
+        };
+        // SAFETY: prctl with a valid filter program that outlives the call; the
+        // filter only ever affects this thread.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert_eq!(
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &fprog as *const libc::sock_fprog
+                ),
+                0,
+                "seccomp: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+
+    /// `open` for one unix socket with `unix_group = group`, on a thread that may
+    /// not chown; the socket's group after it, or the error.
+    fn open_without_chown(dir: &Path, group: u32) -> Result<u32, String> {
+        let path = dir.join("socketmap");
+        let config = ServerConfig {
+            listen: vec![ListenAddr::Unix(path.clone())],
+            unix_group: Some(group.to_string()),
+            ..ServerConfig::default()
+        };
+        std::thread::spawn(move || {
+            forbid_chown_on_this_thread();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .unwrap();
+            let _guard = rt.enter();
+            let listeners = open(&config).map_err(|e| e.to_string())?;
+            assert_eq!(listeners.len(), 1);
+            Ok(std::fs::metadata(&path).unwrap().gid())
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// SPEC 7.5: the chroot set-up's socket, in a set-group-ID directory of the
+    /// socket's group, needs no chown under the packaged unit's filter.
+    #[test]
+    fn a_group_the_setgid_directory_already_gave_needs_no_chown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mtastsd");
+        std::fs::create_dir(&dir).unwrap();
+        // As root, a group the process is not in (as postfix is not mtastsd's);
+        // otherwise the process's own group.
+        // SAFETY: plain getters.
+        let group = if unsafe { libc::geteuid() } == 0 {
+            4242
+        } else {
+            unsafe { libc::getegid() }
+        };
+        std::os::unix::fs::chown(&dir, None, Some(group)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2750)).unwrap();
+        assert_eq!(open_without_chown(&dir, group), Ok(group));
+    }
+
+    /// A change that is needed is still made, and its failure still stops the daemon
+    /// with the key to look at.
+    #[test]
+    fn a_group_that_must_change_still_fails_loudly_without_chown() {
+        let tmp = tempfile::tempdir().unwrap();
+        // SAFETY: a plain getter.
+        let other = unsafe { libc::getegid() } + 4242;
+        let err = open_without_chown(tmp.path(), other).unwrap_err();
+        assert!(err.contains("cannot give unix socket"), "{err}");
+        assert!(err.contains("Operation not permitted"), "{err}");
+        assert!(!tmp.path().join("socketmap").exists(), "socket left behind");
+    }
 }

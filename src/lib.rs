@@ -42,7 +42,7 @@
 //! | [`postfix`] | 6.1, 6.2 the answer, 6.3 its TLS-RPT attributes (`tlsrpt` profiles), the postconf(5) syntax check every answer passes |
 //! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision and the precedence over MTA-STS (pure, shared by `server` and `query`), the MX/A/TLSA lookups with the AD bit, the result cache (`server` asks it after the overrides, before the MTA-STS cache) |
 //! | [`overrides`] | 6.5 local overrides, consulted first (`server` asks them before the cache) |
-//! | [`config`] | 7.4 configuration errors, 7.5 listen defaults |
+//! | [`config`] | 7.4 configuration errors, 7.5 listen defaults: the model and loading in `config/mod.rs`, the serde shapes in `raw.rs`, the validating types in `values.rs`, span → line and key in `locate.rs` |
 //! | [`logging`] | 7.2 syslog / stderr |
 //! | [`daemon`] | 7.1 `serve`, 7.3 SIGHUP reload and shutdown wiring |
 //! | [`metrics`] | Prometheus `/metrics` and `/healthz` (issue 4) |

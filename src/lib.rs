@@ -39,7 +39,7 @@
 //! | [`cache`] | 3.6 single flight, 5.1–5.7 cache, refresh, back-off; 5.7's LRU in `cache/lru.rs` (entries in the hash table itself: a hit reads one slot) |
 //! | [`cache::store`] | 5.8 persistence |
 //! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (issue 4): adopt, lease, publish |
-//! | [`postfix`] | 6.1, 6.2 the answer, 6.3 its TLS-RPT attributes (`tlsrpt` profiles), the postconf(5) syntax check every answer passes |
+//! | [`postfix`] | 6.1, 6.2 the answer under a `Profile` (which `config` re-exports), 6.3 its TLS-RPT attributes (`tlsrpt` profiles), 1.4 the reply cap (`fits_reply`), the postconf(5) syntax check every answer passes |
 //! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision and the precedence over MTA-STS (pure, shared by `server` and `query`), the MX/A/TLSA lookups with the AD bit, the result cache (`server` asks it after the overrides, before the MTA-STS cache) |
 //! | [`overrides`] | 6.5 local overrides, consulted first (`server` asks them before the cache) |
 //! | [`config`] | 7.4 configuration errors, 7.5 listen defaults: the model and loading in `config/mod.rs`, the serde shapes in `raw.rs`, the validating types in `values.rs`, span → line and key in `locate.rs` |

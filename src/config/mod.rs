@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::overrides::Overrides;
+pub use crate::postfix::Profile;
 use locate::{invalid_from_toml, key_at, line_at, line_of_key};
 use raw::RawConfig;
 pub use values::{parse_duration, parse_nameserver};
@@ -250,17 +251,6 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
-    /// SPEC 6.2: answer `testing` policies like `enforce`. Default false.
-    pub strict_testing: bool,
-    /// SPEC 6.1: append `servername=hostname` (Postfix ≥ 3.4). Default true.
-    pub servername: bool,
-    /// SPEC 6.3: append the TLS-RPT attributes to enforce answers (Postfix ≥ 3.10
-    /// only: older Postfix defers mail on them). Default false.
-    pub tlsrpt: bool,
-}
-
 /// A configuration error, displayed as `file:line: key: message`
 /// (the line is left out when it is 0, the key when it is empty).
 #[derive(Debug, thiserror::Error)]
@@ -370,22 +360,6 @@ impl Default for LogConfig {
         }
     }
 }
-
-impl Default for Profile {
-    fn default() -> Self {
-        BUILTIN_PROFILE
-    }
-}
-
-/// What [`DEFAULT_PROFILE`] is when the file does not define it.
-const BUILTIN_PROFILE: Profile = Profile {
-    strict_testing: false,
-    servername: true,
-    tlsrpt: false,
-};
-
-/// Answers for a `Config` built by hand without [`DEFAULT_PROFILE`].
-static BUILTIN_PROFILE_REF: Profile = BUILTIN_PROFILE;
 
 impl fmt::Display for ListenAddr {
     /// The form the configuration uses: `127.0.0.1:8461`, `[::1]:8461`,
@@ -507,7 +481,7 @@ impl Config {
             None => (
                 self.profiles
                     .get(DEFAULT_PROFILE)
-                    .unwrap_or(&BUILTIN_PROFILE_REF),
+                    .unwrap_or(&Profile::BUILTIN),
                 false,
             ),
         }

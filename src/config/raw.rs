@@ -17,7 +17,7 @@ use super::values::{
 };
 use super::{
     CacheConfig, Config, DaneConfig, DnsConfig, FetchConfig, LogConfig, MetricsConfig, Profile,
-    RedisConfig, ServerConfig, BUILTIN_PROFILE, DEFAULT_PROFILE,
+    RedisConfig, ServerConfig, DEFAULT_PROFILE,
 };
 use crate::overrides::Overrides;
 
@@ -300,9 +300,11 @@ fn profiles(
             }
         }
         let profile = Profile {
-            strict_testing: raw.strict_testing.unwrap_or(BUILTIN_PROFILE.strict_testing),
-            servername: raw.servername.unwrap_or(BUILTIN_PROFILE.servername),
-            tlsrpt: raw.tlsrpt.unwrap_or(BUILTIN_PROFILE.tlsrpt),
+            strict_testing: raw
+                .strict_testing
+                .unwrap_or(Profile::BUILTIN.strict_testing),
+            servername: raw.servername.unwrap_or(Profile::BUILTIN.servername),
+            tlsrpt: raw.tlsrpt.unwrap_or(Profile::BUILTIN.tlsrpt),
         };
         if let Some(Table(raw)) = raw.overrides {
             add_overrides(raw, Some(&name), overrides, override_files)?;
@@ -311,7 +313,7 @@ fn profiles(
     }
     profiles
         .entry(DEFAULT_PROFILE.to_owned())
-        .or_insert(BUILTIN_PROFILE);
+        .or_insert(Profile::BUILTIN);
     Ok((profiles, dane_profiles))
 }
 

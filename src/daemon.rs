@@ -13,6 +13,7 @@ use crate::cache::shared::SharedError;
 use crate::cache::store::{Store, StoreError};
 use crate::cache::{refresh, CacheSettings, Clock, PolicyCache};
 use crate::config::Config;
+use crate::logging::chain;
 use crate::resolver::dane::{DaneLookup, ValidatingDns};
 use crate::resolver::dns::{Dns, DnsSetupError};
 use crate::resolver::https::{FetchSetupError, HttpsFetcher};
@@ -28,19 +29,19 @@ pub enum StartError {
     Dns(#[from] DnsSetupError),
     #[error(transparent)]
     Fetch(#[from] FetchSetupError),
-    #[error("{0} (set cache.state_dir to a writable directory, or \"\" to keep the cache in memory only)")]
+    #[error("cannot use the policy store (set cache.state_dir to a writable directory, or \"\" to keep the cache in memory only)")]
     Store(#[from] StoreError),
     #[error(transparent)]
     Shared(#[from] SharedError),
     #[error(transparent)]
     Listeners(#[from] crate::listen::ListenError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start the resolver threads: {0}")]
+    #[error("cannot start the resolver threads")]
     Threads(#[source] std::io::Error),
 }
 
@@ -432,7 +433,7 @@ impl Daemon {
                 }
                 Err(e) => {
                     crate::metrics::store_save(false);
-                    log::error!("{e}; the cache was not saved")
+                    log::error!("{}; the cache was not saved", chain(&e))
                 }
             }
         }
@@ -455,10 +456,11 @@ fn load(cache: &PolicyCache, store: &Store) {
             let bad = store.path().with_extension("json.corrupt");
             let _ = std::fs::rename(store.path(), &bad);
             log::error!(
-                "{e}; moved it to {} and starting with an empty cache",
+                "{}; moved it to {} and starting with an empty cache",
+                chain(&e),
                 bad.display()
             );
         }
-        Err(e) => log::error!("{e}; starting with an empty cache"),
+        Err(e) => log::error!("{}; starting with an empty cache", chain(&e)),
     }
 }

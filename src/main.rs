@@ -13,6 +13,7 @@ use mtastsd::cache::SystemClock;
 use mtastsd::cli::{Cli, Command};
 use mtastsd::config::{Config, ListenAddr, LogTarget, DEFAULT_PROFILE};
 use mtastsd::daemon::{self, Daemon, Reload};
+use mtastsd::logging::chain;
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
@@ -72,18 +73,6 @@ fn main() -> ExitCode {
 fn fail(code: u8, e: &dyn std::error::Error) -> ExitCode {
     eprintln!("mtastsd: {}", chain(e));
     ExitCode::from(code)
-}
-
-/// An error and its sources, `: `-separated (a `Display` never repeats its source).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, mtastsd::config::ConfigError> {
@@ -152,7 +141,8 @@ fn serve(
         if let Some(dir) = &config.cache.state_dir {
             if let Err(e) = mtastsd::cache::store::Store::open(dir) {
                 log::warn!(
-                    "{e}; keeping the cache in memory only (use --state-dir DIR to persist it)"
+                    "{}; keeping the cache in memory only (use --state-dir DIR to persist it)",
+                    chain(&e)
                 );
                 config.cache.state_dir = None;
             }
@@ -174,7 +164,7 @@ fn serve(
         let mut daemon = match Daemon::start(config, Arc::new(SystemClock)).await {
             Ok(d) => d,
             Err(e) => {
-                log::error!("{e}");
+                log::error!("{}", chain(&e));
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
@@ -225,9 +215,9 @@ fn prepare_reload(
     overrides: &dyn Fn(Config) -> Result<Config, String>,
 ) -> Option<Reload> {
     let prepared = load_config(path)
-        .map_err(|e| e.to_string())
+        .map_err(|e| chain(&e))
         .and_then(overrides)
-        .and_then(|config| Reload::prepare(config).map_err(|e| e.to_string()));
+        .and_then(|config| Reload::prepare(config).map_err(|e| chain(&e)));
     match prepared {
         Ok(reload) => Some(reload),
         Err(e) => {

@@ -255,7 +255,7 @@ pub struct MetricsConfig {
 /// (the line is left out when it is 0, the key when it is empty).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}", path = .path.display())]
+    #[error("{path}: cannot read", path = .path.display())]
     Io {
         path: PathBuf,
         #[source]

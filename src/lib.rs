@@ -47,11 +47,11 @@
 //! | [`daemon`] | 7.1 `serve`, 7.3 SIGHUP reload and shutdown wiring |
 //! | [`metrics`] | Prometheus `/metrics` and `/healthz` (issue 4) |
 //! | [`query`] | 7.1 `query` |
-//! | [`check`], [`tlsrpt`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
+//! | [`check`], [`tlsrpt::record`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
 //! | [`check::lint`], [`check::advice`], [`check::render`] | `check`: policy lint by line, verdict and what to publish, text output |
 //! | [`check::tls`], [`check::smtp`] | `check`: TLS probe of the policy host, STARTTLS probe of each MX host (RFC 8461 §3.3, §4.2) |
 //!
-//! Pure modules (no I/O): `socketmap`, `mta_sts`, `resolver::wire`, `tlsrpt`, `postfix`, `dane`, `overrides`,
+//! Pure modules (no I/O): `socketmap`, `mta_sts`, `resolver::wire`, `tlsrpt::record`, `postfix`, `dane`, `overrides`,
 //! `config` (parsing), `check::lint`, `check::advice`, `check::render`.
 //! The edges: `resolver` (network), `check::tls` and `check::smtp` (probes),
 //! `cache::redis` (the cluster's Redis, optional), `cache::store` (disk), `listen`,

@@ -32,7 +32,7 @@
 //! | [`listen`] | 7.5 listeners: bound from `[server] listen` (unix socket mode, owner, group) or passed by systemd socket activation |
 //! | [`server`] | 1.1 pipelining, 1.4 PERM+close, 1.5 idle timeout, 7.3 graceful stop, 7.5 listeners |
 //! | [`mta_sts::record`] | 2.2–2.5 TXT record |
-//! | [`mta_sts::policy`], [`mta_sts::mx`] | 4.1–4.6 policy file and mx patterns |
+//! | [`mta_sts::policy`], [`mta_sts::mx`] | 4.1–4.6 policy file and mx patterns; `policy_lines`, the one tokenizer of the policy grammar (`parse_policy` and `check::lint` both use it) |
 //! | [`resolver::dns`] | 2.1, 2.6 TXT lookups, NXDOMAIN/NODATA vs failure |
 //! | [`resolver::udp`], [`resolver::wire`] | 2.2, 2.6 the TXT fast path: pooled UDP sockets, the query bytes and the reply checks (plain answers only; the rest goes to hickory) |
 //! | [`resolver::https`] | 3.1–3.5, 3.7 the fetch |

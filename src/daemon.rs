@@ -49,7 +49,7 @@ pub enum StartError {
 /// beside the one serving thread, at a lower scheduling priority ([`RESOLVER_NICE`]), so that
 /// on a busy machine cached answers, which are most of the traffic and take
 /// microseconds, go first, and a burst of re-checks or refreshes waits instead
-/// (issue 3, target 5).
+/// (SPEC 1.5, 3.6: every answer well inside the 100 s Postfix waits).
 pub struct ResolverThreads(Option<tokio::runtime::Runtime>);
 
 /// The nice value of the resolver threads, relative to the process's own.

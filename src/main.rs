@@ -86,8 +86,8 @@ fn load_config(path: Option<&Path>) -> Result<Config, mtastsd::config::ConfigErr
 /// mostly the kernel's, so one core answers some 200 000 lookups a second; on one
 /// thread a woken connection runs without a cross-thread hand-off, and in the order
 /// it was woken (tokio's multi-threaded scheduler runs the last-woken task first:
-/// under the benchmark's load the median answer took 14 % longer, docs/BENCHMARKS.md,
-/// session 5). Resolutions (DNS, HTTPS, parsing) never run here: they have threads
+/// under the load of `benches/load.sh` the median answer took 14 % longer: see
+/// "What the profile showed, and what changed" in docs/BENCHMARKS.md). Resolutions (DNS, HTTPS, parsing) never run here: they have threads
 /// of their own ([`mtastsd::daemon::ResolverThreads`]).
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -301,8 +301,8 @@ fn wrong_types() {
     assert_error("[fetch]\nca_file = 1\n", 2, "fetch.ca_file", "invalid type");
 }
 
-/// Issue 5: the resolution concurrency limit is a whole number ≥ 1, with its
-/// file:line (SPEC 7.4).
+/// The resolution concurrency limit (`dns.max_concurrency`) is a whole number ≥ 1;
+/// a bad one is named with its file:line (SPEC 7.4).
 #[test]
 fn dns_max_concurrency() {
     assert_eq!(Config::default().dns.max_concurrency, 256);

@@ -87,8 +87,9 @@ fn load_config(path: Option<&Path>) -> Result<Config, mtastsd::config::ConfigErr
 /// thread a woken connection runs without a cross-thread hand-off, and in the order
 /// it was woken (tokio's multi-threaded scheduler runs the last-woken task first:
 /// under the load of `benches/load.sh` the median answer took 14 % longer: see
-/// "What the profile showed, and what changed" in docs/BENCHMARKS.md). Resolutions (DNS, HTTPS, parsing) never run here: they have threads
-/// of their own ([`mtastsd::daemon::ResolverThreads`]).
+/// "What the profile showed, and what changed" in docs/BENCHMARKS.md).
+/// Resolutions (DNS, HTTPS, parsing) never run here: they have threads of their
+/// own ([`mtastsd::daemon::ResolverThreads`]).
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

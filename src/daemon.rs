@@ -13,6 +13,7 @@ use crate::cache::shared::SharedError;
 use crate::cache::store::{Store, StoreError};
 use crate::cache::{refresh, CacheSettings, Clock, PolicyCache};
 use crate::config::Config;
+use crate::logging::chain;
 use crate::resolver::dane::{DaneLookup, ValidatingDns};
 use crate::resolver::dns::{Dns, DnsSetupError};
 use crate::resolver::https::{FetchSetupError, HttpsFetcher};
@@ -28,7 +29,7 @@ pub enum StartError {
     Dns(#[from] DnsSetupError),
     #[error(transparent)]
     Fetch(#[from] FetchSetupError),
-    #[error("{0} (set cache.state_dir to a writable directory, or \"\" to keep the cache in memory only)")]
+    #[error("cannot use the policy store (set cache.state_dir to a writable directory, or \"\" to keep the cache in memory only)")]
     Store(#[from] StoreError),
     /// SPEC 5.8: the state file exists but cannot be read; its message says what to do.
     #[error(transparent)]
@@ -37,13 +38,13 @@ pub enum StartError {
     Shared(#[from] SharedError),
     #[error(transparent)]
     Listeners(#[from] crate::listen::ListenError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start the resolver threads: {0}")]
+    #[error("cannot start the resolver threads")]
     Threads(#[source] std::io::Error),
 }
 
@@ -51,7 +52,7 @@ pub enum StartError {
 /// beside the one serving thread, at a lower scheduling priority ([`RESOLVER_NICE`]), so that
 /// on a busy machine cached answers, which are most of the traffic and take
 /// microseconds, go first, and a burst of re-checks or refreshes waits instead
-/// (issue 3, target 5).
+/// (SPEC 1.5, 3.6: every answer well inside the 100 s Postfix waits).
 pub struct ResolverThreads(Option<tokio::runtime::Runtime>);
 
 /// The nice value of the resolver threads, relative to the process's own.
@@ -435,7 +436,7 @@ impl Daemon {
                 }
                 Err(e) => {
                     crate::metrics::store_save(false);
-                    log::error!("{e}; the cache was not saved")
+                    log::error!("{}; the cache was not saved", chain(&e))
                 }
             }
         }
@@ -461,7 +462,8 @@ fn load(cache: &PolicyCache, store: &Store) -> Result<(), StartError> {
             let bad = store.path().with_extension("json.corrupt");
             let _ = std::fs::rename(store.path(), &bad);
             log::error!(
-                "{e}; moved it to {} and starting with an empty cache",
+                "{}; moved it to {} and starting with an empty cache",
+                chain(&e),
                 bad.display()
             );
         }

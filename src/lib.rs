@@ -32,26 +32,26 @@
 //! | [`listen`] | 7.5 listeners: bound from `[server] listen` (unix socket mode, owner, group) or passed by systemd socket activation |
 //! | [`server`] | 1.1 pipelining, 1.4 PERM+close, 1.5 idle timeout, 7.3 graceful stop, 7.5 listeners |
 //! | [`mta_sts::record`] | 2.2–2.5 TXT record |
-//! | [`mta_sts::policy`], [`mta_sts::mx`] | 4.1–4.6 policy file and mx patterns |
+//! | [`mta_sts::policy`], [`mta_sts::mx`] | 4.1–4.6 policy file and mx patterns; `policy_lines`, the one tokenizer of the policy grammar (`parse_policy` and `check::lint` both use it) |
 //! | [`resolver::dns`] | 2.1, 2.6 TXT lookups, NXDOMAIN/NODATA vs failure |
 //! | [`resolver::udp`], [`resolver::wire`] | 2.2, 2.6 the TXT fast path: pooled UDP sockets, the query bytes and the reply checks (plain answers only; the rest goes to hickory) |
 //! | [`resolver::https`] | 3.1–3.5, 3.7 the fetch |
 //! | [`cache`] | 3.6 single flight, 5.1–5.7 cache, refresh, back-off; 5.7's LRU in `cache/lru.rs` (entries in the hash table itself: a hit reads one slot) |
 //! | [`cache::store`] | 5.8 persistence |
-//! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (issue 4): adopt, lease, publish |
-//! | [`postfix`] | 6.1, 6.2 the answer, 6.3 its TLS-RPT attributes (`tlsrpt` profiles), the postconf(5) syntax check every answer passes |
+//! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (SPEC 5.10, `[redis]` in mtastsd.toml(5)): adopt, lease, publish |
+//! | [`postfix`] | 6.1, 6.2 the answer under a `Profile` (which `config` re-exports), 6.3 its TLS-RPT attributes (`tlsrpt` profiles), 1.4 the reply cap (`fits_reply`), the postconf(5) syntax check every answer passes |
 //! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision and the precedence over MTA-STS (pure, shared by `server` and `query`), the MX/A/TLSA lookups with the AD bit, the result cache (`server` asks it after the overrides, before the MTA-STS cache) |
 //! | [`overrides`] | 6.5 local overrides, consulted first (`server` asks them before the cache) |
-//! | [`config`] | 7.4 configuration errors, 7.5 listen defaults |
+//! | [`config`] | 7.4 configuration errors, 7.5 listen defaults: the model and loading in `config/mod.rs`, the serde shapes in `raw.rs`, the validating types in `values.rs`, span → line and key in `locate.rs` |
 //! | [`logging`] | 7.2 syslog / stderr |
 //! | [`daemon`] | 7.1 `serve`, 7.3 SIGHUP reload and shutdown wiring |
-//! | [`metrics`] | Prometheus `/metrics` and `/healthz` (issue 4) |
+//! | [`metrics`] | Prometheus `/metrics` and `/healthz` (`[metrics] listen`, off by default) |
 //! | [`query`] | 7.1 `query` |
-//! | [`check`], [`tlsrpt`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
+//! | [`check`], [`tlsrpt::record`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
 //! | [`check::lint`], [`check::advice`], [`check::render`] | `check`: policy lint by line, verdict and what to publish, text output |
 //! | [`check::tls`], [`check::smtp`] | `check`: TLS probe of the policy host, STARTTLS probe of each MX host (RFC 8461 §3.3, §4.2) |
 //!
-//! Pure modules (no I/O): `socketmap`, `mta_sts`, `resolver::wire`, `tlsrpt`, `postfix`, `dane`, `overrides`,
+//! Pure modules (no I/O): `socketmap`, `mta_sts`, `resolver::wire`, `tlsrpt::record`, `postfix`, `dane`, `overrides`,
 //! `config` (parsing), `check::lint`, `check::advice`, `check::render`.
 //! The edges: `resolver` (network), `check::tls` and `check::smtp` (probes),
 //! `cache::redis` (the cluster's Redis, optional), `cache::store` (disk), `listen`,

@@ -30,6 +30,24 @@ struct Logger {
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
+/// An error and its sources, `: `-separated, for `main`'s message and the log
+/// (STYLE: a `Display` never repeats its source, so the chain is printed whole,
+/// once). A source whose text the message already ends with is not repeated: some
+/// errors from other crates do put their source in their own message.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.ends_with(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg
+}
+
 /// Install the logger (first call) or switch its target and level (SIGHUP).
 pub fn init(target: LogTarget, level: LevelFilter) {
     init_at(target, level, Path::new(SYSLOG_SOCKET));

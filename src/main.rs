@@ -13,6 +13,7 @@ use mtastsd::cache::SystemClock;
 use mtastsd::cli::{Cli, Command};
 use mtastsd::config::{Config, ListenAddr, LogTarget, DEFAULT_PROFILE};
 use mtastsd::daemon::{self, Daemon, Reload};
+use mtastsd::logging::chain;
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
@@ -74,18 +75,6 @@ fn fail(code: u8, e: &dyn std::error::Error) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// An error and its sources, `: `-separated (a `Display` never repeats its source).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
-}
-
 fn load_config(path: Option<&Path>) -> Result<Config, mtastsd::config::ConfigError> {
     match path {
         Some(p) => Config::load(p),
@@ -97,9 +86,10 @@ fn load_config(path: Option<&Path>) -> Result<Config, mtastsd::config::ConfigErr
 /// mostly the kernel's, so one core answers some 200 000 lookups a second; on one
 /// thread a woken connection runs without a cross-thread hand-off, and in the order
 /// it was woken (tokio's multi-threaded scheduler runs the last-woken task first:
-/// under the benchmark's load the median answer took 14 % longer, docs/BENCHMARKS.md,
-/// session 5). Resolutions (DNS, HTTPS, parsing) never run here: they have threads
-/// of their own ([`mtastsd::daemon::ResolverThreads`]).
+/// under the load of `benches/load.sh` the median answer took 14 % longer: see
+/// "What the profile showed, and what changed" in docs/BENCHMARKS.md).
+/// Resolutions (DNS, HTTPS, parsing) never run here: they have threads of their
+/// own ([`mtastsd::daemon::ResolverThreads`]).
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -152,7 +142,8 @@ fn serve(
         if let Some(dir) = &config.cache.state_dir {
             if let Err(e) = mtastsd::cache::store::Store::open(dir) {
                 log::warn!(
-                    "{e}; keeping the cache in memory only (use --state-dir DIR to persist it)"
+                    "{}; keeping the cache in memory only (use --state-dir DIR to persist it)",
+                    chain(&e)
                 );
                 config.cache.state_dir = None;
             }
@@ -174,7 +165,7 @@ fn serve(
         let mut daemon = match Daemon::start(config, Arc::new(SystemClock)).await {
             Ok(d) => d,
             Err(e) => {
-                log::error!("{e}");
+                log::error!("{}", chain(&e));
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
@@ -225,9 +216,9 @@ fn prepare_reload(
     overrides: &dyn Fn(Config) -> Result<Config, String>,
 ) -> Option<Reload> {
     let prepared = load_config(path)
-        .map_err(|e| e.to_string())
+        .map_err(|e| chain(&e))
         .and_then(overrides)
-        .and_then(|config| Reload::prepare(config).map_err(|e| e.to_string()));
+        .and_then(|config| Reload::prepare(config).map_err(|e| chain(&e)));
     match prepared {
         Ok(reload) => Some(reload),
         Err(e) => {

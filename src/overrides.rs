@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::postfix::check_answer_syntax;
+use crate::postfix::{check_answer_syntax, fits_reply};
 use crate::socketmap::response::MAX_REPLY;
 use crate::socketmap::{normalise_key, Key};
 
@@ -54,7 +54,7 @@ pub fn parse_answer(text: &str) -> Result<Override, String> {
             check_answer_syntax(&normalised).map_err(|e| {
                 format!("{e} (or {NO_MTA_STS:?} to leave the domain to Postfix's own settings)")
             })?;
-            if normalised.len() + "OK ".len() > MAX_REPLY {
+            if !fits_reply(normalised.len()) {
                 return Err(format!(
                     "answer of {} bytes is longer than Postfix accepts ({MAX_REPLY})",
                     normalised.len()

@@ -1,9 +1,50 @@
-//! Policy → the data of Postfix's `OK` reply (SPEC 6.1, 6.2). Pure.
+//! Policy → the data of Postfix's `OK` reply (SPEC 6.1, 6.2), under a
+//! [`Profile`], within Postfix's reply limit ([`fits_reply`], SPEC 1.4). Pure.
 
 use std::collections::HashSet;
 
-use crate::config::Profile;
 use crate::mta_sts::{Mode, Policy};
+use crate::socketmap::response::MAX_REPLY;
+
+/// How a socketmap name (SPEC 1.2) wants its answers written. Read from
+/// `[profiles.NAME]` by [`crate::config`], which re-exports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// SPEC 6.2: answer `testing` policies like `enforce`. Default false.
+    pub strict_testing: bool,
+    /// SPEC 6.1: append `servername=hostname` (Postfix ≥ 3.4). Default true.
+    pub servername: bool,
+    /// SPEC 6.3: append the TLS-RPT attributes to enforce answers (Postfix ≥ 3.10
+    /// only: older Postfix defers mail on them). Default false.
+    pub tlsrpt: bool,
+}
+
+impl Profile {
+    /// The built-in profile: what a profile is when the file does not set a key,
+    /// and the default profile when the file does not define it.
+    pub const BUILTIN: Profile = Profile {
+        strict_testing: false,
+        servername: true,
+        tlsrpt: false,
+    };
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile::BUILTIN
+    }
+}
+
+/// Whether the reply `OK <data>`, with `data_len` bytes of data, stays under
+/// Postfix's limit once framed as a netstring (`<length>:OK <data>,`), as SPEC 1.4
+/// asks. The one place the limit is checked: the config (overrides), the cache
+/// (an answer's longest form), the TLS-RPT attributes (SPEC 6.3) and the reply
+/// itself all ask here.
+pub fn fits_reply(data_len: usize) -> bool {
+    let payload = "OK ".len() + data_len;
+    let digits = payload.checked_ilog10().map_or(1, |d| d as usize + 1);
+    payload + digits + ":,".len() < MAX_REPLY
+}
 
 /// The `smtp_tls_policy_maps` answer for a policy under a profile, or `None` for
 /// `NOTFOUND ` (SPEC 6.2: `testing` and `none` stay opportunistic unless the profile
@@ -69,11 +110,10 @@ pub fn tlsrpt_tail(policy: &Policy) -> String {
 }
 
 /// Whether `OK <answer> policy_type=sts policy_domain=<domain><tail>` stays under
-/// Postfix's reply limit (SPEC 1.3); if not, the answer goes without the TLS-RPT
-/// attributes rather than not at all.
+/// Postfix's reply limit ([`fits_reply`], SPEC 1.4); if not, the answer goes without
+/// the TLS-RPT attributes rather than not at all.
 pub fn fits_with_tlsrpt(answer_len: usize, domain: &str, tail: &str) -> bool {
-    "OK ".len() + answer_len + TLSRPT_DOMAIN_PREFIX.len() + domain.len() + tail.len()
-        < crate::socketmap::response::MAX_REPLY
+    fits_reply(answer_len + TLSRPT_DOMAIN_PREFIX.len() + domain.len() + tail.len())
 }
 
 /// SPEC 6.1: appended when the profile checks the certificate against the MX name.
@@ -91,12 +131,11 @@ pub fn enforced(mode: Mode, profile: &Profile) -> bool {
 
 /// The `secure match=...` text a cache entry keeps for its policy: empty when the
 /// policy has no mx (mode none); `Err` with the text's length when the longest reply
-/// built on it would be more than Postfix accepts (SPEC 1.3): the server answers
-/// `NOTFOUND` then, and the caller says so in the log.
+/// built on it would be more than Postfix accepts ([`fits_reply`], SPEC 1.4): the
+/// server answers `NOTFOUND` then, and the caller says so in the log.
 pub fn cached_answer(policy: &Policy) -> Result<Box<str>, usize> {
     let text = secure_match(policy).unwrap_or_default();
-    let longest = "OK ".len() + text.len() + SERVERNAME_SUFFIX[1].len();
-    if longest >= crate::socketmap::response::MAX_REPLY - 8 {
+    if !fits_reply(text.len() + SERVERNAME_SUFFIX[1].len()) {
         return Err(text.len());
     }
     Ok(text.into_boxed_str())
@@ -297,6 +336,7 @@ fn check_match_pattern(pattern: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::mta_sts::MxPattern;
+    use crate::socketmap::response::Reply;
 
     fn policy(mode: Mode, mx: &[&str]) -> Policy {
         Policy {
@@ -307,11 +347,7 @@ mod tests {
         }
     }
 
-    const DEFAULT: Profile = Profile {
-        strict_testing: false,
-        servername: true,
-        tlsrpt: false,
-    };
+    const DEFAULT: Profile = Profile::BUILTIN;
 
     #[test]
     fn answer_table_spec_6_1_6_2() {
@@ -423,7 +459,7 @@ mod tests {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let huge = policy(Mode::Enforce, &refs);
         let len = secure_match(&huge).unwrap().len();
-        assert!(len > crate::socketmap::response::MAX_REPLY);
+        assert!(len > MAX_REPLY);
         assert_eq!(cached_answer(&huge), Err(len));
     }
 
@@ -439,7 +475,7 @@ mod tests {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let p = policy(Mode::Enforce, &refs);
         let plain = policy_answer(&p, &DEFAULT).unwrap();
-        assert!(plain.len() < crate::socketmap::response::MAX_REPLY);
+        assert!(plain.len() < MAX_REPLY);
         assert_eq!(
             policy_answer_for("example.org", &p, &tlsrpt).unwrap(),
             plain
@@ -521,5 +557,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn fits_reply_measures_the_framed_reply_spec_1_4() {
+        for data_len in [
+            0,
+            1,
+            MAX_REPLY - 20,
+            MAX_REPLY - 11,
+            MAX_REPLY - 10,
+            MAX_REPLY,
+        ] {
+            let mut wire = bytes::BytesMut::new();
+            Reply::Ok("a".repeat(data_len)).encode(&mut wire);
+            assert_eq!(fits_reply(data_len), wire.len() < MAX_REPLY, "{data_len}");
+        }
+        assert!(fits_reply(MAX_REPLY - 11));
+        assert!(!fits_reply(MAX_REPLY - 10));
     }
 }

@@ -379,3 +379,46 @@ async fn unusable_state_dir_is_fatal_when_configured_spec_5_8() {
         "{err}"
     );
 }
+
+/// How often `needle` occurs in `text`.
+fn occurrences(text: &str, needle: &str) -> usize {
+    text.matches(needle).count()
+}
+
+/// STYLE (errors): a `Display` never repeats its source, and `main` prints the whole
+/// chain once: the file, then why it cannot be read, once (SPEC 7.4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_on_a_missing_file_prints_the_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let cause = std::fs::read(&missing).unwrap_err().to_string();
+    let out = run(&["check-config", missing.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    assert_eq!(occurrences(&err, &cause), 1, "{cause:?} in {err:?}");
+}
+
+/// The same for `serve`, whose start-up errors go to the log: an address that is
+/// already taken is named with its cause, once (SPEC 7.5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_an_unbindable_address_prints_the_cause_once() {
+    let world = World::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let cause = std::net::TcpListener::bind(&addr).unwrap_err().to_string();
+    let state = format!("{}/state", dir.path().display());
+    let config = harness::config_file(&world, dir.path(), &addr, &state, "");
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        run(&["serve", "--config", config.to_str().unwrap()]),
+    )
+    .await
+    .expect("exits at once");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr), "{err}");
+    assert_eq!(occurrences(&err, &cause), 1, "{cause:?} in {err:?}");
+    drop(taken);
+}

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mtastsd_fuzz::config::Profile;
+use mtastsd_fuzz::postfix::Profile;
 use mtastsd_fuzz::mta_sts::Mode;
 use mtastsd_fuzz::policy::parse_policy;
 use mtastsd_fuzz::postfix::{check_answer_syntax, policy_answer_for, secure_match};

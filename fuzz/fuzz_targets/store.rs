@@ -1,4 +1,4 @@
-//! SPEC 5.8 and issue 5: the persisted-cache loader on corrupted or truncated state
+//! SPEC 5.8: the persisted-cache loader on corrupted or truncated state
 //! files. It never panics, keeps only whole and valid entries, reads a valid file
 //! exactly as a strict JSON parser does, and reads any truncation of one as a prefix.
 #![no_main]

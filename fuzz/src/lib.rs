@@ -16,18 +16,6 @@ pub mod postfix;
 #[path = "../../src/cache/store/salvage.rs"]
 pub mod salvage;
 
-/// `postfix.rs` reads three flags of `mtastsd::config::Profile`; the config module
-/// itself (TOML, file errors) is not worth building here. Same fields, same meaning:
-/// if the real struct changes, postfix.rs stops compiling here and this follows.
-pub mod config {
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct Profile {
-        pub strict_testing: bool,
-        pub servername: bool,
-        pub tlsrpt: bool,
-    }
-}
-
 /// The TXT fast path's DNS messages (src/resolver/wire.rs). It names one type of the
 /// resolver module, as `super::DnsError`: here the crate root holds a copy with the
 /// same variants as `mtastsd::resolver::DnsError`.

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 
 use super::{Code, Finding};
 use crate::mta_sts::mx::MxPattern;
-use crate::mta_sts::policy::{parse_policy, Mode, Policy, MAX_AGE_LIMIT};
+use crate::mta_sts::policy::{
+    parse_policy, policy_lines, LineEnd, LineKind, Mode, Policy, PolicyLine, MAX_AGE_LIMIT,
+};
 
 /// RFC 8461 §3.2 recommends a max_age of weeks; under a day, an enforced policy
 /// protects little against an attacker who can wait for it to expire (§10.2).
@@ -96,113 +98,91 @@ fn advice(policy: &Policy) -> Vec<Finding> {
     out
 }
 
+/// A line whose text before the `:` is not a key (RFC 8461 §3.2).
+fn bad_key(key: &str) -> Finding {
+    let why = if key.trim() != key {
+        "no spaces are allowed around a key"
+    } else {
+        "a key is a letter or digit then up to 31 letters, digits, `_`, `-`, `.`"
+    };
+    Finding::new(
+        Code::PolicyLineInvalid,
+        format!("key {key:?} is malformed: {why} (RFC 8461 §3.2)"),
+    )
+}
+
 /// Per-line findings, in line order, then the file-wide ones (missing keys, line ends).
 /// Line numbers count from 1 and count blank lines, as an editor does.
 pub fn lint_lines(body: &[u8]) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let Ok(text) = std::str::from_utf8(body) else {
-        let at = std::str::from_utf8(body).unwrap_err().valid_up_to();
-        let line = body[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        out.push(
-            Finding::new(
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => {
+            let line = body[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            return vec![Finding::new(
                 Code::PolicyNotUtf8,
                 "not UTF-8 (RFC 8461 §3.2: the policy is plain ASCII text)",
             )
-            .at_line(line),
-        );
-        return out;
+            .at_line(line)];
+        }
     };
+    let mut lint = Lint::default();
+    for line in policy_lines(text) {
+        lint.line(line);
+    }
+    lint.finish()
+}
 
-    let (mut crlf, mut lf) = (0usize, 0usize);
-    // key -> line of its first occurrence; for mx, value -> line.
-    let mut first: HashMap<&str, usize> = HashMap::new();
-    let mut mx_seen: HashMap<String, usize> = HashMap::new();
-    let mut first_key_line: Option<(usize, &str)> = None;
-    let mut mode: Option<&str> = None;
+/// What [`lint_lines`] has seen so far.
+#[derive(Default)]
+struct Lint<'a> {
+    out: Vec<Finding>,
+    crlf: usize,
+    lf: usize,
+    /// key -> line of its first occurrence.
+    first: HashMap<&'a str, usize>,
+    /// mx pattern (as written back) -> line of its first occurrence.
+    mx_seen: HashMap<String, usize>,
+    first_key_line: Option<(usize, &'a str)>,
+    mode: Option<&'a str>,
+}
 
-    let lines: Vec<&str> = text.split('\n').collect();
-    let last = lines.len() - 1;
-    for (i, raw) in lines.iter().enumerate() {
-        let n = i + 1;
-        if i < last {
-            if raw.ends_with('\r') {
-                crlf += 1;
-            } else {
-                lf += 1;
+impl<'a> Lint<'a> {
+    fn line(&mut self, line: PolicyLine<'a>) {
+        let n = line.number;
+        match line.end {
+            LineEnd::CrLf => self.crlf += 1,
+            LineEnd::Lf => self.lf += 1,
+            LineEnd::Eof => {}
+        }
+        let (key, value) = match line.kind {
+            LineKind::Blank => return,
+            LineKind::Field { key, value } => (key, value),
+            LineKind::NoColon => {
+                self.out.push(
+                    Finding::new(
+                        Code::PolicyLineInvalid,
+                        format!("{:?} is not `key: value`", line.text),
+                    )
+                    .at_line(n),
+                );
+                return;
             }
-        }
-        let line = raw.trim_end_matches([' ', '\t', '\r']);
-        if line.is_empty() {
-            continue;
-        }
-        let Some((key, value)) = line.split_once(':') else {
-            out.push(
-                Finding::new(
-                    Code::PolicyLineInvalid,
-                    format!("{line:?} is not `key: value`"),
-                )
-                .at_line(n),
-            );
-            continue;
+            LineKind::BadKey(key) => {
+                self.out.push(bad_key(key).at_line(n));
+                return;
+            }
         };
-        if !crate::mta_sts::policy::is_key(key) {
-            let why = if key.trim() != key {
-                "no spaces are allowed around a key"
-            } else {
-                "a key is a letter or digit then up to 31 letters, digits, `_`, `-`, `.`"
-            };
-            out.push(
-                Finding::new(
-                    Code::PolicyLineInvalid,
-                    format!("key {key:?} is malformed: {why} (RFC 8461 §3.2)"),
-                )
-                .at_line(n),
-            );
-            continue;
-        }
-        let value = value.trim_start_matches([' ', '\t']);
-        first_key_line.get_or_insert((n, key));
-
+        self.first_key_line.get_or_insert((n, key));
         if key == "mx" {
-            match MxPattern::parse(value) {
-                Ok(p) => {
-                    let p = p.to_string();
-                    if let Some(&was) = mx_seen.get(&p) {
-                        out.push(
-                            Finding::new(
-                                Code::PolicyKeyDuplicate,
-                                format!("mx {p} is listed twice (first on line {was})"),
-                            )
-                            .at_line(n),
-                        );
-                    } else {
-                        mx_seen.insert(p, n);
-                    }
-                }
-                Err(e) => out.push(
-                    Finding::new(Code::PolicyMxInvalid, format!("{e} (SPEC 4.4)")).at_line(n),
-                ),
-            }
-            first.entry("mx").or_insert(n);
-            continue;
-        }
-        if !KNOWN_KEYS.contains(&key) {
-            let hint = KNOWN_KEYS
-                .iter()
-                .find(|k| k.eq_ignore_ascii_case(key))
-                .map(|k| format!("; keys are case-sensitive, did you mean `{k}`?"))
-                .unwrap_or_default();
-            out.push(
-                Finding::new(
-                    Code::PolicyKeyUnknown,
-                    format!("unknown key `{key}`: senders ignore it (SPEC 4.3){hint}"),
-                )
-                .at_line(n),
-            );
-            continue;
-        }
-        if let Some(&was) = first.get(key) {
-            out.push(
+            self.mx(n, value);
+        } else if !KNOWN_KEYS.contains(&key) {
+            self.out.push(unknown_key(key).at_line(n));
+        } else if let Some(&was) = self.first.get(key) {
+            self.out.push(
                 Finding::new(
                     Code::PolicyKeyDuplicate,
                     format!(
@@ -212,90 +192,134 @@ pub fn lint_lines(body: &[u8]) -> Vec<Finding> {
                 )
                 .at_line(n),
             );
-            continue;
-        }
-        first.insert(key, n);
-        match key {
-            "version" if value != "STSv1" => out.push(
-                Finding::new(
-                    Code::PolicyVersionInvalid,
-                    format!("version is {value:?}, expected STSv1"),
-                )
-                .at_line(n),
-            ),
-            "mode" => {
-                mode = Some(value);
-                if !matches!(value, "enforce" | "testing" | "none") {
-                    out.push(
-                        Finding::new(
-                            Code::PolicyModeInvalid,
-                            format!("mode is {value:?}, expected enforce, testing or none"),
-                        )
-                        .at_line(n),
-                    );
-                }
+        } else {
+            self.first.insert(key, n);
+            if key == "mode" {
+                self.mode = Some(value);
             }
-            "max_age"
-                if value.is_empty()
-                    || value.len() > 10
-                    || !value.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                out.push(
-                    Finding::new(
-                        Code::PolicyMaxAgeInvalid,
-                        format!(
-                            "max_age is {value:?}, expected 1 to 10 digits (seconds, at most \
-                             {MAX_AGE_LIMIT})"
-                        ),
-                    )
-                    .at_line(n),
-                )
+            if let Some(finding) = bad_value(key, value) {
+                self.out.push(finding.at_line(n));
             }
-            _ => {}
         }
     }
 
-    if let Some((n, key)) = first_key_line {
-        if key != "version" && first.contains_key("version") {
-            out.push(
-                Finding::new(
-                    Code::PolicyVersionNotFirst,
-                    format!(
-                        "the policy starts with `{key}`, not `version: STSv1`; RFC 8461 §3.2 \
-                         puts the version first and some senders expect it there"
-                    ),
-                )
-                .at_line(n),
-            );
+    /// An `mx` line: a valid pattern (SPEC 4.4), listed once.
+    fn mx(&mut self, n: usize, value: &str) {
+        match MxPattern::parse(value) {
+            Ok(p) => {
+                let p = p.to_string();
+                if let Some(&was) = self.mx_seen.get(&p) {
+                    self.out.push(
+                        Finding::new(
+                            Code::PolicyKeyDuplicate,
+                            format!("mx {p} is listed twice (first on line {was})"),
+                        )
+                        .at_line(n),
+                    );
+                } else {
+                    self.mx_seen.insert(p, n);
+                }
+            }
+            Err(e) => self
+                .out
+                .push(Finding::new(Code::PolicyMxInvalid, format!("{e} (SPEC 4.4)")).at_line(n)),
         }
+        self.first.entry("mx").or_insert(n);
     }
-    for key in ["version", "mode", "max_age"] {
-        if !first.contains_key(key) {
-            out.push(Finding::new(
+
+    /// The line findings in line order, then the file-wide ones.
+    fn finish(mut self) -> Vec<Finding> {
+        if let Some((n, key)) = self.first_key_line {
+            if key != "version" && self.first.contains_key("version") {
+                self.out.push(
+                    Finding::new(
+                        Code::PolicyVersionNotFirst,
+                        format!(
+                            "the policy starts with `{key}`, not `version: STSv1`; RFC 8461 §3.2 \
+                             puts the version first and some senders expect it there"
+                        ),
+                    )
+                    .at_line(n),
+                );
+            }
+        }
+        for key in ["version", "mode", "max_age"] {
+            if !self.first.contains_key(key) {
+                self.out.push(Finding::new(
+                    Code::PolicyKeyMissing,
+                    format!("no `{key}` line (RFC 8461 §3.2: required)"),
+                ));
+            }
+        }
+        if !self.first.contains_key("mx") && matches!(self.mode, Some("enforce" | "testing")) {
+            self.out.push(Finding::new(
                 Code::PolicyKeyMissing,
-                format!("no `{key}` line (RFC 8461 §3.2: required)"),
+                "no `mx` line: mode enforce and testing need at least one (SPEC 4.2)",
             ));
         }
+        // Line findings in line order; the file-wide ones (no line) after them.
+        self.out.sort_by_key(|f| f.line.unwrap_or(usize::MAX));
+        self.out.extend(line_ends(self.crlf, self.lf));
+        self.out
     }
-    if !first.contains_key("mx") && matches!(mode, Some("enforce" | "testing")) {
-        out.push(Finding::new(
-            Code::PolicyKeyMissing,
-            "no `mx` line: mode enforce and testing need at least one (SPEC 4.2)",
-        ));
+}
+
+/// A key RFC 8461 §3.2 does not define (SPEC 4.3), with a hint when only its case
+/// is wrong.
+fn unknown_key(key: &str) -> Finding {
+    let hint = KNOWN_KEYS
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(key))
+        .map(|k| format!("; keys are case-sensitive, did you mean `{k}`?"))
+        .unwrap_or_default();
+    Finding::new(
+        Code::PolicyKeyUnknown,
+        format!("unknown key `{key}`: senders ignore it (SPEC 4.3){hint}"),
+    )
+}
+
+/// The first `version`, `mode` or `max_age`, when its value is not one senders accept.
+fn bad_value(key: &str, value: &str) -> Option<Finding> {
+    match key {
+        "version" if value != "STSv1" => Some(Finding::new(
+            Code::PolicyVersionInvalid,
+            format!("version is {value:?}, expected STSv1"),
+        )),
+        "mode" if !matches!(value, "enforce" | "testing" | "none") => Some(Finding::new(
+            Code::PolicyModeInvalid,
+            format!("mode is {value:?}, expected enforce, testing or none"),
+        )),
+        "max_age"
+            if value.is_empty()
+                || value.len() > 10
+                || !value.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Some(Finding::new(
+                Code::PolicyMaxAgeInvalid,
+                format!(
+                    "max_age is {value:?}, expected 1 to 10 digits (seconds, at most \
+                     {MAX_AGE_LIMIT})"
+                ),
+            ))
+        }
+        _ => None,
     }
-    // Line findings in line order; the file-wide ones (no line) after them.
-    out.sort_by_key(|f| f.line.unwrap_or(usize::MAX));
+}
+
+/// Which line ends the file uses (RFC 8461 §3.2 allows both); mixed ones are a
+/// sign of an editing accident.
+fn line_ends(crlf: usize, lf: usize) -> Option<Finding> {
     match (crlf, lf) {
-        (0, 0) => {}
-        (_, 0) => out.push(Finding::new(
+        (0, 0) => None,
+        (_, 0) => Some(Finding::new(
             Code::PolicyLineEndings,
             "lines end in CRLF (RFC 8461 §3.2 allows CRLF and LF)",
         )),
-        (0, _) => out.push(Finding::new(
+        (0, _) => Some(Finding::new(
             Code::PolicyLineEndings,
             "lines end in LF (RFC 8461 §3.2 allows LF and CRLF)",
         )),
-        (c, l) => out.push(Finding::new(
+        (c, l) => Some(Finding::new(
             Code::PolicyLineEndingsMixed,
             format!(
                 "{c} lines end in CRLF and {l} in LF: allowed, but a sign of an editing \
@@ -303,7 +327,6 @@ pub fn lint_lines(body: &[u8]) -> Vec<Finding> {
             ),
         )),
     }
-    out
 }
 
 #[cfg(test)]

@@ -84,6 +84,70 @@ fn is_pad(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\r')
 }
 
+/// How a line of a policy body ended (SPEC 4.1: LF and CRLF are both accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEnd {
+    Lf,
+    CrLf,
+    /// The last line, with no line end after it.
+    Eof,
+}
+
+/// What one line of a policy body is, by RFC 8461 §3.2's grammar
+/// (`sts-policy-field = sts-policy-ext-name ":" *WSP sts-policy-ext-value`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind<'a> {
+    /// Empty or only padding: skipped.
+    Blank,
+    /// `key: value`, the key of [`is_key`]'s shape, the value without the
+    /// whitespace after `:`.
+    Field { key: &'a str, value: &'a str },
+    /// No `:` at all.
+    NoColon,
+    /// What comes before the first `:` is not a key (spaces around it, say).
+    BadKey(&'a str),
+}
+
+/// One line of a policy body, as [`policy_lines`] splits it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyLine<'a> {
+    /// 1-based, counting blank lines, as an editor does.
+    pub number: usize,
+    /// The line without its end and trailing padding (SPEC 4.1).
+    pub text: &'a str,
+    pub end: LineEnd,
+    pub kind: LineKind<'a>,
+}
+
+/// The policy grammar's tokenizer, line by line: [`parse_policy`] (the verdict)
+/// and `mtastsd check`'s lint (the detail, by line number) both read a body
+/// through it, so they cannot disagree on what a line is.
+pub fn policy_lines(body: &str) -> impl Iterator<Item = PolicyLine<'_>> {
+    body.split_inclusive('\n').enumerate().map(|(i, piece)| {
+        let (line, end) = match piece.strip_suffix('\n') {
+            Some(line) if line.ends_with('\r') => (line, LineEnd::CrLf),
+            Some(line) => (line, LineEnd::Lf),
+            None => (piece, LineEnd::Eof),
+        };
+        let text = line.trim_end_matches(is_pad);
+        let kind = match text.split_once(':') {
+            _ if text.is_empty() => LineKind::Blank,
+            None => LineKind::NoColon,
+            Some((key, value)) if is_key(key) => LineKind::Field {
+                key,
+                value: value.trim_start_matches([' ', '\t']),
+            },
+            Some((key, _)) => LineKind::BadKey(key),
+        };
+        PolicyLine {
+            number: i + 1,
+            text,
+            end,
+            kind,
+        }
+    })
+}
+
 /// SPEC 4.5: 1–10 ASCII digits, clamped to [`MAX_AGE_LIMIT`]. `0` is accepted:
 /// RFC 8461's grammar is `1*10DIGIT`, and a zero max_age only means "do not
 /// cache", which is never less safe than a longer one.
@@ -125,18 +189,14 @@ pub fn parse_policy(body: &[u8]) -> Result<Policy, PolicyError> {
     let mut max_age: Option<&str> = None;
     let mut mx = Vec::new();
 
-    for (i, raw) in body.split('\n').enumerate() {
-        let line = raw.trim_end_matches(is_pad);
-        if line.is_empty() {
-            continue;
-        }
-        let Some((key, value)) = line.split_once(':') else {
-            return Err(PolicyError::BadLine { line: i + 1 });
+    for line in policy_lines(body) {
+        let (key, value) = match line.kind {
+            LineKind::Blank => continue,
+            LineKind::Field { key, value } => (key, value),
+            LineKind::NoColon | LineKind::BadKey(_) => {
+                return Err(PolicyError::BadLine { line: line.number })
+            }
         };
-        if !is_key(key) {
-            return Err(PolicyError::BadLine { line: i + 1 });
-        }
-        let value = value.trim_start_matches([' ', '\t']);
         match key {
             "version" => {
                 version.get_or_insert(value);

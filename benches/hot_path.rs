@@ -21,6 +21,7 @@ use bytes::{Buf, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::future::BoxFuture;
 
+use mtastsd::answer::Handler;
 use mtastsd::cache::{CacheSettings, Clock, Lookup, PolicyCache};
 use mtastsd::config::{Config, Profile};
 use mtastsd::mta_sts::policy::parse_policy;
@@ -28,7 +29,6 @@ use mtastsd::mta_sts::record::select_record;
 use mtastsd::mta_sts::{Mode, MxPattern, Policy};
 use mtastsd::postfix::policy_answer;
 use mtastsd::resolver::{DnsError, FetchError, PolicyFetch, Resolvers, TxtLookup};
-use mtastsd::server::Handler;
 use mtastsd::socketmap::{netstring, normalise_key, parse_request, Key, Reply, MAX_REQUEST};
 
 // ---------------------------------------------------------------------------

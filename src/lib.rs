@@ -31,6 +31,7 @@
 //! | [`socketmap::response`] | 1.3 reply kinds |
 //! | [`listen`] | 7.5 listeners: bound from `[server] listen` (unix socket mode, owner, group) or passed by systemd socket activation |
 //! | [`server`] | 1.1 pipelining, 1.4 PERM+close, 1.5 idle timeout, 7.3 graceful stop, 7.5 listeners |
+//! | [`answer`] | 6 the answer's precedence, written once ([`answer::answer`]: override 6.5, then DANE 6.4, then MTA-STS 6.1/6.2) for the daemon's [`answer::Handler`] and for `query`; 1.2, 1.3, 1.6 a request frame to its reply |
 //! | [`mta_sts::record`] | 2.2–2.5 TXT record |
 //! | [`mta_sts::policy`], [`mta_sts::mx`] | 4.1–4.6 policy file and mx patterns |
 //! | [`resolver::dns`] | 2.1, 2.6 TXT lookups, NXDOMAIN/NODATA vs failure |
@@ -40,8 +41,8 @@
 //! | [`cache::store`] | 5.8 persistence |
 //! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (issue 4): adopt, lease, publish |
 //! | [`postfix`] | 6.1, 6.2 the answer, 6.3 its TLS-RPT attributes (`tlsrpt` profiles), the postconf(5) syntax check every answer passes |
-//! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision and the precedence over MTA-STS (pure, shared by `server` and `query`), the MX/A/TLSA lookups with the AD bit, the result cache (`server` asks it after the overrides, before the MTA-STS cache) |
-//! | [`overrides`] | 6.5 local overrides, consulted first (`server` asks them before the cache) |
+//! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision and the precedence over MTA-STS (pure, applied by [`answer::answer`] for the daemon and `query`), the MX/A/TLSA lookups with the AD bit, the result cache (asked after the overrides, before the MTA-STS cache) |
+//! | [`overrides`] | 6.5 local overrides, consulted first ([`answer::answer`], before the cache) |
 //! | [`config`] | 7.4 configuration errors, 7.5 listen defaults |
 //! | [`logging`] | 7.2 syslog / stderr |
 //! | [`daemon`] | 7.1 `serve`, 7.3 SIGHUP reload and shutdown wiring |
@@ -58,7 +59,7 @@
 //! `server` and `metrics` (sockets).
 //!
 //! The answer path touches none of the edges for a cached domain: `server` →
-//! `socketmap` → `cache` (in-memory: `PolicyCache::cached` lends the LRU entry's
+//! `socketmap` → `answer` → `cache` (in-memory: `PolicyCache::cached` lends the LRU entry's
 //! mode and answer text under the lock) → reply bytes, with no allocation. A miss
 //! goes on to `PolicyCache::resolve_miss`, which waits for the one shared resolution.
 //!
@@ -68,6 +69,7 @@
 //! [`daemon::ResolverThreads`], one per core at nice +10, so that they never queue
 //! a cached answer behind them.
 
+pub mod answer;
 pub mod cache;
 pub mod check;
 pub mod cli;

@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
+use crate::answer::{Answer, Sources};
 use crate::config::Profile;
-use crate::dane::{precedence, Fallback, Precedence, Verdict, DANE_ONLY};
+use crate::dane::{Fallback, Verdict, DANE, DANE_ONLY};
 use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::{is_sts_record, select_record};
 use crate::overrides::Override;
@@ -152,35 +153,54 @@ pub async fn query(
             report.answer = format!("OK {answer}");
         }
     }
-    // The order of server.rs: overrides, then DANE (MX-resolved domains only), with
-    // the same precedence over the MTA-STS answer (SPEC 6.4).
-    match local.dane {
-        Some(_) if next_hop => {
-            report.dane = Some("not checked for a next hop ([host], host:port)".into());
-        }
-        Some(v) => {
-            report.dane = Some(v.describe());
-            match precedence(v) {
-                Precedence::DaneOnly => report.answer = format!("OK {DANE_ONLY}"),
-                Precedence::MtaSts => {}
-                Precedence::MtaStsSecureElse(_) if report.answer.starts_with("OK ") => {}
-                Precedence::MtaStsSecureElse(fallback @ Fallback::Dane) => {
-                    report.answer = format!("OK {}", fallback.reason(&domain));
-                }
-                Precedence::MtaStsSecureElse(fallback @ Fallback::Temp(_)) => {
-                    report.answer = format!("TEMP {}", fallback.reason(&domain));
-                }
-            }
-        }
-        None => {}
+    if let Some(v) = local.dane {
+        report.dane = Some(if next_hop {
+            "not checked for a next hop ([host], host:port)".into()
+        } else {
+            v.describe()
+        });
     }
-    if let Some(o) = local.overridden {
-        report.answer = o.reply();
-        report.overridden = true;
-    }
+    let mut found = Found {
+        report: &mut report,
+        dane: local.dane,
+        domain: &domain,
+    };
+    crate::answer::answer(local.overridden, next_hop, &mut found).await;
     report.domain = Some(domain);
     report.txt_name = Some(txt_name);
     report
+}
+
+/// `query`'s sources for [`crate::answer::answer`]: everything was resolved
+/// already, for the report; the answer is its text.
+struct Found<'a> {
+    report: &'a mut Report,
+    dane: Option<&'a Verdict>,
+    domain: &'a str,
+}
+
+impl Sources for Found<'_> {
+    async fn dane(&mut self) -> Option<Verdict> {
+        self.dane.cloned()
+    }
+
+    async fn mta_sts(&mut self) -> bool {
+        self.report.answer.starts_with("OK ")
+    }
+
+    fn give(&mut self, answer: Answer<'_>) {
+        self.report.answer = match answer {
+            Answer::Override(o) => {
+                self.report.overridden = true;
+                o.reply()
+            }
+            Answer::DaneOnly => format!("OK {DANE_ONLY}"),
+            Answer::Fallback(Fallback::Dane) => format!("OK {DANE}"),
+            Answer::Fallback(fallback @ Fallback::Temp(_)) => {
+                format!("TEMP {}", fallback.reason(self.domain))
+            }
+        };
+    }
 }
 
 impl std::fmt::Display for Report {

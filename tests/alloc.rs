@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
+use mtastsd::answer::Handler;
 use mtastsd::cache::{CacheSettings, PolicyCache, SystemClock};
 use mtastsd::config::{Config, Profile};
 use mtastsd::resolver::{DnsError, FetchError, PolicyFetch, Resolvers, TxtLookup};
-use mtastsd::server::Handler;
 
 struct Counting;
 

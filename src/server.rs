@@ -1,13 +1,10 @@
-//! Listeners (inet and unix, SPEC 7.5), the per-connection request loop (SPEC 1.1,
-//! 1.4, 1.5), the connection limit (SPEC 7.6: the longest-idle connection makes room),
-//! and graceful shutdown (SPEC 7.3).
+//! Serving the listeners bound by [`crate::listen`] (SPEC 7.5): the accept loops, the
+//! per-connection request loop (SPEC 1.1, 1.4, 1.5), the connection limit (SPEC 7.6:
+//! the longest-idle connection makes room), and graceful shutdown (SPEC 7.3).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -17,91 +14,12 @@ use tokio::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::answer::Handler;
-use crate::config::ListenAddr;
+use crate::listen::{BoundAddr, Listener};
 use crate::logging::RateLimit;
 use crate::socketmap::{netstring, Reply, MAX_REQUEST};
-
-/// The listen queue. std's 128 overflows when many clients connect at once (a
-/// Postfix restart, a burst of deliveries); the kernel caps it at somaxconn.
-const LISTEN_BACKLOG: u32 = 1024;
-
-/// A bound listener.
-pub enum Listener {
-    Tcp(TcpListener),
-    /// Bound by us: the socket file is removed at exit.
-    Unix(UnixListener, PathBuf),
-    /// Passed in by systemd socket activation: the socket file is systemd's.
-    InheritedUnix(UnixListener, PathBuf),
-}
-
-/// Where a listener ended up (ephemeral ports resolved).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BoundAddr {
-    Inet(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl std::fmt::Display for BoundAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BoundAddr::Inet(a) => write!(f, "{a}"),
-            BoundAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
-
-impl Listener {
-    /// Bind one configured address. A stale unix socket file is replaced.
-    pub fn bind(addr: &ListenAddr, unix_mode: u32) -> io::Result<Listener> {
-        match addr {
-            ListenAddr::Inet(a) => {
-                let socket = if a.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()?
-                } else {
-                    tokio::net::TcpSocket::new_v6()?
-                };
-                // As std does: a restart must not wait for TIME_WAIT to clear.
-                socket.set_reuseaddr(true)?;
-                socket.bind(*a)?;
-                Ok(Listener::Tcp(socket.listen(LISTEN_BACKLOG)?))
-            }
-            ListenAddr::Unix(path) => {
-                if let Ok(meta) = std::fs::symlink_metadata(path) {
-                    use std::os::unix::fs::FileTypeExt;
-                    if meta.file_type().is_socket() {
-                        // A stale socket from a previous run is replaced; a live one
-                        // belongs to another instance and is left alone.
-                        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                            return Err(io::Error::new(
-                                io::ErrorKind::AddrInUse,
-                                "another process is listening on this socket",
-                            ));
-                        }
-                        std::fs::remove_file(path)?;
-                    }
-                }
-                // The process umask (0077, set in main) keeps the socket private until
-                // it has its configured mode.
-                let l = UnixListener::bind(path)?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))?;
-                Ok(Listener::Unix(l, path.clone()))
-            }
-        }
-    }
-
-    pub fn local_addr(&self) -> BoundAddr {
-        match self {
-            Listener::Tcp(l) => {
-                BoundAddr::Inet(l.local_addr().expect("bound socket has an address"))
-            }
-            Listener::Unix(_, p) | Listener::InheritedUnix(_, p) => BoundAddr::Unix(p.clone()),
-        }
-    }
-}
 
 /// Connection limits, fixed at start-up.
 #[derive(Debug, Clone, Copy)]

@@ -36,6 +36,7 @@ use crate::overrides::Override;
 use crate::postfix::{
     cached_answer, enforced, fits_with_tlsrpt, tlsrpt_tail, SERVERNAME_SUFFIX, TLSRPT_DOMAIN_PREFIX,
 };
+use crate::socketmap::connection::Respond;
 use crate::socketmap::{netstring, normalise, parse_request, Key, Normalised, Reply};
 
 /// What a request was answered with: the reply kind (SPEC 1.3), for the request
@@ -270,6 +271,12 @@ impl Handler {
                 "socketmap name {map:?} has no profile in the configuration; using the default profile"
             );
         }
+    }
+}
+
+impl Respond for Handler {
+    async fn respond(&self, frame: &[u8], out: &mut BytesMut) {
+        self.answer(frame, out).await
     }
 }
 

@@ -8,6 +8,7 @@ use crate::config::Profile;
 use crate::dane::{Fallback, Verdict, DANE, DANE_ONLY};
 use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::{is_sts_record, select_record};
+use crate::mta_sts::Policy;
 use crate::overrides::Override;
 use crate::postfix::policy_answer_for;
 use crate::resolver::{policy_url, Resolvers};
@@ -99,7 +100,36 @@ pub async fn query(
         }
     };
     let txt_name = format!("_mta-sts.{domain}");
-    match resolvers.txt.lookup_txt(&txt_name).await {
+    look_up_txt(&mut report, resolvers, &txt_name).await;
+    report.policy_url = Some(policy_url(&domain, https_port));
+    let policy = fetch_policy(&mut report, resolvers, &domain).await;
+    if let (Some(_), Some(p)) = (&report.txt_id, &policy) {
+        if let Some(answer) = policy_answer_for(&domain, p, profile) {
+            report.answer = format!("OK {answer}");
+        }
+    }
+    if let Some(v) = local.dane {
+        report.dane = Some(if next_hop {
+            "not checked for a next hop ([host], host:port)".into()
+        } else {
+            v.describe()
+        });
+    }
+    let mut found = Found {
+        report: &mut report,
+        dane: local.dane,
+        domain: &domain,
+    };
+    crate::answer::answer(local.overridden, next_hop, &mut found).await;
+    report.domain = Some(domain);
+    report.txt_name = Some(txt_name);
+    report
+}
+
+/// SPEC 2.1-2.5: the TXT records at `txt_name` and the one valid STSv1 record, into
+/// `report`.
+async fn look_up_txt(report: &mut Report, resolvers: &Resolvers, txt_name: &str) {
+    match resolvers.txt.lookup_txt(txt_name).await {
         Ok(records) => {
             report.txt_records = records
                 .iter()
@@ -122,9 +152,12 @@ pub async fn query(
             message: format!("{txt_name}: {e}"),
         }),
     }
-    report.policy_url = Some(policy_url(&domain, https_port));
+}
+
+/// SPEC 3, 4: fetch and parse the policy, into `report`; the policy when it parses.
+async fn fetch_policy(report: &mut Report, resolvers: &Resolvers, domain: &str) -> Option<Policy> {
     let mut policy = None;
-    match resolvers.fetch.fetch(&domain).await {
+    match resolvers.fetch.fetch(domain).await {
         Ok(body) => {
             let text = String::from_utf8_lossy(&body).into_owned();
             match parse_policy(&body) {
@@ -148,27 +181,7 @@ pub async fn query(
             message: e.to_string(),
         }),
     }
-    if let (Some(_), Some(p)) = (&report.txt_id, &policy) {
-        if let Some(answer) = policy_answer_for(&domain, p, profile) {
-            report.answer = format!("OK {answer}");
-        }
-    }
-    if let Some(v) = local.dane {
-        report.dane = Some(if next_hop {
-            "not checked for a next hop ([host], host:port)".into()
-        } else {
-            v.describe()
-        });
-    }
-    let mut found = Found {
-        report: &mut report,
-        dane: local.dane,
-        domain: &domain,
-    };
-    crate::answer::answer(local.overridden, next_hop, &mut found).await;
-    report.domain = Some(domain);
-    report.txt_name = Some(txt_name);
-    report
+    policy
 }
 
 /// `query`'s sources for [`crate::answer::answer`]: everything was resolved

@@ -151,24 +151,16 @@ async fn accept_loop(
         let permits = Arc::clone(&permits);
         let open = Arc::clone(&open);
         tokio::spawn(async move {
-            let Some(permit) = wait_for_slot(permit, permits).await else {
-                return stream.refuse().await;
-            };
-            let connections = &crate::metrics::get().connections;
-            connections.increment(1.0);
-            let this = open.add();
-            match stream {
-                Stream::Tcp(s) => {
-                    let _ = s.set_nodelay(true);
-                    serve_connection(s, &*handler, limits.idle_timeout, shutdown, &this).await
-                }
-                Stream::Unix(s) => {
-                    serve_connection(s, &*handler, limits.idle_timeout, shutdown, &this).await
-                }
-            }
-            open.remove(&this);
-            connections.decrement(1.0);
-            drop(permit);
+            serve(
+                stream,
+                permit,
+                permits,
+                open,
+                &handler,
+                limits.idle_timeout,
+                shutdown,
+            )
+            .await;
             drop(done);
         });
     };
@@ -176,6 +168,35 @@ async fn accept_loop(
         let _ = std::fs::remove_file(path);
     }
     ended
+}
+
+/// Serve one accepted client in its slot (`permit`, or the one freed for it), then
+/// give the slot back.
+async fn serve(
+    stream: Stream,
+    permit: Option<OwnedSemaphorePermit>,
+    permits: Arc<Semaphore>,
+    open: Arc<Connections>,
+    handler: &Handler,
+    idle: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Some(permit) = wait_for_slot(permit, permits).await else {
+        return stream.refuse().await;
+    };
+    let connections = &crate::metrics::get().connections;
+    connections.increment(1.0);
+    let this = open.add();
+    match stream {
+        Stream::Tcp(s) => {
+            let _ = s.set_nodelay(true);
+            serve_connection(s, handler, idle, shutdown, &this).await
+        }
+        Stream::Unix(s) => serve_connection(s, handler, idle, shutdown, &this).await,
+    }
+    open.remove(&this);
+    connections.decrement(1.0);
+    drop(permit);
 }
 
 enum Stream {

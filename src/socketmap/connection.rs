@@ -7,14 +7,16 @@
 //! Not pure, unlike the rest of `socketmap`: it reads and writes the socket.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::futures::Notified;
 use tokio::sync::{watch, Notify};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::logging::RateLimit;
 use crate::socketmap::{netstring, Reply, MAX_REQUEST};
@@ -113,7 +115,7 @@ const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 /// reading their replies or stall in the middle of a request. Between requests,
 /// `conn` says since when it is idle, and may be told to close (SPEC 7.6).
 pub async fn serve_connection<S, H: Respond>(
-    mut stream: S,
+    stream: S,
     handler: &H,
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -133,48 +135,36 @@ pub async fn serve_connection<S, H: Respond>(
     tokio::pin!(stop);
     let closed = conn.close.notified();
     tokio::pin!(closed);
-    let mut input = BytesMut::with_capacity(512);
-    let mut output = BytesMut::with_capacity(512);
+    let mut c = Connection {
+        stream,
+        input: BytesMut::with_capacity(512),
+        output: BytesMut::with_capacity(512),
+        idle,
+        conn,
+    };
     // When the request now in `input` began to arrive.
     let mut request_started: Option<Instant> = None;
     loop {
-        let mut close = false;
-        loop {
-            match netstring::decode_frame(&input, MAX_REQUEST) {
-                Ok(Some(frame)) => {
-                    handler.respond(&input[frame.payload], &mut output).await;
-                    input.advance(frame.len);
-                    // What follows in `input` is a new request with its own clock.
-                    request_started = None;
-                    if output.len() >= OUTPUT_HIGH_WATER
-                        && !flush(&mut stream, &mut output, idle).await
-                    {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    crate::logging::refused_request(None, &e);
-                    Reply::Perm(e.to_string()).encode(&mut output);
-                    close = true;
-                    break;
-                }
-            }
-        }
-        if !flush(&mut stream, &mut output, idle).await {
+        let batch = c.answer_buffered(handler).await;
+        if batch == Batch::Gone || !c.flush().await {
             return;
         }
         // One clock read per batch of requests. Idle time runs from here, the last
         // thing that happened (a slow answer is not idle).
         let now = Instant::now();
-        if close {
-            let _ = tokio::time::timeout(idle, stream.shutdown()).await;
-            return;
+        match batch {
+            Batch::Bad => {
+                let _ = tokio::time::timeout(idle, c.stream.shutdown()).await;
+                return;
+            }
+            // What follows in `input` is a new request with its own clock.
+            Batch::Answered(true) => request_started = None,
+            Batch::Answered(false) | Batch::Gone => {}
         }
         // Waiting for a new request: the idle timeout. In the middle of one: also the
         // request timeout, counted from the batch in which its first bytes came (later
         // than those bytes by the time the requests before them took to answer).
-        request_started = match (input.is_empty(), request_started) {
+        request_started = match (c.input.is_empty(), request_started) {
             (true, _) => None,
             (false, None) => Some(now),
             (false, started) => started,
@@ -190,36 +180,116 @@ pub async fn serve_connection<S, H: Respond>(
         // Idle (SPEC 7.6) from the last thing that happened, or from when the
         // incomplete request began: a client that dribbles bytes is no busier.
         conn.idle(request_started.unwrap_or(now));
+        let stalled = request_started.is_some();
+        let wait = Wait {
+            timer: timer.as_mut(),
+            deadline,
+            stalled,
+        };
+        if !c.read_more(wait, stop.as_mut(), closed.as_mut()).await {
+            return;
+        }
+    }
+}
+
+/// A connection's socket and buffers.
+struct Connection<'c, S> {
+    stream: S,
+    input: BytesMut,
+    output: BytesMut,
+    idle: Duration,
+    conn: &'c Conn,
+}
+
+/// How a batch of buffered requests ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    /// Every complete request answered; `true` when there was one.
+    Answered(bool),
+    /// Bad framing: `PERM` is queued and the connection closes (SPEC 1.4).
+    Bad,
+    /// The client is gone, or does not read its replies.
+    Gone,
+}
+
+/// The timer of a wait between reads.
+struct Wait<'t> {
+    timer: Pin<&'t mut Sleep>,
+    deadline: Instant,
+    /// A request is incomplete: the deadline is the request timeout's.
+    stalled: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
+    /// Answer every complete request in `input` (pipelining, SPEC 1.1), appending
+    /// the replies to `output`.
+    async fn answer_buffered<H: Respond>(&mut self, handler: &H) -> Batch {
+        let mut answered = false;
+        loop {
+            match netstring::decode_frame(&self.input, MAX_REQUEST) {
+                Ok(Some(frame)) => {
+                    handler
+                        .respond(&self.input[frame.payload], &mut self.output)
+                        .await;
+                    self.input.advance(frame.len);
+                    answered = true;
+                    if self.output.len() >= OUTPUT_HIGH_WATER && !self.flush().await {
+                        return Batch::Gone;
+                    }
+                }
+                Ok(None) => return Batch::Answered(answered),
+                Err(e) => {
+                    crate::logging::refused_request(None, &e);
+                    Reply::Perm(e.to_string()).encode(&mut self.output);
+                    return Batch::Bad;
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> bool {
+        flush(&mut self.stream, &mut self.output, self.idle).await
+    }
+
+    /// Wait for more input; `false` when the connection is to close instead: the
+    /// client went away, the timer ran out, shutdown, or the connection limit
+    /// picked it to make room.
+    async fn read_more<T: Future>(
+        &mut self,
+        mut wait: Wait<'_>,
+        mut stop: Pin<&mut T>,
+        mut closed: Pin<&mut Notified<'_>>,
+    ) -> bool {
         loop {
             tokio::select! {
                 biased;
-                read = stream.read_buf(&mut input) => match read {
-                    Ok(0) | Err(_) => return,
+                read = self.stream.read_buf(&mut self.input) => match read {
+                    Ok(0) | Err(_) => return false,
                     Ok(_) => {
-                        conn.busy();
-                        break;
+                        self.conn.busy();
+                        return true;
                     }
                 },
-                () = &mut timer => {
-                    if Instant::now() < deadline {
-                        timer.as_mut().reset(deadline);
+                () = wait.timer.as_mut() => {
+                    if Instant::now() < wait.deadline {
+                        wait.timer.as_mut().reset(wait.deadline);
                         continue;
                     }
-                    if request_started.is_some() {
+                    if wait.stalled {
                         if let Some(held) = STALLED.admit() {
                             log::warn!("closing a connection that left a request incomplete{}", held_back(held));
                         }
                     } else {
-                        log::debug!("closing a connection idle for {idle:?}");
+                        log::debug!("closing a connection idle for {:?}", self.idle);
                     }
-                    return;
+                    return false;
                 }
                 // SPEC 7.3: between requests, shutdown closes the connection.
-                _ = &mut stop => return,
+                _ = stop.as_mut() => return false,
                 // SPEC 7.6: closed to make room for a newcomer at the limit.
-                () = &mut closed => {
+                () = closed.as_mut() => {
                     log::debug!("closing an idle connection to make room for a new one");
-                    return;
+                    return false;
                 }
             }
         }

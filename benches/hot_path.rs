@@ -250,7 +250,7 @@ async fn assembled(
     reply.encode(output);
 }
 
-/// The server's own per-request code (`server::serve_connection`'s inner loop): find
+/// The server's own per-request code (`socketmap::connection`'s frame loop): find
 /// the frame in place, `Handler::answer` appends the reply, drop the frame's bytes.
 async fn via_handler(handler: &Handler, input: &mut BytesMut, output: &mut BytesMut) {
     let frame = netstring::decode_frame(input, MAX_REQUEST)

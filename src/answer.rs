@@ -245,7 +245,7 @@ impl Handler {
         if !known {
             self.log_unknown_map(request.map);
         }
-        let mut sources = Daemon {
+        let mut sources = Caches {
             cache: &self.cache,
             dane: if dane { self.dane.get() } else { None },
             domain: &domain,
@@ -282,7 +282,7 @@ impl Respond for Handler {
 
 /// The daemon's sources for one request: the caches, with the reply written
 /// straight into the connection's output buffer.
-struct Daemon<'a> {
+struct Caches<'a> {
     cache: &'a Arc<PolicyCache>,
     /// Set when the profile has `dane = true` and the daemon gave a DANE cache.
     dane: Option<&'a Arc<DaneCache>>,
@@ -293,7 +293,7 @@ struct Daemon<'a> {
     mta_sts_at: usize,
 }
 
-impl Sources for Daemon<'_> {
+impl Sources for Caches<'_> {
     async fn dane(&mut self) -> Option<Verdict> {
         // A valid cached DANE result answers without waiting on DNS.
         Some(self.dane?.lookup(self.domain).await)

@@ -22,6 +22,7 @@ use bytes::{Buf, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::future::BoxFuture;
 
+use mtastsd::answer::Handler;
 use mtastsd::cache::{CacheSettings, Lookup, PolicyCache, SystemClock};
 use mtastsd::config::{Config, Profile};
 use mtastsd::mta_sts::policy::parse_policy;
@@ -29,7 +30,6 @@ use mtastsd::mta_sts::record::select_record;
 use mtastsd::mta_sts::{Mode, MxPattern, Policy};
 use mtastsd::postfix::policy_answer;
 use mtastsd::resolver::{DnsError, FetchError, PolicyFetch, Resolvers, TxtLookup};
-use mtastsd::server::Handler;
 use mtastsd::socketmap::{netstring, normalise_key, parse_request, Key, Reply, MAX_REQUEST};
 
 // ---------------------------------------------------------------------------
@@ -242,7 +242,7 @@ async fn assembled(
     reply.encode(output);
 }
 
-/// The server's own per-request code (`server::serve_connection`'s inner loop): find
+/// The server's own per-request code (`socketmap::connection`'s frame loop): find
 /// the frame in place, `Handler::answer` appends the reply, drop the frame's bytes.
 async fn via_handler(handler: &Handler, input: &mut BytesMut, output: &mut BytesMut) {
     let frame = netstring::decode_frame(input, MAX_REQUEST)

@@ -7,18 +7,20 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::answer::Handler;
 use crate::cache::dane::DaneCache;
 use crate::cache::redis::RedisShared;
 use crate::cache::shared::SharedError;
 use crate::cache::store::{Store, StoreError};
 use crate::cache::{refresh, CacheSettings, Clock, PolicyCache};
 use crate::config::Config;
+use crate::listen::{BoundAddr, Listener};
 use crate::logging::chain;
 use crate::resolver::dane::{DaneLookup, ValidatingDns};
 use crate::resolver::dns::{Dns, DnsSetupError};
 use crate::resolver::https::{FetchSetupError, HttpsFetcher};
 use crate::resolver::Resolvers;
-use crate::server::{self, AcceptEnded, BoundAddr, Handler, Limits, Listener};
+use crate::server::{self, AcceptEnded, Limits};
 
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);

@@ -100,7 +100,7 @@ pub enum Verdict {
 }
 
 /// SPEC 6.4: what a DANE verdict leaves to MTA-STS. The one rule for the daemon
-/// (`server`) and `mtastsd query`.
+/// and `mtastsd query`, applied by [`crate::answer::answer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precedence<'a> {
     /// `OK dane-only`; MTA-STS is not consulted.

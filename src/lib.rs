@@ -5,9 +5,9 @@
 //! ```text
 //! Postfix ──netstring──▶ server.rs ──frame──▶ socketmap/ ──domain──▶ cache/ ──▶ postfix.rs ──▶ reply
 //!  (socketmap client)    accept, limits,      netstring.rs framing   mod.rs: hit → answer now,   Policy →
-//!                        idle timeout,        request.rs key → domain       miss → one shared   "secure match=…"
-//!                        shutdown             response.rs replies           resolution
-//!                                                                             │
+//!                        shutdown             request.rs key → domain       miss → one shared   "secure match=…"
+//!                                             response.rs replies           resolution
+//!                                             connection.rs timers            │
 //!                                                         resolver/ ◀─────────┘
 //!                                                         dns.rs   TXT _mta-sts (udp.rs fast
 //!                                                                  path, else hickory)
@@ -29,8 +29,10 @@
 //! | [`socketmap::netstring`] | 1.1 framing, 1.4 request cap |
 //! | [`socketmap::request`] | 1.2 map name, 1.6 key normalisation |
 //! | [`socketmap::response`] | 1.3 reply kinds |
-//! | [`listen`] | 7.5 listeners: bound from `[server] listen` (unix socket mode, owner, group) or passed by systemd socket activation |
-//! | [`server`] | 1.1 pipelining, 1.4 PERM+close, 1.5 idle timeout, 7.3 graceful stop, 7.5 listeners |
+//! | [`socketmap::connection`] | 1.1 pipelining, 1.4 PERM+close, 1.5 idle and request timeouts: one client connection's frame loop |
+//! | [`listen`] | 7.5 listeners, all binding ([`listen::Listener`], [`listen::BoundAddr`]): bound from `[server] listen` (unix socket mode, owner, group) or passed by systemd socket activation |
+//! | [`server`] | 7.3 graceful stop, 7.6 the connection limit (longest-idle eviction): the accept loops |
+//! | [`answer`] | 6 the answer's precedence, written once ([`answer::answer`]: override 6.5, then DANE 6.4, then MTA-STS 6.1/6.2) for the daemon's [`answer::Handler`] and for `query`; 1.2, 1.3, 1.6 a request frame to its reply |
 //! | [`mta_sts::record`] | 2.2–2.5 TXT record |
 //! | [`mta_sts::policy`], [`mta_sts::mx`] | 4.1–4.6 policy file and mx patterns; `policy_lines`, the one tokenizer of the policy grammar (`parse_policy` and `check::lint` both use it) |
 //! | [`resolver::dns`] | 2.1, 2.6 TXT lookups, NXDOMAIN/NODATA vs failure |
@@ -40,8 +42,8 @@
 //! | [`cache::store`] | 5.8 persistence |
 //! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (SPEC 5.10, `[redis]` in mtastsd.toml(5)): adopt, lease, publish |
 //! | [`postfix`] | 6.1, 6.2 the answer under a `Profile` (which `config` re-exports), 6.3 its TLS-RPT attributes (`tlsrpt` profiles), 1.4 the reply cap (`fits_reply`), the postconf(5) syntax check every answer passes |
-//! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision and the precedence over MTA-STS (pure, shared by `server` and `query`), the MX/A/TLSA lookups with the AD bit, the result cache (`server` asks it after the overrides, before the MTA-STS cache) |
-//! | [`overrides`] | 6.5 local overrides, consulted first (`server` asks them before the cache) |
+//! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision and the precedence over MTA-STS (pure, applied by [`answer::answer`] for the daemon and `query`), the MX/A/TLSA lookups with the AD bit, the result cache (asked after the overrides, before the MTA-STS cache) |
+//! | [`overrides`] | 6.5 local overrides, consulted first ([`answer::answer`], before the cache) |
 //! | [`config`] | 7.4 configuration errors, 7.5 listen defaults: the model and loading in `config/mod.rs`, the serde shapes in `raw.rs`, the validating types in `values.rs`, span → line and key in `locate.rs` |
 //! | [`logging`] | 7.2 syslog / stderr |
 //! | [`daemon`] | 7.1 `serve`, 7.3 SIGHUP reload and shutdown wiring |
@@ -51,14 +53,14 @@
 //! | [`check::lint`], [`check::advice`], [`check::render`] | `check`: policy lint by line, verdict and what to publish, text output |
 //! | [`check::tls`], [`check::smtp`] | `check`: TLS probe of the policy host, STARTTLS probe of each MX host (RFC 8461 §3.3, §4.2) |
 //!
-//! Pure modules (no I/O): `socketmap`, `mta_sts`, `resolver::wire`, `tlsrpt::record`, `postfix`, `dane`, `overrides`,
+//! Pure modules (no I/O): `socketmap` (but `socketmap::connection`), `mta_sts`, `resolver::wire`, `tlsrpt::record`, `postfix`, `dane`, `overrides`,
 //! `config` (parsing), `check::lint`, `check::advice`, `check::render`.
 //! The edges: `resolver` (network), `check::tls` and `check::smtp` (probes),
 //! `cache::redis` (the cluster's Redis, optional), `cache::store` (disk), `listen`,
-//! `server` and `metrics` (sockets).
+//! `socketmap::connection`, `server` and `metrics` (sockets).
 //!
 //! The answer path touches none of the edges for a cached domain: `server` →
-//! `socketmap` → `cache` (in-memory: `PolicyCache::cached` lends the LRU entry's
+//! `socketmap` → `answer` → `cache` (in-memory: `PolicyCache::cached` lends the LRU entry's
 //! mode and answer text under the lock) → reply bytes, with no allocation. A miss
 //! goes on to `PolicyCache::resolve_miss`, which waits for the one shared resolution.
 //!
@@ -68,6 +70,7 @@
 //! [`daemon::ResolverThreads`], one per core at nice +10, so that they never queue
 //! a cached answer behind them.
 
+pub mod answer;
 pub mod cache;
 pub mod check;
 pub mod cli;

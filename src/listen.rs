@@ -1,17 +1,22 @@
 //! Where the socketmap listeners come from (SPEC 7.5): either handed over by
 //! systemd socket activation (`sd_listen_fds(3)`, a `mtastsd.socket` unit), which
 //! then replaces `[server] listen`; or bound from `[server] listen`, with unix
-//! sockets given their configured mode, owner and group.
+//! sockets given their configured mode, owner and group. All binding is here
+//! ([`Listener`], [`BoundAddr`], [`Listener::bind`]); `server` only accepts.
 //!
-//! This is an edge: it reads the account database and the process environment.
+//! This is an edge: it binds sockets, and reads the account database and the
+//! process environment.
 
 use std::ffi::CString;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use tokio::net::{TcpListener, UnixListener};
+
 use crate::config::{ListenAddr, ServerConfig};
-use crate::server::Listener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
@@ -251,6 +256,84 @@ fn sockopt(fd: RawFd, opt: libc::c_int) -> Option<libc::c_int> {
         )
     };
     (rc == 0).then_some(value)
+}
+
+/// The listen queue. std's 128 overflows when many clients connect at once (a
+/// Postfix restart, a burst of deliveries); the kernel caps it at somaxconn.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A bound listener.
+pub enum Listener {
+    Tcp(TcpListener),
+    /// Bound by us: the socket file is removed at exit.
+    Unix(UnixListener, PathBuf),
+    /// Passed in by systemd socket activation: the socket file is systemd's.
+    InheritedUnix(UnixListener, PathBuf),
+}
+
+/// Where a listener ended up (ephemeral ports resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundAddr {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for BoundAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BoundAddr::Inet(a) => write!(f, "{a}"),
+            BoundAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Listener {
+    /// Bind one configured address. A stale unix socket file is replaced.
+    pub fn bind(addr: &ListenAddr, unix_mode: u32) -> io::Result<Listener> {
+        match addr {
+            ListenAddr::Inet(a) => {
+                let socket = if a.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                // As std does: a restart must not wait for TIME_WAIT to clear.
+                socket.set_reuseaddr(true)?;
+                socket.bind(*a)?;
+                Ok(Listener::Tcp(socket.listen(LISTEN_BACKLOG)?))
+            }
+            ListenAddr::Unix(path) => {
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    use std::os::unix::fs::FileTypeExt;
+                    if meta.file_type().is_socket() {
+                        // A stale socket from a previous run is replaced; a live one
+                        // belongs to another instance and is left alone.
+                        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                            return Err(io::Error::new(
+                                io::ErrorKind::AddrInUse,
+                                "another process is listening on this socket",
+                            ));
+                        }
+                        std::fs::remove_file(path)?;
+                    }
+                }
+                // The process umask (0077, set in main) keeps the socket private until
+                // it has its configured mode.
+                let l = UnixListener::bind(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))?;
+                Ok(Listener::Unix(l, path.clone()))
+            }
+        }
+    }
+
+    pub fn local_addr(&self) -> BoundAddr {
+        match self {
+            Listener::Tcp(l) => {
+                BoundAddr::Inet(l.local_addr().expect("bound socket has an address"))
+            }
+            Listener::Unix(_, p) | Listener::InheritedUnix(_, p) => BoundAddr::Unix(p.clone()),
+        }
+    }
 }
 
 // The unit's system call filter, applied to a test thread: chown(2) under

@@ -3,10 +3,12 @@
 
 use serde::Serialize;
 
+use crate::answer::{Answer, Sources};
 use crate::config::Profile;
-use crate::dane::{precedence, Fallback, Precedence, Verdict, DANE_ONLY};
+use crate::dane::{Fallback, Verdict, DANE, DANE_ONLY};
 use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::{is_sts_record, select_record};
+use crate::mta_sts::Policy;
 use crate::overrides::Override;
 use crate::postfix::policy_answer_for;
 use crate::resolver::{policy_url, Resolvers};
@@ -98,7 +100,36 @@ pub async fn query(
         }
     };
     let txt_name = format!("_mta-sts.{domain}");
-    match resolvers.txt.lookup_txt(&txt_name).await {
+    look_up_txt(&mut report, resolvers, &txt_name).await;
+    report.policy_url = Some(policy_url(&domain, https_port));
+    let policy = fetch_policy(&mut report, resolvers, &domain).await;
+    if let (Some(_), Some(p)) = (&report.txt_id, &policy) {
+        if let Some(answer) = policy_answer_for(&domain, p, profile) {
+            report.answer = format!("OK {answer}");
+        }
+    }
+    if let Some(v) = local.dane {
+        report.dane = Some(if next_hop {
+            "not checked for a next hop ([host], host:port)".into()
+        } else {
+            v.describe()
+        });
+    }
+    let mut found = Found {
+        report: &mut report,
+        dane: local.dane,
+        domain: &domain,
+    };
+    crate::answer::answer(local.overridden, next_hop, &mut found).await;
+    report.domain = Some(domain);
+    report.txt_name = Some(txt_name);
+    report
+}
+
+/// SPEC 2.1-2.5: the TXT records at `txt_name` and the one valid STSv1 record, into
+/// `report`.
+async fn look_up_txt(report: &mut Report, resolvers: &Resolvers, txt_name: &str) {
+    match resolvers.txt.lookup_txt(txt_name).await {
         Ok(records) => {
             report.txt_records = records
                 .iter()
@@ -121,9 +152,12 @@ pub async fn query(
             message: format!("{txt_name}: {e}"),
         }),
     }
-    report.policy_url = Some(policy_url(&domain, https_port));
+}
+
+/// SPEC 3, 4: fetch and parse the policy, into `report`; the policy when it parses.
+async fn fetch_policy(report: &mut Report, resolvers: &Resolvers, domain: &str) -> Option<Policy> {
     let mut policy = None;
-    match resolvers.fetch.fetch(&domain).await {
+    match resolvers.fetch.fetch(domain).await {
         Ok(body) => {
             let text = String::from_utf8_lossy(&body).into_owned();
             match parse_policy(&body) {
@@ -147,40 +181,39 @@ pub async fn query(
             message: e.to_string(),
         }),
     }
-    if let (Some(_), Some(p)) = (&report.txt_id, &policy) {
-        if let Some(answer) = policy_answer_for(&domain, p, profile) {
-            report.answer = format!("OK {answer}");
-        }
+    policy
+}
+
+/// `query`'s sources for [`crate::answer::answer`]: everything was resolved
+/// already, for the report; the answer is its text.
+struct Found<'a> {
+    report: &'a mut Report,
+    dane: Option<&'a Verdict>,
+    domain: &'a str,
+}
+
+impl Sources for Found<'_> {
+    async fn dane(&mut self) -> Option<Verdict> {
+        self.dane.cloned()
     }
-    // The order of server.rs: overrides, then DANE (MX-resolved domains only), with
-    // the same precedence over the MTA-STS answer (SPEC 6.4).
-    match local.dane {
-        Some(_) if next_hop => {
-            report.dane = Some("not checked for a next hop ([host], host:port)".into());
-        }
-        Some(v) => {
-            report.dane = Some(v.describe());
-            match precedence(v) {
-                Precedence::DaneOnly => report.answer = format!("OK {DANE_ONLY}"),
-                Precedence::MtaSts => {}
-                Precedence::MtaStsSecureElse(_) if report.answer.starts_with("OK ") => {}
-                Precedence::MtaStsSecureElse(fallback @ Fallback::Dane) => {
-                    report.answer = format!("OK {}", fallback.reason(&domain));
-                }
-                Precedence::MtaStsSecureElse(fallback @ Fallback::Temp(_)) => {
-                    report.answer = format!("TEMP {}", fallback.reason(&domain));
-                }
+
+    async fn mta_sts(&mut self) -> bool {
+        self.report.answer.starts_with("OK ")
+    }
+
+    fn give(&mut self, answer: Answer<'_>) {
+        self.report.answer = match answer {
+            Answer::Override(o) => {
+                self.report.overridden = true;
+                o.reply()
             }
-        }
-        None => {}
+            Answer::DaneOnly => format!("OK {DANE_ONLY}"),
+            Answer::Fallback(Fallback::Dane) => format!("OK {DANE}"),
+            Answer::Fallback(fallback @ Fallback::Temp(_)) => {
+                format!("TEMP {}", fallback.reason(self.domain))
+            }
+        };
     }
-    if let Some(o) = local.overridden {
-        report.answer = o.reply();
-        report.overridden = true;
-    }
-    report.domain = Some(domain);
-    report.txt_name = Some(txt_name);
-    report
 }
 
 impl std::fmt::Display for Report {

@@ -1,375 +1,22 @@
-//! Listeners (inet and unix, SPEC 7.5), the per-connection request loop (SPEC 1.1,
-//! 1.4, 1.5), the connection limit (SPEC 7.6: the longest-idle connection makes room),
-//! and graceful shutdown (SPEC 7.3).
+//! Serving the listeners bound by [`crate::listen`] (SPEC 7.5): the accept loops, the
+//! per-connection request loop (SPEC 1.1, 1.4, 1.5), the connection limit (SPEC 7.6:
+//! the longest-idle connection makes room), and graceful shutdown (SPEC 7.3).
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::task::Poll;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::cache::dane::DaneCache;
-use crate::cache::{Cached, Hit, Lookup, PolicyCache};
-use crate::config::{Config, ListenAddr, Profile, DEFAULT_PROFILE};
-use crate::dane::{precedence, Fallback, Precedence, DANE, DANE_ONLY};
+use crate::answer::Handler;
+use crate::listen::{BoundAddr, Listener};
 use crate::logging::RateLimit;
-use crate::overrides::Override;
-use crate::postfix::{
-    cached_answer, enforced, fits_with_tlsrpt, tlsrpt_tail, SERVERNAME_SUFFIX, TLSRPT_DOMAIN_PREFIX,
-};
-use crate::socketmap::{netstring, normalise, parse_request, Key, Normalised, Reply, MAX_REQUEST};
-
-/// `NOTFOUND ` (SPEC 1.3: with its trailing space), framed.
-const NOTFOUND: &[u8] = b"9:NOTFOUND ,";
-
-/// Append the framed reply for a cached policy under a profile; `true` for an `OK`.
-/// The `secure match=...` text was built once and kept with the cache entry; the
-/// rest is written around it.
-fn policy_reply(hit: Hit<'_>, domain: &str, profile: &Profile, out: &mut BytesMut) -> bool {
-    let Hit {
-        mode,
-        answer,
-        policy: p,
-    } = hit;
-    if answer.is_empty() || !enforced(mode, profile) {
-        out.extend_from_slice(NOTFOUND);
-        return false;
-    }
-    let suffix = SERVERNAME_SUFFIX[usize::from(profile.servername)];
-    if profile.tlsrpt {
-        // SPEC 6.3: the attributes Postfix 3.10+ passes on to its TLS-RPT reports.
-        let tail = p
-            .tlsrpt
-            .get_or_init(|| tlsrpt_tail(&p.policy).into_boxed_str());
-        if fits_with_tlsrpt(answer.len() + suffix.len(), domain, tail) {
-            netstring::encode_parts(
-                &[
-                    b"OK ",
-                    answer.as_bytes(),
-                    suffix.as_bytes(),
-                    TLSRPT_DOMAIN_PREFIX.as_bytes(),
-                    domain.as_bytes(),
-                    tail.as_bytes(),
-                ],
-                out,
-            );
-            return true;
-        }
-    }
-    netstring::encode_parts(&[b"OK ", answer.as_bytes(), suffix.as_bytes()], out);
-    true
-}
-
-/// SPEC 6.5: append the reply of a local override for `domain` under `profile`,
-/// if there is one: `Some(true)` for an `OK`, `Some(false)` for `NOTFOUND`.
-fn override_reply(
-    config: &Config,
-    profile: &str,
-    domain: &str,
-    out: &mut BytesMut,
-) -> Option<bool> {
-    match config.overrides.get(profile, domain)? {
-        Override::NoMtaSts => {
-            out.extend_from_slice(NOTFOUND);
-            Some(false)
-        }
-        Override::Answer(text) => {
-            netstring::encode_parts(&[b"OK ", text.as_bytes()], out);
-            Some(true)
-        }
-    }
-}
-
-/// What a lookup was answered with, for the request counters.
-enum Answered {
-    Ok,
-    NotFound,
-    Temp,
-}
-
-impl From<bool> for Answered {
-    /// `true` for an `OK`, as the reply builders return it.
-    fn from(ok: bool) -> Answered {
-        if ok {
-            Answered::Ok
-        } else {
-            Answered::NotFound
-        }
-    }
-}
-
-/// Turns one request frame into one reply. Shared by every connection.
-pub struct Handler {
-    cache: Arc<PolicyCache>,
-    config: RwLock<Arc<Config>>,
-    /// Map names already logged as unknown (SPEC 1.2: logged once).
-    unknown_maps: Mutex<HashSet<String>>,
-    /// SPEC 6.4: DANE results, for profiles with `dane = true`; set once by the
-    /// daemon ([`Handler::set_dane`]).
-    dane: OnceLock<Arc<DaneCache>>,
-}
-
-impl Handler {
-    pub fn new(cache: Arc<PolicyCache>, config: Arc<Config>) -> Handler {
-        Handler {
-            cache,
-            config: RwLock::new(config),
-            unknown_maps: Mutex::new(HashSet::new()),
-            dane: OnceLock::new(),
-        }
-    }
-
-    /// The DANE cache that profiles with `dane = true` consult (SPEC 6.4).
-    pub fn set_dane(&self, dane: Arc<DaneCache>) {
-        let _ = self.dane.set(dane);
-    }
-
-    /// SIGHUP: new profiles apply to the next request (SPEC 7.3).
-    pub fn set_config(&self, config: Arc<Config>) {
-        *self.config.write().unwrap() = config;
-        self.unknown_maps.lock().unwrap().clear();
-    }
-
-    /// Answer one request (SPEC 1.2, 1.3, 1.6, 6.1, 6.2), appending the framed reply
-    /// to `out`. A cache hit copies a reply built once per policy: no allocation.
-    pub async fn answer(&self, frame: &[u8], out: &mut BytesMut) {
-        let request = match parse_request(frame) {
-            Ok(r) => r,
-            Err(e) => {
-                crate::logging::refused_request(Some(frame), &e);
-                crate::metrics::get().answers_perm.increment(1);
-                return Reply::Perm(e.to_string()).encode(out);
-            }
-        };
-        let Normalised { key, next_hop } = normalise(request.key);
-        let domain = match key {
-            Key::Domain(d) => d,
-            Key::Skip(why) => {
-                log::debug!(
-                    "{:?}: {}: NOTFOUND without lookup",
-                    request.key,
-                    why.as_str()
-                );
-                crate::metrics::get().answers_skipped.increment(1);
-                return out.extend_from_slice(NOTFOUND);
-            }
-        };
-        // One read of the configuration per request; the profile's flags are copied
-        // out: no lock or reference count held across the lookup.
-        let (profile, known, overridden, dane) = {
-            let config = self.config.read().unwrap();
-            let (profile, known) = config.profile(request.map);
-            let name = if known { request.map } else { DEFAULT_PROFILE };
-            // SPEC 6.5: a local override answers before the cache and any lookup.
-            let overridden = if config.overrides.is_empty() {
-                None
-            } else {
-                override_reply(&config, name, &domain, out)
-            };
-            (
-                profile.clone(),
-                known,
-                overridden,
-                config.dane.enabled(name),
-            )
-        };
-        if !known {
-            self.log_unknown_map(request.map);
-        }
-        let answered = match overridden {
-            Some(ok) => Answered::from(ok),
-            // SPEC 6.4: DANE after the overrides, before the MTA-STS cache; for
-            // MX-resolved domains only (Postfix's `dane` level does no MX
-            // resolution for a next hop either).
-            None if dane && !next_hop => self.dane_reply(&domain, &profile, out).await,
-            None => self.mta_sts_reply(&domain, &profile, out).await,
-        };
-        let m = crate::metrics::get();
-        match answered {
-            Answered::Ok => m.answers_ok.increment(1),
-            Answered::NotFound => m.answers_notfound.increment(1),
-            Answered::Temp => {}
-        }
-    }
-
-    /// The MTA-STS answer: a cache hit is read in place, under the cache lock
-    /// (nothing allocated); otherwise the answer waits for the resolution.
-    async fn mta_sts_reply(&self, domain: &str, profile: &Profile, out: &mut BytesMut) -> Answered {
-        let read = |hit: Hit<'_>| policy_reply(hit, domain, profile, out);
-        match self.cache.cached(domain, read) {
-            Cached::Policy(ok) => return Answered::from(ok),
-            Cached::NoPolicy => {}
-            Cached::Unknown => {
-                if let Lookup::Policy(p) = self.cache.resolve_miss(domain).await {
-                    // Built for this reply only. An answer too long for Postfix is
-                    // logged once, by the cache on the policy's first hit.
-                    let answer = cached_answer(&p.policy).unwrap_or_default();
-                    let hit = Hit {
-                        mode: p.policy.mode,
-                        answer: &answer,
-                        policy: &p,
-                    };
-                    return Answered::from(policy_reply(hit, domain, profile, out));
-                }
-            }
-        }
-        out.extend_from_slice(NOTFOUND);
-        Answered::NotFound
-    }
-
-    /// SPEC 6.4, for a profile with `dane = true`: [`precedence`] decides between
-    /// the DANE verdict and the MTA-STS answer. A valid cached DANE result answers
-    /// without waiting on DNS; the MTA-STS cache is read only when the verdict
-    /// leaves the answer to it.
-    async fn dane_reply(&self, domain: &str, profile: &Profile, out: &mut BytesMut) -> Answered {
-        let Some(dane) = self.dane.get() else {
-            return self.mta_sts_reply(domain, profile, out).await;
-        };
-        let verdict = dane.lookup(domain).await;
-        let fallback = match precedence(&verdict) {
-            Precedence::DaneOnly => {
-                netstring::encode_parts(&[b"OK ", DANE_ONLY.as_bytes()], out);
-                return Answered::Ok;
-            }
-            Precedence::MtaSts => return self.mta_sts_reply(domain, profile, out).await,
-            Precedence::MtaStsSecureElse(fallback) => fallback,
-        };
-        let start = out.len();
-        if let Answered::Ok = self.mta_sts_reply(domain, profile, out).await {
-            let m = crate::metrics::get();
-            match fallback {
-                Fallback::Dane => m.dane_partial_mta_sts.increment(1),
-                Fallback::Temp(_) => m.dane_failed_mta_sts.increment(1),
-            }
-            // Logged after the DANE cache's lock is released (SPEC 7.6).
-            if dane.mta_sts_log_due(domain) {
-                log::info!(
-                    "{domain}: DANE check {}; answering its MTA-STS enforce policy instead \
-                     (at the dane level Postfix would send to MX hosts without TLSA at may); \
-                     logged once an hour, counted in mtastsd_dane_mta_sts_answers_total",
-                    match fallback {
-                        Fallback::Dane => "covers only some MX hosts".to_string(),
-                        Fallback::Temp(why) => format!("failed ({why})"),
-                    }
-                );
-            }
-            return Answered::Ok;
-        }
-        // No `OK` from MTA-STS: its `NOTFOUND ` gives way to the fallback.
-        out.truncate(start);
-        match fallback {
-            Fallback::Dane => {
-                netstring::encode_parts(&[b"OK ", DANE.as_bytes()], out);
-                Answered::Ok
-            }
-            Fallback::Temp(_) => {
-                Reply::Temp(fallback.reason(domain)).encode(out);
-                Answered::Temp
-            }
-        }
-    }
-
-    fn log_unknown_map(&self, map: &str) {
-        let mut seen = self.unknown_maps.lock().unwrap();
-        // Bounded: a client cycling through names cannot grow this forever.
-        if seen.len() < 1000 && !seen.contains(map) {
-            seen.insert(map.to_string());
-            log::warn!(
-                "socketmap name {map:?} has no profile in the configuration; using the default profile"
-            );
-        }
-    }
-}
-
-/// The listen queue. std's 128 overflows when many clients connect at once (a
-/// Postfix restart, a burst of deliveries); the kernel caps it at somaxconn.
-const LISTEN_BACKLOG: u32 = 1024;
-
-/// A bound listener.
-pub enum Listener {
-    Tcp(TcpListener),
-    /// Bound by us: the socket file is removed at exit.
-    Unix(UnixListener, PathBuf),
-    /// Passed in by systemd socket activation: the socket file is systemd's.
-    InheritedUnix(UnixListener, PathBuf),
-}
-
-/// Where a listener ended up (ephemeral ports resolved).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BoundAddr {
-    Inet(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl std::fmt::Display for BoundAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BoundAddr::Inet(a) => write!(f, "{a}"),
-            BoundAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
-
-impl Listener {
-    /// Bind one configured address. A stale unix socket file is replaced.
-    pub fn bind(addr: &ListenAddr, unix_mode: u32) -> io::Result<Listener> {
-        match addr {
-            ListenAddr::Inet(a) => {
-                let socket = if a.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()?
-                } else {
-                    tokio::net::TcpSocket::new_v6()?
-                };
-                // As std does: a restart must not wait for TIME_WAIT to clear.
-                socket.set_reuseaddr(true)?;
-                socket.bind(*a)?;
-                Ok(Listener::Tcp(socket.listen(LISTEN_BACKLOG)?))
-            }
-            ListenAddr::Unix(path) => {
-                if let Ok(meta) = std::fs::symlink_metadata(path) {
-                    use std::os::unix::fs::FileTypeExt;
-                    if meta.file_type().is_socket() {
-                        // A stale socket from a previous run is replaced; a live one
-                        // belongs to another instance and is left alone.
-                        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                            return Err(io::Error::new(
-                                io::ErrorKind::AddrInUse,
-                                "another process is listening on this socket",
-                            ));
-                        }
-                        std::fs::remove_file(path)?;
-                    }
-                }
-                // The process umask (0077, set in main) keeps the socket private until
-                // it has its configured mode.
-                let l = UnixListener::bind(path)?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))?;
-                Ok(Listener::Unix(l, path.clone()))
-            }
-        }
-    }
-
-    pub fn local_addr(&self) -> BoundAddr {
-        match self {
-            Listener::Tcp(l) => {
-                BoundAddr::Inet(l.local_addr().expect("bound socket has an address"))
-            }
-            Listener::Unix(_, p) | Listener::InheritedUnix(_, p) => BoundAddr::Unix(p.clone()),
-        }
-    }
-}
+use crate::socketmap::connection::{held_back, serve_connection, Conn};
 
 /// Connection limits, fixed at start-up.
 #[derive(Debug, Clone, Copy)]
@@ -504,24 +151,16 @@ async fn accept_loop(
         let permits = Arc::clone(&permits);
         let open = Arc::clone(&open);
         tokio::spawn(async move {
-            let Some(permit) = wait_for_slot(permit, permits).await else {
-                return stream.refuse().await;
-            };
-            let connections = &crate::metrics::get().connections;
-            connections.increment(1.0);
-            let this = open.add();
-            match stream {
-                Stream::Tcp(s) => {
-                    let _ = s.set_nodelay(true);
-                    serve_connection(s, &handler, limits.idle_timeout, shutdown, &this).await
-                }
-                Stream::Unix(s) => {
-                    serve_connection(s, &handler, limits.idle_timeout, shutdown, &this).await
-                }
-            }
-            open.remove(&this);
-            connections.decrement(1.0);
-            drop(permit);
+            serve(
+                stream,
+                permit,
+                permits,
+                open,
+                &handler,
+                limits.idle_timeout,
+                shutdown,
+            )
+            .await;
             drop(done);
         });
     };
@@ -529,6 +168,35 @@ async fn accept_loop(
         let _ = std::fs::remove_file(path);
     }
     ended
+}
+
+/// Serve one accepted client in its slot (`permit`, or the one freed for it), then
+/// give the slot back.
+async fn serve(
+    stream: Stream,
+    permit: Option<OwnedSemaphorePermit>,
+    permits: Arc<Semaphore>,
+    open: Arc<Connections>,
+    handler: &Handler,
+    idle: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Some(permit) = wait_for_slot(permit, permits).await else {
+        return stream.refuse().await;
+    };
+    let connections = &crate::metrics::get().connections;
+    connections.increment(1.0);
+    let this = open.add();
+    match stream {
+        Stream::Tcp(s) => {
+            let _ = s.set_nodelay(true);
+            serve_connection(s, handler, idle, shutdown, &this).await
+        }
+        Stream::Unix(s) => serve_connection(s, handler, idle, shutdown, &this).await,
+    }
+    open.remove(&this);
+    connections.decrement(1.0);
+    drop(permit);
 }
 
 enum Stream {
@@ -565,46 +233,6 @@ async fn wait_for_slot(
     }
 }
 
-/// `Conn::idle_since` while the connection is reading or answering a request.
-const BUSY: u64 = 0;
-/// `Conn::idle_since` once the connection was picked to be closed.
-const CLOSING: u64 = u64::MAX;
-
-/// One open connection, as the connection limit sees it (SPEC 7.6).
-pub struct Conn {
-    id: u64,
-    /// When it began waiting for a request, in nanoseconds after
-    /// [`Connections::epoch`] plus one; [`BUSY`] or [`CLOSING`] otherwise. One atomic
-    /// store per batch of requests on the connection's side.
-    idle_since: AtomicU64,
-    /// Wakes the connection to close between requests.
-    close: Notify,
-    epoch: Instant,
-}
-
-impl Conn {
-    /// Between requests since `t` (the connection waits for input).
-    fn idle(&self, t: Instant) {
-        let ns = t.saturating_duration_since(self.epoch).as_nanos();
-        let ns = u64::try_from(ns).unwrap_or(CLOSING - 1).min(CLOSING - 2) + 1;
-        // A connection picked to close stays picked.
-        let _ = self
-            .idle_since
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                (v != CLOSING).then_some(ns)
-            });
-    }
-
-    /// Reading or answering a request: not a candidate to close.
-    fn busy(&self) {
-        let _ = self
-            .idle_since
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                (v != CLOSING).then_some(BUSY)
-            });
-    }
-}
-
 /// The open connections of every listener, for closing the longest-idle one when
 /// the limit is reached (SPEC 7.6). Touched once when a connection opens and once
 /// when it closes; the per-request cost is the [`Conn`]'s atomic.
@@ -624,18 +252,19 @@ impl Connections {
     }
 
     fn add(&self) -> Arc<Conn> {
-        let conn = Arc::new(Conn {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            idle_since: AtomicU64::new(BUSY),
-            close: Notify::new(),
-            epoch: self.epoch,
-        });
-        self.open.lock().unwrap().insert(conn.id, Arc::clone(&conn));
+        let conn = Arc::new(Conn::new(
+            self.next_id.fetch_add(1, Ordering::Relaxed),
+            self.epoch,
+        ));
+        self.open
+            .lock()
+            .unwrap()
+            .insert(conn.id(), Arc::clone(&conn));
         conn
     }
 
     fn remove(&self, conn: &Conn) {
-        self.open.lock().unwrap().remove(&conn.id);
+        self.open.lock().unwrap().remove(&conn.id());
     }
 
     /// Tell the connection idle for longest to close; `false` when none is idle
@@ -646,19 +275,13 @@ impl Connections {
         loop {
             let Some((conn, since)) = open
                 .values()
-                .map(|c| (c, c.idle_since.load(Ordering::Relaxed)))
-                .filter(|&(_, t)| t != BUSY && t != CLOSING)
+                .filter_map(|c| Some((c, c.idle_since()?)))
                 .min_by_key(|&(_, t)| t)
             else {
                 return false;
             };
             // Lost a race with the connection waking up for a request: look again.
-            if conn
-                .idle_since
-                .compare_exchange(since, CLOSING, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-            {
-                conn.close.notify_one();
+            if conn.close_if_idle_since(since) {
                 return true;
             }
         }
@@ -762,188 +385,10 @@ async fn accept(listener: &Listener) -> io::Result<Stream> {
     }
 }
 
-/// A request that has started arriving must be complete within this time. Postfix
-/// sends each request in one write; only a stalling client trips it, and it must not
-/// hold a connection slot by sending a byte a minute.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Replies to pipelined requests are written out at the latest when this much has
-/// accumulated, so a client that pipelines without reading cannot make us buffer.
-const OUTPUT_HIGH_WATER: usize = 64 * 1024;
-
-/// One client connection: any number of requests in sequence, split or batched across
-/// reads (SPEC 1.1). Bad framing gets `PERM` and the connection is closed (SPEC 1.4);
-/// idle connections are closed after `idle` (SPEC 1.5), and so are clients that stop
-/// reading their replies or stall in the middle of a request. Between requests,
-/// `conn` says since when it is idle, and may be told to close (SPEC 7.6).
-pub async fn serve_connection<S>(
-    mut stream: S,
-    handler: &Handler,
-    idle: Duration,
-    mut shutdown: watch::Receiver<bool>,
-    conn: &Conn,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    if *shutdown.borrow_and_update() {
-        return;
-    }
-    // One timer and one shutdown waiter for the whole connection, not one per
-    // request: the timer is re-armed only when it fires early (activity since), or
-    // when a stalled request brings the deadline forward.
-    let timer = tokio::time::sleep(idle);
-    tokio::pin!(timer);
-    let stop = shutdown.changed();
-    tokio::pin!(stop);
-    let closed = conn.close.notified();
-    tokio::pin!(closed);
-    let mut input = BytesMut::with_capacity(512);
-    let mut output = BytesMut::with_capacity(512);
-    // When the request now in `input` began to arrive.
-    let mut request_started: Option<Instant> = None;
-    loop {
-        let mut close = false;
-        loop {
-            match netstring::decode_frame(&input, MAX_REQUEST) {
-                Ok(Some(frame)) => {
-                    handler.answer(&input[frame.payload], &mut output).await;
-                    input.advance(frame.len);
-                    // What follows in `input` is a new request with its own clock.
-                    request_started = None;
-                    if output.len() >= OUTPUT_HIGH_WATER
-                        && !flush(&mut stream, &mut output, idle).await
-                    {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    crate::logging::refused_request(None, &e);
-                    Reply::Perm(e.to_string()).encode(&mut output);
-                    close = true;
-                    break;
-                }
-            }
-        }
-        if !flush(&mut stream, &mut output, idle).await {
-            return;
-        }
-        // One clock read per batch of requests. Idle time runs from here, the last
-        // thing that happened (a slow answer is not idle).
-        let now = Instant::now();
-        if close {
-            let _ = tokio::time::timeout(idle, stream.shutdown()).await;
-            return;
-        }
-        // Waiting for a new request: the idle timeout. In the middle of one: also the
-        // request timeout, counted from the batch in which its first bytes came (later
-        // than those bytes by the time the requests before them took to answer).
-        request_started = match (input.is_empty(), request_started) {
-            (true, _) => None,
-            (false, None) => Some(now),
-            (false, started) => started,
-        };
-        let idle_end = later(now, idle);
-        let deadline = match request_started {
-            None => idle_end,
-            Some(t) => later(t, REQUEST_TIMEOUT).min(idle_end),
-        };
-        if deadline < timer.deadline() {
-            timer.as_mut().reset(deadline);
-        }
-        // Idle (SPEC 7.6) from the last thing that happened, or from when the
-        // incomplete request began: a client that dribbles bytes is no busier.
-        conn.idle(request_started.unwrap_or(now));
-        loop {
-            tokio::select! {
-                biased;
-                read = stream.read_buf(&mut input) => match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        conn.busy();
-                        break;
-                    }
-                },
-                () = &mut timer => {
-                    if Instant::now() < deadline {
-                        timer.as_mut().reset(deadline);
-                        continue;
-                    }
-                    if request_started.is_some() {
-                        if let Some(held) = STALLED.admit() {
-                            log::warn!("closing a connection that left a request incomplete{}", held_back(held));
-                        }
-                    } else {
-                        log::debug!("closing a connection idle for {idle:?}");
-                    }
-                    return;
-                }
-                // SPEC 7.3: between requests, shutdown closes the connection.
-                _ = &mut stop => return,
-                // SPEC 7.6: closed to make room for a newcomer at the limit.
-                () = &mut closed => {
-                    log::debug!("closing an idle connection to make room for a new one");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Clients closed for stalling (an incomplete request, replies not read): a client
-/// can cause these at will, so they are rate-limited (SPEC 7.6).
-static STALLED: RateLimit = RateLimit::new();
-
-/// The tail of a rate-limited line: how many like it were held back.
-fn held_back(n: u64) -> String {
-    match n {
-        0 => String::new(),
-        n => format!(" ({n} more since the last such line)"),
-    }
-}
-
-/// `t + d`, saturating far in the future (a configured idle timeout may be huge).
-fn later(t: Instant, d: Duration) -> Instant {
-    t.checked_add(d)
-        .unwrap_or_else(|| t + Duration::from_secs(365 * 86_400))
-}
-
-/// Write out what is buffered; `false` when the client is gone or does not read
-/// within `limit`.
-async fn flush<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    output: &mut BytesMut,
-    limit: Duration,
-) -> bool {
-    if output.is_empty() {
-        return true;
-    }
-    let mut write = std::pin::pin!(stream.write_all(output));
-    // The usual case: the socket takes the replies at once, and no timer is armed.
-    let written = match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-        Poll::Ready(written) => written,
-        Poll::Pending => match tokio::time::timeout(limit, write).await {
-            Ok(written) => written,
-            Err(_) => {
-                if let Some(held) = STALLED.admit() {
-                    log::warn!(
-                        "closing a connection that does not read its replies{}",
-                        held_back(held)
-                    );
-                }
-                return false;
-            }
-        },
-    };
-    if written.is_err() {
-        return false;
-    }
-    output.clear();
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socketmap::{netstring, MAX_REQUEST};
 
     /// The refusal is one well-formed `TEMP` netstring (SPEC 1.1, 1.3).
     #[test]

@@ -4,9 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mtastsd_fuzz::postfix::Profile;
 use mtastsd_fuzz::mta_sts::Mode;
 use mtastsd_fuzz::policy::parse_policy;
+use mtastsd_fuzz::postfix::Profile;
 use mtastsd_fuzz::postfix::{check_answer_syntax, policy_answer_for, secure_match};
 
 fuzz_target!(|data: &[u8]| {

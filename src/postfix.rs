@@ -4,7 +4,10 @@
 use std::collections::HashSet;
 
 use crate::mta_sts::{Mode, Policy};
-use crate::socketmap::response::MAX_REPLY;
+/// SPEC 1.4's reply cap, checked in one place: the framing layer's [`fits_reply`],
+/// which the config (overrides), the cache (an answer's longest form), the TLS-RPT
+/// attributes (SPEC 6.3) and the reply itself all ask.
+pub use crate::socketmap::response::fits_reply;
 
 /// How a socketmap name (SPEC 1.2) wants its answers written. Read from
 /// `[profiles.NAME]` by [`crate::config`], which re-exports it.
@@ -33,17 +36,6 @@ impl Default for Profile {
     fn default() -> Self {
         Profile::BUILTIN
     }
-}
-
-/// Whether the reply `OK <data>`, with `data_len` bytes of data, stays under
-/// Postfix's limit once framed as a netstring (`<length>:OK <data>,`), as SPEC 1.4
-/// asks. The one place the limit is checked: the config (overrides), the cache
-/// (an answer's longest form), the TLS-RPT attributes (SPEC 6.3) and the reply
-/// itself all ask here.
-pub fn fits_reply(data_len: usize) -> bool {
-    let payload = "OK ".len() + data_len;
-    let digits = payload.checked_ilog10().map_or(1, |d| d as usize + 1);
-    payload + digits + ":,".len() < MAX_REPLY
 }
 
 /// The `smtp_tls_policy_maps` answer for a policy under a profile, or `None` for
@@ -337,6 +329,7 @@ mod tests {
     use super::*;
     use crate::mta_sts::MxPattern;
     use crate::socketmap::response::Reply;
+    use crate::socketmap::response::MAX_REPLY;
 
     fn policy(mode: Mode, mx: &[&str]) -> Policy {
         Policy {

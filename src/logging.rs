@@ -18,7 +18,13 @@ use std::time::{Duration, Instant};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use crate::config::LogTarget;
+/// Where log lines go (`[log] target`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    Stderr,
+    /// Local syslog (`/dev/log`), facility mail, ident mtastsd (SPEC 7.2).
+    Syslog,
+}
 
 const SYSLOG_SOCKET: &str = "/dev/log";
 /// RFC 5424 facility 2, "mail system".

@@ -29,6 +29,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Defined by the logger, which sits below the configuration.
+pub use crate::logging::LogTarget;
 use crate::overrides::Overrides;
 pub use crate::postfix::Profile;
 use locate::{invalid_from_toml, key_at, line_at, line_of_key};
@@ -123,13 +125,6 @@ pub struct CacheConfig {
     pub recheck: Duration,
     /// How often a changed cache is written to disk. Default 60 s.
     pub save_interval: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogTarget {
-    Stderr,
-    /// Local syslog (`/dev/log`), facility mail, ident mtastsd (SPEC 7.2).
-    Syslog,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,10 +1,10 @@
-//! Criterion micro-benchmarks of the answer path (issue 3): netstring framing, key
+//! Criterion micro-benchmarks of the answer path (docs/BENCHMARKS.md): netstring framing, key
 //! normalisation, the cache hit, answer formatting, the TXT record and policy parsers,
 //! and one whole request (frame bytes in → reply bytes out) answered from the cache.
 //!
 //! `cargo bench --bench hot_path` (about a minute and a half on 2 cores). Before the
 //! timings it prints allocations per operation, counted by the global allocator below;
-//! issue 3 target 2 asks for none per cache hit on the steady path.
+//! A cache hit on the steady path must allocate nothing (tests/alloc.rs holds it to that).
 //!
 //! The cache is filled through its own resolution path (in-memory DNS and fetch edges,
 //! the real clock, as the daemon reads it on every hit; nothing expires or is re-checked

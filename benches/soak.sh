@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# benches/soak.sh: a long mixed load against mtastsd (issue 5 §5; manual, not in CI).
+# benches/soak.sh: a long mixed load against mtastsd (docs/RELIABILITY.md; manual, not in CI).
 #
 # A loopback MTA-STS world (bench-world: DNS + HTTPS for dN.soak.test) with
 #  - every BROKEN_EVERY-th domain's policy server answering HTTP 500 (a failing

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Debian package, end to end (issue 8), as an administrator meets it:
+# The Debian package, end to end, as an administrator meets it:
 # build it with cargo-deb, lint it, install it with dpkg, check the systemd
 # units, run the installed daemon with the packaged configuration and ask it
 # through real Postfix (postmap -q), then purge it and check what is left.

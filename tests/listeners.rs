@@ -1,4 +1,4 @@
-//! Where the daemon listens (SPEC 7.5, issue 8): systemd socket activation
+//! Where the daemon listens (SPEC 7.5): systemd socket activation
 //! (`LISTEN_FDS`/`LISTEN_PID`, as `mtastsd.socket` passes them) and unix sockets
 //! given to the owner and group the configuration names.
 

@@ -1,4 +1,4 @@
-//! Local overrides (SPEC 6.5, issue 6 §3): a domain → fixed answer table in the
+//! Local overrides (SPEC 6.5): a domain → fixed answer table in the
 //! configuration and in a file re-read on SIGHUP, consulted before the cache and
 //! before any DNS query, per profile, and marked as such by `mtastsd query`.
 

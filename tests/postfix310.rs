@@ -1,5 +1,5 @@
 //! Real Postfix 3.10 (Debian 13, built with libtlsrpt) against mtastsd's TLS-RPT
-//! answers (SPEC 6.3, issue 6 §2), in the Debian 13 root that
+//! answers (SPEC 6.3), in the Debian 13 root that
 //! `tests/postfix310/make-root.sh` makes (`.ci/run` runs it):
 //! - its `postmap -q` takes the answers of a `tlsrpt = true` profile as they are;
 //! - a delivery through it to an MX whose certificate names another host fails

@@ -39,7 +39,7 @@ struct Args {
     threads: usize,
     /// Spend this many ns of CPU on each request before answering (a busy wait):
     /// a server made slower on purpose, to see how throughput and the latency tail
-    /// depend on the CPU a request costs (docs/BENCHMARKS.md, target 1).
+    /// depend on the CPU a request costs (docs/BENCHMARKS.md, the throughput and latency table).
     #[arg(long, default_value_t = 0)]
     extra_ns: u64,
 }

@@ -38,7 +38,7 @@
 //! | [`resolver::https`] | 3.1–3.5, 3.7 the fetch |
 //! | [`cache`] | 3.6 single flight, 5.1–5.7 cache, refresh, back-off; 5.7's LRU in `cache/lru.rs` (entries in the hash table itself: a hit reads one slot) |
 //! | [`cache::store`] | 5.8 persistence |
-//! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (issue 4): adopt, lease, publish |
+//! | [`cache::cluster`], [`cache::redis`] | the cluster's shared cache (issue 4): adopt, lease, publish |
 //! | [`postfix`] | 6.1, 6.2 the answer, 6.3 its TLS-RPT attributes (`tlsrpt` profiles), the postconf(5) syntax check every answer passes |
 //! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision and the precedence over MTA-STS (pure, shared by `server` and `query`), the MX/A/TLSA lookups with the AD bit, the result cache (`server` asks it after the overrides, before the MTA-STS cache) |
 //! | [`overrides`] | 6.5 local overrides, consulted first (`server` asks them before the cache) |

@@ -91,13 +91,13 @@ pub fn policy_change() {
 }
 
 /// A failed shared-cache (Redis) command.
-pub fn shared_cache_error() {
+pub fn cluster_error() {
     counter!("mtastsd_shared_cache_errors_total").increment(1);
 }
 
 /// A shared-cache record or lease a node ignored (SPEC 5.10; `reason`: invalid,
 /// too_large, signature, lease).
-pub fn shared_record_rejected(reason: &'static str) {
+pub fn cluster_record_rejected(reason: &'static str) {
     counter!("mtastsd_shared_records_rejected_total", "reason" => reason).increment(1);
 }
 

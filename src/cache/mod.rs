@@ -23,11 +23,11 @@
 //! shared records is process seconds too: nodes' clocks agree as long as nobody
 //! steps a wall clock while they run.
 
+pub mod cluster;
 pub mod dane;
 mod lru;
 pub mod redis;
 pub mod refresh;
-pub mod shared;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -45,7 +45,7 @@ use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::select_record;
 use crate::mta_sts::{Mode, Policy};
 use crate::resolver::{DnsError, FetchError, Resolvers};
-use shared::{SharedCache, SharedEntry};
+use cluster::{ClusterCache, ClusterRecord};
 
 /// The cache's time, in whole seconds. A trait so that tests can move time and
 /// step the wall clock.
@@ -200,7 +200,7 @@ enum Adopted {
 
 /// How long a node may hold a domain's shared lease (a re-check or refresh takes at
 /// most a DNS timeout plus a fetch deadline; a crashed node's lease lapses).
-pub const SHARED_LEASE: Duration = Duration::from_secs(30);
+pub const CLUSTER_LEASE: Duration = Duration::from_secs(30);
 /// SPEC 5.5: refresh at least daily.
 pub const MAX_REFRESH_INTERVAL: u64 = 86_400;
 /// A policy is used for at least this long after a successful fetch, whatever its
@@ -399,7 +399,7 @@ pub struct PolicyCache {
     /// Rate-limits the "cache is full" warning.
     evictions: RateLimited,
     /// The cluster's shared cache, when configured (issue 4).
-    shared: RwLock<Option<Arc<dyn SharedCache>>>,
+    cluster: RwLock<Option<Arc<dyn ClusterCache>>>,
     /// Bounds re-checks and refreshes ([`MAX_BACKGROUND`], at most a quarter of
     /// `max_concurrency`).
     background: Arc<Semaphore>,
@@ -478,7 +478,7 @@ impl PolicyCache {
             changed: Notify::new(),
             dns_trouble: RateLimited::default(),
             evictions: RateLimited::default(),
-            shared: RwLock::new(None),
+            cluster: RwLock::new(None),
             // Background work keeps at least three quarters of the slots free for
             // answers.
             background: Arc::new(Semaphore::new(
@@ -521,12 +521,12 @@ impl PolicyCache {
     }
 
     /// Use (or stop using) a cluster's shared cache.
-    pub fn set_shared(&self, shared: Option<Arc<dyn SharedCache>>) {
-        *self.shared.write().unwrap() = shared;
+    pub fn set_cluster(&self, shared: Option<Arc<dyn ClusterCache>>) {
+        *self.cluster.write().unwrap() = shared;
     }
 
-    fn shared(&self) -> Option<Arc<dyn SharedCache>> {
-        self.shared.read().unwrap().clone()
+    fn cluster(&self) -> Option<Arc<dyn ClusterCache>> {
+        self.cluster.read().unwrap().clone()
     }
 
     /// Wall-clock seconds minus process seconds at `now` (SPEC 5.9): what turns this
@@ -538,11 +538,11 @@ impl PolicyCache {
 
     /// Publish a domain's state to the shared cache, off the answer path, its times
     /// in wall-clock seconds.
-    fn publish(&self, domain: &str, entry: SharedEntry, now: u64) {
-        let Some(shared) = self.shared() else { return };
+    fn publish(&self, domain: &str, entry: ClusterRecord, now: u64) {
+        let Some(shared) = self.cluster() else { return };
         let until = match &entry {
-            SharedEntry::Policy { policy, .. } => policy.expires(),
-            SharedEntry::Negative { until, .. } => *until,
+            ClusterRecord::Policy { policy, .. } => policy.expires(),
+            ClusterRecord::Negative { until, .. } => *until,
         };
         let ttl = Duration::from_secs(until.saturating_sub(now).max(1));
         let entry = entry.shifted(self.wall_offset(now));
@@ -561,14 +561,14 @@ impl PolicyCache {
     /// (SPEC 5.3: it never takes a policy away). A record that differs from the
     /// usable local policy changes nothing here: [`Adopted::Differs`]. `None` when
     /// the record is invalid or no longer usable.
-    fn adopt(&self, domain: &str, entry: SharedEntry, now: u64) -> Option<Adopted> {
-        let Some(entry) = shared::sanitize(entry, now) else {
-            crate::metrics::shared_record_rejected("invalid");
+    fn adopt(&self, domain: &str, entry: ClusterRecord, now: u64) -> Option<Adopted> {
+        let Some(entry) = cluster::sanitize(entry, now) else {
+            crate::metrics::cluster_record_rejected("invalid");
             log::debug!("{domain}: shared record ignored: invalid or expired");
             return None;
         };
         match entry {
-            SharedEntry::Policy { policy, checked } => {
+            ClusterRecord::Policy { policy, checked } => {
                 let policy = Arc::new(CachedPolicy::new(policy.policy, policy.id, policy.fetched));
                 let previous = self
                     .entries
@@ -577,7 +577,7 @@ impl PolicyCache {
                     .peek(domain)
                     .and_then(|e| e.usable(now).cloned());
                 if let Some(p) = &previous {
-                    if !shared::confirms(&policy, p) {
+                    if !cluster::confirms(&policy, p) {
                         return Some(Adopted::Differs);
                     }
                     if p.fetched >= policy.fetched {
@@ -597,7 +597,7 @@ impl PolicyCache {
                 self.mark_dirty();
                 Some(Adopted::Used(Lookup::Policy(policy)))
             }
-            SharedEntry::Negative { checked, until } => {
+            ClusterRecord::Negative { checked, until } => {
                 let mut kept = None;
                 self.update(domain, |e| {
                     // SPEC 5.3: another node seeing no record (maybe because its DNS
@@ -622,19 +622,19 @@ impl PolicyCache {
     /// unless its own policy is younger than a re-check interval (the usual pace of
     /// re-checks, so a record rewritten in a loop costs at most one fetch per
     /// interval, and the fetch's own back-off applies).
-    async fn consult_shared(
+    async fn consult_cluster(
         &self,
         domain: &str,
         cached: &Option<Arc<CachedPolicy>>,
         refresh: bool,
     ) -> Consult {
-        let Some(shared) = self.shared() else {
+        let Some(shared) = self.cluster() else {
             return Consult::ALONE;
         };
         let recheck = self.recheck_secs.load(Ordering::Relaxed);
         let background = refresh || cached.is_some();
         if background {
-            match shared.lease(domain, SHARED_LEASE).await {
+            match shared.lease(domain, CLUSTER_LEASE).await {
                 Ok(false) => {}
                 // Ours: do the work here, then hand the lease back.
                 Ok(true) => {
@@ -653,7 +653,7 @@ impl PolicyCache {
         let now = self.clock.now();
         let entry = entry.shifted(-self.wall_offset(now));
         let fresh = match &entry {
-            SharedEntry::Policy { checked, .. } | SharedEntry::Negative { checked, .. } => {
+            ClusterRecord::Policy { checked, .. } | ClusterRecord::Negative { checked, .. } => {
                 now < checked.saturating_add(recheck)
             }
         };
@@ -670,7 +670,7 @@ impl PolicyCache {
                         // SPEC 5.5: a refresh is left to the lease holder for one
                         // lease at most: leases renewed without refreshing must not
                         // let the policy run out.
-                        if now >= p.refresh_at().saturating_add(SHARED_LEASE.as_secs()) {
+                        if now >= p.refresh_at().saturating_add(CLUSTER_LEASE.as_secs()) {
                             return Consult::ALONE;
                         }
                     }
@@ -700,7 +700,7 @@ impl PolicyCache {
     /// Hand a domain's lease back once the work is done, so the next re-check, by
     /// any node, need not wait for it to lapse.
     fn release_lease(&self, domain: &str) {
-        let Some(shared) = self.shared() else { return };
+        let Some(shared) = self.cluster() else { return };
         let domain = domain.to_string();
         tokio::spawn(async move {
             if let Err(e) = shared.release(&domain).await {
@@ -918,7 +918,7 @@ impl PolicyCache {
             (false, Some(_)) => "recheck",
             (false, None) => "miss",
         });
-        let (leased, refetch) = match self.consult_shared(domain, &cached, refresh).await {
+        let (leased, refetch) = match self.consult_cluster(domain, &cached, refresh).await {
             Consult::Done(result) => return result,
             Consult::Proceed { leased, refetch } => (leased, refetch),
         };
@@ -968,7 +968,7 @@ impl PolicyCache {
                     if let (true, Some(c)) = (unchanged, &cached) {
                         self.publish(
                             domain,
-                            SharedEntry::Policy {
+                            ClusterRecord::Policy {
                                 policy: CachedPolicy::clone(c),
                                 checked: now,
                             },
@@ -1013,7 +1013,7 @@ impl PolicyCache {
                     let until = now + problem.backoff();
                     self.publish(
                         domain,
-                        SharedEntry::Negative {
+                        ClusterRecord::Negative {
                             checked: now,
                             until,
                         },
@@ -1066,7 +1066,7 @@ impl PolicyCache {
                 self.mark_dirty();
                 self.publish(
                     domain,
-                    SharedEntry::Policy {
+                    ClusterRecord::Policy {
                         policy: CachedPolicy::clone(&fresh),
                         checked: now,
                     },

@@ -736,21 +736,21 @@ async fn the_refresher_refreshes_due_policies_and_keeps_them_on_failure_spec_5_5
 /// A shared cache in memory, for two `PolicyCache`s in one test (the real Redis client
 /// is tested against a real redis-server in tests/redis.rs).
 #[derive(Default)]
-struct MemoryShared {
-    entries: Mutex<HashMap<String, shared::SharedEntry>>,
+struct MemoryCluster {
+    entries: Mutex<HashMap<String, cluster::ClusterRecord>>,
     leases: Mutex<HashMap<String, u64>>,
     released: Mutex<Vec<String>>,
     down: std::sync::atomic::AtomicBool,
 }
 
-impl shared::SharedCache for MemoryShared {
+impl cluster::ClusterCache for MemoryCluster {
     fn get<'a>(
         &'a self,
         domain: &'a str,
-    ) -> BoxFuture<'a, Result<Option<shared::SharedEntry>, shared::SharedError>> {
+    ) -> BoxFuture<'a, Result<Option<cluster::ClusterRecord>, cluster::ClusterError>> {
         Box::pin(async move {
             if self.down.load(Ordering::SeqCst) {
-                return Err(shared::SharedError("down".into()));
+                return Err(cluster::ClusterError("down".into()));
             }
             Ok(self.entries.lock().unwrap().get(domain).cloned())
         })
@@ -758,12 +758,12 @@ impl shared::SharedCache for MemoryShared {
     fn put<'a>(
         &'a self,
         domain: &'a str,
-        entry: &'a shared::SharedEntry,
+        entry: &'a cluster::ClusterRecord,
         _ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), shared::SharedError>> {
+    ) -> BoxFuture<'a, Result<(), cluster::ClusterError>> {
         Box::pin(async move {
             if self.down.load(Ordering::SeqCst) {
-                return Err(shared::SharedError("down".into()));
+                return Err(cluster::ClusterError("down".into()));
             }
             self.entries
                 .lock()
@@ -776,10 +776,10 @@ impl shared::SharedCache for MemoryShared {
         &'a self,
         domain: &'a str,
         _ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, shared::SharedError>> {
+    ) -> BoxFuture<'a, Result<bool, cluster::ClusterError>> {
         Box::pin(async move {
             if self.down.load(Ordering::SeqCst) {
-                return Err(shared::SharedError("down".into()));
+                return Err(cluster::ClusterError("down".into()));
             }
             let mut leases = self.leases.lock().unwrap();
             let n = leases.entry(domain.to_string()).or_insert(0);
@@ -787,7 +787,7 @@ impl shared::SharedCache for MemoryShared {
             Ok(*n == 1)
         })
     }
-    fn release<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(), shared::SharedError>> {
+    fn release<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(), cluster::ClusterError>> {
         Box::pin(async move {
             self.released.lock().unwrap().push(domain.to_string());
             Ok(())
@@ -802,7 +802,7 @@ struct Cluster {
     sa: Arc<Script>,
     b: Arc<PolicyCache>,
     sb: Arc<Script>,
-    shared: Arc<MemoryShared>,
+    shared: Arc<MemoryCluster>,
     clock: Arc<ManualClock>,
 }
 
@@ -822,9 +822,9 @@ fn two_nodes() -> Cluster {
         },
         clock.clone(),
     );
-    let shared = Arc::new(MemoryShared::default());
-    a.set_shared(Some(shared.clone()));
-    b.set_shared(Some(shared.clone()));
+    let shared = Arc::new(MemoryCluster::default());
+    a.set_cluster(Some(shared.clone()));
+    b.set_cluster(Some(shared.clone()));
     for s in [&sa, &sb] {
         s.record("example.com", "1");
         s.policy("example.com", "enforce", "mx.example.com", 86400);
@@ -839,7 +839,7 @@ fn two_nodes() -> Cluster {
     }
 }
 
-async fn until_shared(shared: &MemoryShared, domain: &str) {
+async fn until_shared(shared: &MemoryCluster, domain: &str) {
     for _ in 0..200 {
         if shared.entries.lock().unwrap().contains_key(domain) {
             return;
@@ -959,7 +959,7 @@ async fn a_shared_negative_answer_never_evicts_a_policy_spec_5_3() {
     let now = clock.now();
     shared.entries.lock().unwrap().insert(
         "example.com".into(),
-        shared::SharedEntry::Negative {
+        cluster::ClusterRecord::Negative {
             checked: now,
             until: now + 3600,
         },
@@ -989,7 +989,7 @@ async fn shared_records_from_the_future_or_forever_are_not_believed() {
     let poisoned = CachedPolicy::new(parse_policy(body).unwrap(), "x".into(), now + 864_000);
     shared.entries.lock().unwrap().insert(
         "example.com".into(),
-        shared::SharedEntry::Policy {
+        cluster::ClusterRecord::Policy {
             policy: poisoned,
             checked: now + 864_000,
         },
@@ -1001,7 +1001,7 @@ async fn shared_records_from_the_future_or_forever_are_not_believed() {
     // A negative answer claiming ten days is held for at most an hour.
     shared.entries.lock().unwrap().insert(
         "gone.example".into(),
-        shared::SharedEntry::Negative {
+        cluster::ClusterRecord::Negative {
             checked: now,
             until: now + 864_000,
         },
@@ -1488,7 +1488,7 @@ async fn nothing_is_logged_under_the_entries_lock_spec_7_6() {
 /// A node with its own clock on the shared cache `shared`.
 fn node_with_clock(
     clock: Arc<ManualClock>,
-    shared: &Arc<MemoryShared>,
+    shared: &Arc<MemoryCluster>,
 ) -> (Arc<PolicyCache>, Arc<Script>) {
     let script = Arc::new(Script::default());
     let cache = PolicyCache::new(
@@ -1504,7 +1504,7 @@ fn node_with_clock(
         },
         clock,
     );
-    cache.set_shared(Some(shared.clone()));
+    cache.set_cluster(Some(shared.clone()));
     script.record("example.com", "1");
     script.policy("example.com", "enforce", "mx.example.com", 86400);
     (cache, script)
@@ -1515,7 +1515,7 @@ async fn shared_records_carry_wall_clock_times_between_nodes_spec_5_9_5_10() {
     // Node A started while its wall clock was an hour slow; NTP has since corrected
     // it. Its deadlines run on process seconds (SPEC 5.9), an hour behind node B's,
     // but what it publishes must be in the time every node shares: the wall clock.
-    let shared = Arc::new(MemoryShared::default());
+    let shared = Arc::new(MemoryCluster::default());
     let a_clock = Arc::new(ManualClock::at(T0 - 3600));
     a_clock.step_wall(3600);
     let (a, sa) = node_with_clock(a_clock, &shared);
@@ -1533,7 +1533,7 @@ async fn shared_records_carry_wall_clock_times_between_nodes_spec_5_9_5_10() {
     // And what A adopts back from B's time is in A's process seconds again.
     let wall = shared.entries.lock().unwrap()["example.com"].clone();
     match wall {
-        shared::SharedEntry::Policy { policy, checked } => {
+        cluster::ClusterRecord::Policy { policy, checked } => {
             assert_eq!(
                 (policy.fetched, checked),
                 (T0, T0),

@@ -31,7 +31,7 @@ const CLOCK_SKEW: u64 = 60;
 /// What one domain's shared record says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-pub enum SharedEntry {
+pub enum ClusterRecord {
     /// A policy, with the time its TXT id was last confirmed.
     Policy {
         #[serde(flatten)]
@@ -42,25 +42,25 @@ pub enum SharedEntry {
     Negative { checked: u64, until: u64 },
 }
 
-impl SharedEntry {
+impl ClusterRecord {
     /// The same record with every time in it moved by `by` seconds. Records in the
     /// shared cache carry wall-clock times, the one time the nodes share; a node's
     /// cache runs on its own process seconds (SPEC 5.9), which drift from the wall
     /// clock when it is stepped. A time that would fall before the epoch is 0.
-    pub(super) fn shifted(self, by: i64) -> SharedEntry {
+    pub(super) fn shifted(self, by: i64) -> ClusterRecord {
         let shift = |t: u64| t.saturating_add_signed(by);
         match self {
-            SharedEntry::Policy {
+            ClusterRecord::Policy {
                 mut policy,
                 checked,
             } => {
                 policy.fetched = shift(policy.fetched);
-                SharedEntry::Policy {
+                ClusterRecord::Policy {
                     policy,
                     checked: shift(checked),
                 }
             }
-            SharedEntry::Negative { checked, until } => SharedEntry::Negative {
+            ClusterRecord::Negative { checked, until } => ClusterRecord::Negative {
                 checked: shift(checked),
                 until: shift(until),
             },
@@ -71,23 +71,23 @@ impl SharedEntry {
 /// A shared-cache operation failed (down, slow, refused). Always temporary.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("shared cache: {0}")]
-pub struct SharedError(pub String);
+pub struct ClusterError(pub String);
 
 /// The shared cache. Implementations bound each call by their own timeout.
-pub trait SharedCache: Send + Sync + 'static {
+pub trait ClusterCache: Send + Sync + 'static {
     /// The shared record of a domain, if any.
     fn get<'a>(
         &'a self,
         domain: &'a str,
-    ) -> BoxFuture<'a, Result<Option<SharedEntry>, SharedError>>;
+    ) -> BoxFuture<'a, Result<Option<ClusterRecord>, ClusterError>>;
 
     /// Publish a domain's record; it may expire from the shared cache after `ttl`.
     fn put<'a>(
         &'a self,
         domain: &'a str,
-        entry: &'a SharedEntry,
+        entry: &'a ClusterRecord,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), SharedError>>;
+    ) -> BoxFuture<'a, Result<(), ClusterError>>;
 
     /// Try to take the right to resolve `domain` for `ttl` (`SET NX PX`): `true` when
     /// this node should do the work, `false` when another node holds the lease and
@@ -97,11 +97,11 @@ pub trait SharedCache: Send + Sync + 'static {
         &'a self,
         domain: &'a str,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, SharedError>>;
+    ) -> BoxFuture<'a, Result<bool, ClusterError>>;
 
     /// Give back this node's lease on `domain` (and only this node's: another node
     /// may hold it if ours lapsed).
-    fn release<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(), SharedError>>;
+    fn release<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(), ClusterError>>;
 }
 
 /// SPEC 5.10: bound what a shared record can claim before a node believes it, with
@@ -116,9 +116,9 @@ pub trait SharedCache: Send + Sync + 'static {
 ///   (SPEC 5.9); a negative answer for at most SPEC 5.6's hour.
 ///
 /// `None` for a record not worth looking at (invalid, or no longer usable).
-pub(super) fn sanitize(entry: SharedEntry, now: u64) -> Option<SharedEntry> {
+pub(super) fn sanitize(entry: ClusterRecord, now: u64) -> Option<ClusterRecord> {
     match entry {
-        SharedEntry::Policy {
+        ClusterRecord::Policy {
             mut policy,
             checked,
         } => {
@@ -130,17 +130,17 @@ pub(super) fn sanitize(entry: SharedEntry, now: u64) -> Option<SharedEntry> {
                 return None;
             }
             policy.fetched = policy.fetched.min(now);
-            policy.usable(now).then_some(SharedEntry::Policy {
+            policy.usable(now).then_some(ClusterRecord::Policy {
                 policy,
                 checked: checked.min(now),
             })
         }
-        SharedEntry::Negative { checked, until } => {
+        ClusterRecord::Negative { checked, until } => {
             if checked > now + CLOCK_SKEW {
                 return None;
             }
             let until = until.min(now + NEGATIVE_TTL_MAX);
-            (now < until).then_some(SharedEntry::Negative {
+            (now < until).then_some(ClusterRecord::Negative {
                 checked: checked.min(now),
                 until,
             })
@@ -191,25 +191,25 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
 
-    fn policy(mode: &str, mx: &[&str], max_age: u32, id: &str, fetched: u64) -> SharedEntry {
+    fn policy(mode: &str, mx: &[&str], max_age: u32, id: &str, fetched: u64) -> ClusterRecord {
         let mut body = format!("version: STSv1\nmode: {mode}\nmax_age: {max_age}\n");
         for m in mx {
             body.push_str(&format!("mx: {m}\n"));
         }
-        SharedEntry::Policy {
+        ClusterRecord::Policy {
             policy: CachedPolicy::new(parse_policy(body.as_bytes()).unwrap(), id.into(), fetched),
             checked: fetched,
         }
     }
 
-    fn with(entry: SharedEntry, f: impl FnOnce(&mut CachedPolicy)) -> SharedEntry {
+    fn with(entry: ClusterRecord, f: impl FnOnce(&mut CachedPolicy)) -> ClusterRecord {
         match entry {
-            SharedEntry::Policy {
+            ClusterRecord::Policy {
                 mut policy,
                 checked,
             } => {
                 f(&mut policy);
-                SharedEntry::Policy { policy, checked }
+                ClusterRecord::Policy { policy, checked }
             }
             other => other,
         }
@@ -226,7 +226,7 @@ mod tests {
         let fitting: Vec<_> = (0..100)
             .map(|i| mx(&format!("mx{i}.example.net")))
             .collect();
-        let rows: Vec<(&str, SharedEntry, bool)> = vec![
+        let rows: Vec<(&str, ClusterRecord, bool)> = vec![
             ("a fetched policy", good.clone(), true),
             (
                 "mode none without mx",
@@ -303,7 +303,7 @@ mod tests {
             assert_eq!(sanitize(entry, NOW).is_some(), believed, "{what}");
         }
         // A little ahead counts as now (SPEC 5.9).
-        let Some(SharedEntry::Policy { policy, checked }) =
+        let Some(ClusterRecord::Policy { policy, checked }) =
             sanitize(policy("enforce", &["a.example"], 86400, "1", NOW + 30), NOW)
         else {
             panic!("believed");
@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn negative_records_last_at_most_an_hour() {
-        let negative = |checked, until| SharedEntry::Negative { checked, until };
+        let negative = |checked, until| ClusterRecord::Negative { checked, until };
         assert_eq!(
             sanitize(negative(NOW, NOW + 864_000), NOW),
             Some(negative(NOW, NOW + NEGATIVE_TTL_MAX))
@@ -325,9 +325,9 @@ mod tests {
     /// SPEC 5.10: only the same policy under the same id confirms.
     #[test]
     fn only_the_same_policy_confirms() {
-        let local = |e: SharedEntry| match e {
-            SharedEntry::Policy { policy, .. } => policy,
-            SharedEntry::Negative { .. } => unreachable!(),
+        let local = |e: ClusterRecord| match e {
+            ClusterRecord::Policy { policy, .. } => policy,
+            ClusterRecord::Negative { .. } => unreachable!(),
         };
         let ours = local(policy(
             "enforce",

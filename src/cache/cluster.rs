@@ -8,12 +8,15 @@
 //! a fetched policy ([`sanitize`]) before a node looks at it, and a record that
 //! differs from a usable local policy only makes the node fetch again itself.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::{CachedPolicy, NEGATIVE_TTL_MAX};
+use super::resolve::log_policy_change;
+use super::{CachedPolicy, Lookup, PolicyCache, NEGATIVE_TTL_MAX};
 use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::parse_record;
 use crate::mta_sts::Policy;
@@ -183,6 +186,221 @@ pub(super) fn same_rules(a: &Policy, b: &Policy) -> bool {
 /// shorter or longer lifetime) is only a hint to fetch again.
 pub(super) fn confirms(shared: &CachedPolicy, local: &CachedPolicy) -> bool {
     shared.id == local.id && same_rules(&shared.policy, &local.policy)
+}
+
+/// What the shared cache says before a resolution.
+pub(super) enum Consult {
+    /// The cluster already knew: this is the result.
+    Done(Option<Arc<CachedPolicy>>),
+    /// Resolve here; `leased` when this node took the domain's lease; `refetch` when
+    /// a shared record differs from the local policy (SPEC 5.10): fetch the policy
+    /// even if the TXT id has not changed, as a proactive refresh does.
+    Proceed { leased: bool, refetch: bool },
+}
+
+impl Consult {
+    pub(super) const ALONE: Consult = Consult::Proceed {
+        leased: false,
+        refetch: false,
+    };
+}
+
+/// What a shared record did to a node's entry ([`PolicyCache::adopt`]).
+pub(super) enum Adopted {
+    /// It filled a miss, or confirmed what the node holds: the lookup's result.
+    Used(Lookup),
+    /// It differs from the usable local policy, which stays (SPEC 5.10).
+    Differs,
+}
+
+/// How long a node may hold a domain's shared lease (a re-check or refresh takes at
+/// most a DNS timeout plus a fetch deadline; a crashed node's lease lapses).
+pub const CLUSTER_LEASE: Duration = Duration::from_secs(30);
+
+impl PolicyCache {
+    pub(super) fn cluster(&self) -> Option<Arc<dyn ClusterCache>> {
+        self.cluster.read().unwrap().clone()
+    }
+
+    /// Wall-clock seconds minus process seconds at `now` (SPEC 5.9): what turns this
+    /// node's times into the cluster's and back.
+    fn wall_offset(&self, now: u64) -> i64 {
+        let wall = i128::from(self.clock.wall());
+        i64::try_from(wall - i128::from(now)).unwrap_or(0)
+    }
+
+    /// Publish a domain's state to the shared cache, off the answer path, its times
+    /// in wall-clock seconds.
+    pub(super) fn publish(&self, domain: &str, entry: ClusterRecord, now: u64) {
+        let Some(shared) = self.cluster() else { return };
+        let until = match &entry {
+            ClusterRecord::Policy { policy, .. } => policy.expires(),
+            ClusterRecord::Negative { until, .. } => *until,
+        };
+        let ttl = Duration::from_secs(until.saturating_sub(now).max(1));
+        let entry = entry.shifted(self.wall_offset(now));
+        let domain = domain.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = shared.put(&domain, &entry, ttl).await {
+                log::debug!("{domain}: {e}");
+            }
+        });
+    }
+
+    /// Take over what another node learnt, within SPEC 5.10: a valid, usable policy
+    /// fills a miss (kept locally and persisted like one fetched here) or confirms
+    /// the local policy (the same policy under the same id: a later `fetched` then
+    /// counts, as if this node had refreshed); a live negative answer fills a miss
+    /// (SPEC 5.3: it never takes a policy away). A record that differs from the
+    /// usable local policy changes nothing here: [`Adopted::Differs`]. `None` when
+    /// the record is invalid or no longer usable.
+    fn adopt(&self, domain: &str, entry: ClusterRecord, now: u64) -> Option<Adopted> {
+        let Some(entry) = sanitize(entry, now) else {
+            crate::metrics::cluster_record_rejected("invalid");
+            log::debug!("{domain}: shared record ignored: invalid or expired");
+            return None;
+        };
+        match entry {
+            ClusterRecord::Policy { policy, checked } => {
+                let policy = Arc::new(CachedPolicy::new(policy.policy, policy.id, policy.fetched));
+                let previous = self
+                    .entries
+                    .lock()
+                    .unwrap()
+                    .peek(domain)
+                    .and_then(|e| e.usable(now).cloned());
+                if let Some(p) = &previous {
+                    if !confirms(&policy, p) {
+                        return Some(Adopted::Differs);
+                    }
+                    if p.fetched >= policy.fetched {
+                        let p = Arc::clone(p);
+                        self.update(domain, |e| e.checked = e.checked.max(checked));
+                        return Some(Adopted::Used(Lookup::Policy(p)));
+                    }
+                }
+                // A miss, or a later fetch of the very same policy.
+                log_policy_change(domain, previous.as_deref(), &policy);
+                self.update(domain, |e| {
+                    e.set_policy(Some(Arc::clone(&policy)));
+                    e.checked = e.checked.max(checked);
+                    e.quiet_until = 0;
+                    e.set_failed(None);
+                });
+                self.mark_dirty();
+                Some(Adopted::Used(Lookup::Policy(policy)))
+            }
+            ClusterRecord::Negative { checked, until } => {
+                let mut kept = None;
+                self.update(domain, |e| {
+                    // SPEC 5.3: another node seeing no record (maybe because its DNS
+                    // is being tampered with) never takes away a policy we trust.
+                    kept = e.usable(now).cloned();
+                    if kept.is_none() {
+                        e.set_policy(None);
+                        e.checked = checked;
+                        e.quiet_until = until;
+                    }
+                });
+                Some(Adopted::Used(kept.map_or(Lookup::NoPolicy, Lookup::Policy)))
+            }
+        }
+    }
+
+    /// Before resolving: what the cluster already knows. On a miss, a fresh enough
+    /// shared record answers without any DNS or HTTPS. For background work, a node
+    /// that cannot take the domain's lease leaves the work to the node that holds it
+    /// and only adopts what is shared, unless the shared record is stale, of no use
+    /// or differs from the local policy (SPEC 5.10): then it re-checks here, and fetches
+    /// unless its own policy is younger than a re-check interval (the usual pace of
+    /// re-checks, so a record rewritten in a loop costs at most one fetch per
+    /// interval, and the fetch's own back-off applies).
+    pub(super) async fn consult_cluster(
+        &self,
+        domain: &str,
+        cached: &Option<Arc<CachedPolicy>>,
+        refresh: bool,
+    ) -> Consult {
+        let Some(shared) = self.cluster() else {
+            return Consult::ALONE;
+        };
+        let recheck = self.recheck_secs.load(Ordering::Relaxed);
+        let background = refresh || cached.is_some();
+        if background {
+            match shared.lease(domain, CLUSTER_LEASE).await {
+                Ok(false) => {}
+                // Ours: do the work here, then hand the lease back.
+                Ok(true) => {
+                    return Consult::Proceed {
+                        leased: true,
+                        refetch: false,
+                    }
+                }
+                // Redis unreachable: do the work here, as if alone.
+                Err(_) => return Consult::ALONE,
+            }
+        }
+        let Some(entry) = shared.get(domain).await.ok().flatten() else {
+            return Consult::ALONE;
+        };
+        let now = self.clock.now();
+        let entry = entry.shifted(-self.wall_offset(now));
+        let fresh = match &entry {
+            ClusterRecord::Policy { checked, .. } | ClusterRecord::Negative { checked, .. } => {
+                now < checked.saturating_add(recheck)
+            }
+        };
+        if !fresh {
+            // On a miss, not worth trusting; in the background, whoever holds the
+            // lease has not checked within an interval (or the lease is no node's):
+            // check here.
+            return Consult::ALONE;
+        }
+        match self.adopt(domain, entry, now) {
+            Some(Adopted::Used(lookup)) => {
+                if background {
+                    if let (true, Lookup::Policy(p)) = (refresh, &lookup) {
+                        // SPEC 5.5: a refresh is left to the lease holder for one
+                        // lease at most: leases renewed without refreshing must not
+                        // let the policy run out.
+                        if now >= p.refresh_at().saturating_add(CLUSTER_LEASE.as_secs()) {
+                            return Consult::ALONE;
+                        }
+                    }
+                    // Another node holds the lease and has done the work.
+                    self.update(domain, |e| e.checked = now);
+                }
+                Consult::Done(match lookup {
+                    Lookup::Policy(p) => Some(p),
+                    Lookup::NoPolicy => None,
+                })
+            }
+            Some(Adopted::Differs) => {
+                log::debug!(
+                    "{domain}: the shared record differs from the cached policy; checking here"
+                );
+                Consult::Proceed {
+                    leased: false,
+                    refetch: cached
+                        .as_ref()
+                        .is_none_or(|c| now >= c.fetched.saturating_add(recheck)),
+                }
+            }
+            None => Consult::ALONE,
+        }
+    }
+
+    /// Hand a domain's lease back once the work is done, so the next re-check, by
+    /// any node, need not wait for it to lapse.
+    pub(super) fn release_lease(&self, domain: &str) {
+        let Some(shared) = self.cluster() else { return };
+        let domain = domain.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = shared.release(&domain).await {
+                log::debug!("{domain}: {e}");
+            }
+        });
+    }
 }
 
 #[cfg(test)]

@@ -825,7 +825,7 @@ impl TwoNodes {
         self.clock.advance(61);
         self.nodes[node]
             .cache()
-            .resolve_shared(domain, false, None)
+            .join_resolution(domain, false, None)
             .await;
     }
 

@@ -43,12 +43,10 @@ mod single_flight;
 pub mod store;
 mod table;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, Shared};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use self::cluster::ClusterCache;
@@ -56,7 +54,7 @@ pub use self::cluster::CLUSTER_LEASE;
 use self::entry::Entry;
 pub(crate) use self::entry::Name;
 pub use self::entry::{CachedPolicy, Memo};
-pub(crate) use self::single_flight::InflightGuard;
+use self::single_flight::{InFlight, SingleFlight};
 use self::table::Entries;
 
 use crate::mta_sts::Mode;
@@ -113,7 +111,7 @@ fn process_seconds() -> u64 {
     return linux::process_seconds();
     #[cfg(not(target_os = "linux"))]
     {
-        static START: OnceLock<(std::time::Instant, u64)> = OnceLock::new();
+        static START: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
         let (at, wall) = START.get_or_init(|| (std::time::Instant::now(), SystemClock.wall()));
         wall + at.elapsed().as_secs()
     }
@@ -209,13 +207,14 @@ pub struct CacheSettings {
     pub max_concurrency: usize,
 }
 
-type SharedResolution = Shared<BoxFuture<'static, Option<Arc<CachedPolicy>>>>;
+/// A resolution of one domain in flight, as its waiters await it.
+pub type Resolution = InFlight<Option<Arc<CachedPolicy>>>;
 
 /// The cache. Cheap to share: `Arc<PolicyCache>`.
 pub struct PolicyCache {
     entries: Mutex<Entries>,
     /// SPEC 3.6: one resolution per domain at a time, shared by every waiter.
-    inflight: Mutex<HashMap<String, SharedResolution>>,
+    inflight: SingleFlight<Option<Arc<CachedPolicy>>>,
     resolvers: RwLock<Resolvers>,
     settings: RwLock<CacheSettings>,
     /// `settings.recheck` in whole seconds (at least 1), read on every hit without
@@ -238,10 +237,6 @@ pub struct PolicyCache {
     /// Bounds all resolutions running at once (`max_concurrency`): background work
     /// takes one of these too, so the resolver never sees more.
     foreground: Arc<Semaphore>,
-    /// Where resolutions run, when not on the caller's runtime: the daemon gives them
-    /// threads of their own at a lower priority, so that DNS and TLS work never
-    /// queues cached answers behind it (issue 3, target 5).
-    resolution_runtime: OnceLock<tokio::runtime::Handle>,
 }
 
 /// Background resolutions (re-checks, refreshes) running at once. Each holds a DNS
@@ -301,7 +296,7 @@ impl PolicyCache {
         let settings_limit = settings.max_concurrency.max(1);
         Arc::new(PolicyCache {
             entries: Mutex::new(Entries::new(size)),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: SingleFlight::new(),
             resolvers: RwLock::new(resolvers),
             recheck_secs: AtomicU64::new(settings.recheck.as_secs().max(1)),
             settings: RwLock::new(settings),
@@ -317,7 +312,6 @@ impl PolicyCache {
                 (settings_limit / 4).clamp(1, MAX_BACKGROUND),
             )),
             foreground: Arc::new(Semaphore::new(settings_limit)),
-            resolution_runtime: OnceLock::new(),
         })
     }
 
@@ -328,7 +322,7 @@ impl PolicyCache {
     /// Run every resolution (misses, re-checks, refreshes) on `runtime` from now on
     /// instead of the caller's. Set once; later calls change nothing.
     pub fn run_resolutions_on(&self, runtime: tokio::runtime::Handle) {
-        let _ = self.resolution_runtime.set(runtime);
+        self.inflight.run_on(runtime);
     }
 
     /// SIGHUP: new resolvers, settings and size; the entries stay (SPEC 7.3).
@@ -367,7 +361,7 @@ impl PolicyCache {
 
     /// Resolutions running now (answer-path misses, re-checks and refreshes).
     pub fn resolutions_in_flight(&self) -> usize {
-        self.inflight.lock().unwrap().len()
+        self.inflight.len()
     }
 
     /// The answer path, for callers that want the policy itself. Returns at once
@@ -451,7 +445,7 @@ impl PolicyCache {
                     );
                 }
                 if let Some(permit) = recheck_permit {
-                    drop(self.resolve_shared(domain, false, Some(permit)));
+                    drop(self.join_resolution(domain, false, Some(permit)));
                 }
                 crate::metrics::get().cache_hits.increment(1);
                 Cached::Policy(read)
@@ -469,7 +463,7 @@ impl PolicyCache {
     pub async fn resolve_miss(self: &Arc<Self>, domain: &str) -> Lookup {
         crate::metrics::get().cache_misses.increment(1);
         let timeout = self.settings.read().unwrap().answer_timeout;
-        match tokio::time::timeout(timeout, self.resolve_shared(domain, false, None)).await {
+        match tokio::time::timeout(timeout, self.join_resolution(domain, false, None)).await {
             Ok(Some(p)) => Lookup::Policy(p),
             Ok(None) => Lookup::NoPolicy,
             Err(_) => {

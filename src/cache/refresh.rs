@@ -30,7 +30,7 @@ pub async fn refresher(cache: Arc<PolicyCache>, mut shutdown: watch::Receiver<bo
                 p = cache.background_permit() => p,
                 _ = shutdown.changed() => return,
             };
-            drop(cache.resolve_shared(&domain, true, Some(permit)));
+            drop(cache.join_resolution(&domain, true, Some(permit)));
         }
     }
 }

@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use futures_util::future::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::cluster::{ClusterRecord, Consult};
 use super::entry::CachedPolicy;
-use super::{InflightGuard, PolicyCache, SharedResolution};
+use super::{PolicyCache, Resolution};
 use super::{
     DNS_ERROR_BACKOFF, FETCH_FAILURE_BACKOFF, NEGATIVE_TTL_DEFAULT, NEGATIVE_TTL_MAX,
     NEGATIVE_TTL_MIN,
@@ -22,27 +21,16 @@ impl PolicyCache {
     /// Start (or join) the resolution of `domain`. It runs in its own task, so it
     /// completes and updates the cache even if every waiter goes away. Background work
     /// passes its [`background_permit`](Self::background_permit); answer-path misses
-    /// pass `None` and queue for one of [`MAX_FOREGROUND`] slots.
-    pub fn resolve_shared(
+    /// pass `None` and queue for one of [`MAX_FOREGROUND`](super::MAX_FOREGROUND) slots.
+    pub fn join_resolution(
         self: &Arc<Self>,
         domain: &str,
         refresh: bool,
         permit: Option<OwnedSemaphorePermit>,
-    ) -> SharedResolution {
-        let mut inflight = self.inflight.lock().unwrap();
-        if let Some(running) = inflight.get(domain) {
-            return running.clone();
-        }
+    ) -> Resolution {
         let this = Arc::clone(self);
         let owned = domain.to_string();
-        let resolution = async move {
-            // Removes the in-flight entry however the resolution ends, a panic included,
-            // so a domain can never be stuck joining a dead resolution.
-            let _done = InflightGuard {
-                owner: Arc::clone(&this),
-                table: |cache: &PolicyCache| &cache.inflight,
-                domain: owned.clone(),
-            };
+        let work = move || async move {
             // Background work (holding its own permit) also takes a resolution slot,
             // so `max_concurrency` bounds everything the resolver sees; it waits as
             // long as it must.
@@ -62,13 +50,7 @@ impl PolicyCache {
             };
             this.resolve(&owned, refresh).await
         };
-        let task = match self.resolution_runtime.get() {
-            Some(runtime) => runtime.spawn(resolution),
-            None => tokio::spawn(resolution),
-        };
-        let shared = async move { task.await.unwrap_or(None) }.boxed().shared();
-        inflight.insert(domain.to_string(), shared.clone());
-        shared
+        self.inflight.join_or_start(domain, work, |_| None)
     }
 
     /// One resolution: TXT, then a fetch when the id is new, the policy unknown or a

@@ -581,7 +581,7 @@ async fn proactive_refresh_before_expiry_regardless_of_txt_spec_5_5() {
         },
     );
     let fetched_before = s.counts().1;
-    cache.resolve_shared("week.example", true, None).await;
+    cache.join_resolution("week.example", true, None).await;
     assert_eq!(s.counts().1, fetched_before + 1);
     let Lookup::Policy(p) = cache.lookup("week.example").await else {
         panic!("policy lost")

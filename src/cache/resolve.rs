@@ -14,7 +14,7 @@ use super::{
     NEGATIVE_TTL_MIN,
 };
 use crate::mta_sts::policy::parse_policy;
-use crate::mta_sts::record::select_record;
+use crate::mta_sts::record::{select_record, StsRecord};
 use crate::resolver::{DnsError, FetchError, Resolvers};
 
 impl PolicyCache {
@@ -98,23 +98,7 @@ impl PolicyCache {
         failed: Option<(String, u64)>,
         resolvers: &Resolvers,
     ) -> Option<Arc<CachedPolicy>> {
-        let txt_name = format!("_mta-sts.{domain}");
-        let started = std::time::Instant::now();
-        let answer = resolvers.txt.lookup_txt(&txt_name).await;
-        crate::metrics::get()
-            .dns_seconds
-            .record(started.elapsed().as_secs_f64());
-        let discovery = match answer {
-            Ok(records) => select_record(&records).map_err(|e| Problem::Record(e.to_string())),
-            Err(DnsError::NoRecords { negative_ttl, .. }) => Err(Problem::NoRecord(negative_ttl)),
-            Err(DnsError::Failed(e)) => Err(Problem::Dns(e)),
-        };
-        crate::metrics::discovery(match &discovery {
-            Ok(_) => "record",
-            Err(Problem::NoRecord(_)) => "no_record",
-            Err(Problem::Record(_)) => "invalid",
-            Err(_) => "error",
-        });
+        let discovery = discover(domain, resolvers).await;
         let now = self.clock.now();
         match discovery {
             Ok(record) => {
@@ -156,31 +140,46 @@ impl PolicyCache {
                 self.fetch(domain, record.id, cached, resolvers).await
             }
             Err(problem) => {
-                if let Some(c) = cached {
-                    // SPEC 5.3: nothing in DNS takes away a policy we still trust.
-                    self.note_problem(domain, now, &problem, Some(&c));
-                    if refresh {
-                        // SPEC 5.5: refresh regardless of the TXT record's state.
-                        let id = c.id.clone();
-                        return self.fetch(domain, id, Some(c), resolvers).await;
-                    }
-                    return Some(c);
-                }
-                self.note_problem(domain, now, &problem, None);
-                if let Problem::NoRecord(_) | Problem::Record(_) = problem {
-                    let until = now + problem.backoff();
-                    self.publish(
-                        domain,
-                        ClusterRecord::Negative {
-                            checked: now,
-                            until,
-                        },
-                        now,
-                    );
-                }
-                None
+                self.without_record(domain, now, problem, refresh, cached, resolvers)
+                    .await
             }
         }
+    }
+
+    /// The TXT lookup found no valid record, or failed: keep a policy we still
+    /// trust (SPEC 5.3), refreshing it when due (5.5); with none, back off (5.6).
+    async fn without_record(
+        &self,
+        domain: &str,
+        now: u64,
+        problem: Problem,
+        refresh: bool,
+        cached: Option<Arc<CachedPolicy>>,
+        resolvers: &Resolvers,
+    ) -> Option<Arc<CachedPolicy>> {
+        if let Some(c) = cached {
+            // SPEC 5.3: nothing in DNS takes away a policy we still trust.
+            self.note_problem(domain, now, &problem, Some(&c));
+            if refresh {
+                // SPEC 5.5: refresh regardless of the TXT record's state.
+                let id = c.id.clone();
+                return self.fetch(domain, id, Some(c), resolvers).await;
+            }
+            return Some(c);
+        }
+        self.note_problem(domain, now, &problem, None);
+        if let Problem::NoRecord(_) | Problem::Record(_) = problem {
+            let until = now + problem.backoff();
+            self.publish(
+                domain,
+                ClusterRecord::Negative {
+                    checked: now,
+                    until,
+                },
+                now,
+            );
+        }
+        None
     }
 
     /// Fetch and parse; store the policy on success, keep the cached one on failure.
@@ -291,6 +290,28 @@ impl PolicyCache {
             (None, _) => log::warn!("{domain}: {text}; no policy"),
         }
     }
+}
+
+/// SPEC 2: the domain's `_mta-sts` TXT record, timed and counted.
+async fn discover(domain: &str, resolvers: &Resolvers) -> Result<StsRecord, Problem> {
+    let txt_name = format!("_mta-sts.{domain}");
+    let started = std::time::Instant::now();
+    let answer = resolvers.txt.lookup_txt(&txt_name).await;
+    crate::metrics::get()
+        .dns_seconds
+        .record(started.elapsed().as_secs_f64());
+    let discovery = match answer {
+        Ok(records) => select_record(&records).map_err(|e| Problem::Record(e.to_string())),
+        Err(DnsError::NoRecords { negative_ttl, .. }) => Err(Problem::NoRecord(negative_ttl)),
+        Err(DnsError::Failed(e)) => Err(Problem::Dns(e)),
+    };
+    crate::metrics::discovery(match &discovery {
+        Ok(_) => "record",
+        Err(Problem::NoRecord(_)) => "no_record",
+        Err(Problem::Record(_)) => "invalid",
+        Err(_) => "error",
+    });
+    discovery
 }
 
 /// Why a resolution produced no new policy.

@@ -297,9 +297,10 @@ impl Daemon {
             // On the resolver threads, not the serving thread: a scrape (rendering,
             // the cache's gauges) or a flood of metrics clients must not delay an
             // answer to Postfix (SPEC 7.6).
+            let gauges_of = Arc::clone(&cache);
             tasks.push(resolver_threads.handle().spawn(crate::metrics::serve(
                 listener,
-                Arc::clone(&cache),
+                Arc::new(move || gauges_of.gauges()),
                 shutdown_rx.clone(),
             )));
         }

@@ -47,7 +47,7 @@
 //! | [`config`] | 7.4 configuration errors, 7.5 listen defaults |
 //! | [`logging`] | 7.2 syslog / stderr |
 //! | [`daemon`] | 7.1 `serve`, 7.3 SIGHUP reload and shutdown wiring |
-//! | [`metrics`] | Prometheus `/metrics` and `/healthz` (issue 4) |
+//! | [`metrics`] | 7.6 Prometheus `/metrics` and `/healthz`: counter handles the modules above call, gauges read through the callback `daemon` gives it (it imports nothing from `cache`) |
 //! | [`query`] | 7.1 `query` |
 //! | [`check`], [`tlsrpt`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
 //! | [`check::lint`], [`check::advice`], [`check::render`] | `check`: policy lint by line, verdict and what to publish, text output |

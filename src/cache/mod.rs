@@ -359,6 +359,22 @@ impl PolicyCache {
         self.entries.lock().unwrap().stats()
     }
 
+    /// What the metrics endpoint shows of the cache, read at scrape time: [`stats`]
+    /// and the resolutions in flight.
+    ///
+    /// [`stats`]: Self::stats
+    pub fn gauges(&self) -> crate::metrics::Gauges {
+        let stats = self.stats();
+        crate::metrics::Gauges {
+            policies: stats.policies,
+            negative: stats.misses,
+            enforce: stats.enforce,
+            testing: stats.testing,
+            none: stats.none,
+            resolutions_in_flight: self.resolutions_in_flight(),
+        }
+    }
+
     /// Resolutions running now (answer-path misses, re-checks and refreshes).
     pub fn resolutions_in_flight(&self) -> usize {
         self.inflight.len()

@@ -273,7 +273,8 @@ pub enum Cached<R> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
     pub policies: usize,
-    pub misses: usize,
+    /// Domains cached without a policy: negative cache and back-off (SPEC 5.6).
+    pub negative: usize,
     pub enforce: usize,
     pub testing: usize,
     pub none: usize,
@@ -367,7 +368,7 @@ impl PolicyCache {
         let stats = self.stats();
         crate::metrics::Gauges {
             policies: stats.policies,
-            negative: stats.misses,
+            negative: stats.negative,
             enforce: stats.enforce,
             testing: stats.testing,
             none: stats.none,
@@ -405,9 +406,9 @@ impl PolicyCache {
             .hit(domain, now, |entry, answers| {
                 if entry.usable(now).is_none() {
                     return if now < entry.quiet_until {
-                        Found::Negative
+                        Found::NoPolicy
                     } else {
-                        Found::Stale
+                        Found::Unknown
                     };
                 }
                 let mut recheck_permit = None;
@@ -466,11 +467,11 @@ impl PolicyCache {
                 crate::metrics::get().cache_hits.increment(1);
                 Cached::Policy(read)
             }
-            Some(Found::Negative) => {
+            Some(Found::NoPolicy) => {
                 crate::metrics::get().cache_negative_hits.increment(1);
                 Cached::NoPolicy
             }
-            Some(Found::Stale) | None => Cached::Unknown,
+            Some(Found::Unknown) | None => Cached::Unknown,
         }
     }
 
@@ -645,7 +646,8 @@ impl RateLimited {
     }
 }
 
-/// What a lookup found in the cache.
+/// What a lookup found under the cache lock: the three states of [`Cached`], the
+/// first with what is to be done once the lock is released.
 enum Found<R> {
     /// What the reader made of a usable policy, a permit when its TXT id re-check is
     /// due now, and the length of an answer text too long for Postfix, found when it
@@ -655,10 +657,10 @@ enum Found<R> {
         recheck_permit: Option<OwnedSemaphorePermit>,
         too_long: Option<usize>,
     },
-    /// Nothing usable, and quiet (negative cache, back-off).
-    Negative,
-    /// Nothing usable: resolve.
-    Stale,
+    /// See [`Cached::NoPolicy`].
+    NoPolicy,
+    /// See [`Cached::Unknown`].
+    Unknown,
 }
 
 #[cfg(test)]

@@ -14,12 +14,12 @@ use crate::mta_sts::Mode;
 /// cache and back-off). Kept apart so that lookups of many domains, which anyone who
 /// can make us send mail can cause, never push out a policy that protects mail: an
 /// `enforce` policy is never evicted for a `testing` or `none` policy or a negative
-/// entry (SPEC 5.3, 5.7). A hit looks in `enforce`, then `misses`, then `weak`, one
+/// entry (SPEC 5.3, 5.7). A hit looks in `enforce`, then `negative`, then `weak`, one
 /// hash lookup each: the domains mail goes to most are the first two kinds.
 pub(super) struct Entries {
     pub(super) enforce: Lru<Entry>,
     pub(super) weak: Lru<Entry>,
-    pub(super) misses: Lru<Entry>,
+    pub(super) negative: Lru<Entry>,
     /// The entries' answer texts, one copy of each.
     pub(super) answers: Answers,
     /// How many of `weak`'s policies are `testing` (the rest are `none`), kept as
@@ -65,7 +65,7 @@ impl Entries {
         Entries {
             enforce: Lru::new(size),
             weak: Lru::new(size),
-            misses: Lru::new(size),
+            negative: Lru::new(size),
             answers: Answers::default(),
             testing: 0,
         }
@@ -88,12 +88,12 @@ impl Entries {
             self.count_out(popped.as_ref().map(|(_, e)| e));
         }
         self.weak.resize(size);
-        self.misses.resize(size);
+        self.negative.resize(size);
         warning
     }
 
     pub(super) fn len(&self) -> usize {
-        self.enforce.len() + self.weak.len() + self.misses.len()
+        self.enforce.len() + self.weak.len() + self.negative.len()
     }
 
     /// The hot path: `f` on the entry for `domain`, with one hash lookup per table
@@ -131,7 +131,7 @@ impl Entries {
         }
         let answers = &mut self.answers;
         touch(&mut self.enforce, answers, domain, now, f)
-            .or_else(|f| touch(&mut self.misses, answers, domain, now, f))
+            .or_else(|f| touch(&mut self.negative, answers, domain, now, f))
             .or_else(|f| touch(&mut self.weak, answers, domain, now, f))
             .ok()
     }
@@ -139,7 +139,7 @@ impl Entries {
     pub(super) fn peek(&self, domain: &str) -> Option<&Entry> {
         self.enforce
             .peek(domain)
-            .or_else(|| self.misses.peek(domain))
+            .or_else(|| self.negative.peek(domain))
             .or_else(|| self.weak.peek(domain))
     }
 
@@ -147,7 +147,7 @@ impl Entries {
         if let Some(e) = self.enforce.pop(domain) {
             return Some(e);
         }
-        if let Some(e) = self.misses.pop(domain) {
+        if let Some(e) = self.negative.pop(domain) {
             return Some(e);
         }
         let e = self.weak.pop(domain);
@@ -174,7 +174,7 @@ impl Entries {
         let (lru, weak) = match entry.mode {
             Some(Mode::Enforce) => (&mut self.enforce, false),
             Some(Mode::Testing | Mode::None) => (&mut self.weak, true),
-            None => (&mut self.misses, false),
+            None => (&mut self.negative, false),
         };
         let testing = entry.mode == Some(Mode::Testing);
         let cap = lru.cap();
@@ -193,7 +193,7 @@ impl Entries {
     pub(super) fn stats(&self) -> CacheStats {
         CacheStats {
             policies: self.enforce.len() + self.weak.len(),
-            misses: self.misses.len(),
+            negative: self.negative.len(),
             enforce: self.enforce.len(),
             testing: self.testing,
             none: self.weak.len() - self.testing,

@@ -124,7 +124,7 @@ async fn stats_are_kept_as_entries_come_and_go_spec_7_6() {
     let walked = |cache: &PolicyCache| {
         let entries = cache.entries.lock().unwrap();
         let mut w = CacheStats {
-            misses: entries.misses.len(),
+            negative: entries.negative.len(),
             ..CacheStats::default()
         };
         for (_, e) in entries.policies().flat_map(|lru| lru.iter()) {
@@ -155,7 +155,7 @@ async fn stats_are_kept_as_entries_come_and_go_spec_7_6() {
     // The last round: d2 enforce, d3 none, the rest testing; 4 of the 5 weak ones fit.
     let stats = cache.stats();
     assert_eq!(
-        (stats.policies, stats.enforce, stats.misses),
+        (stats.policies, stats.enforce, stats.negative),
         (5, 1, 4),
         "{stats:?}"
     );
@@ -163,7 +163,7 @@ async fn stats_are_kept_as_entries_come_and_go_spec_7_6() {
     let resolvers = cache.resolvers.read().unwrap().clone();
     cache.reconfigure(2, settings, resolvers);
     assert_eq!(cache.stats(), walked(&cache));
-    assert_eq!(cache.stats().misses, 2);
+    assert_eq!(cache.stats().negative, 2);
     let body = "version: STSv1\nmode: testing\nmx: mx.example.net\nmax_age: 86400\n";
     let p = parse_policy(body.as_bytes()).unwrap();
     let restored = cache.restore(vec![

@@ -174,7 +174,7 @@ fn serve(
         let mut daemon = match Daemon::start(config, Arc::new(SystemClock)).await {
             Ok(d) => d,
             Err(e) => {
-                log::error!("{e}");
+                log::error!("{}", chain(&e));
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };

@@ -229,7 +229,7 @@ pub struct PolicyCache {
     dns_trouble: RateLimited,
     /// Rate-limits the "cache is full" warning.
     evictions: RateLimited,
-    /// The cluster's shared cache, when configured (issue 4).
+    /// The cluster's cache (SPEC 5.10), when `[cache] backend = "redis"`.
     cluster: RwLock<Option<Arc<dyn ClusterCache>>>,
     /// Bounds re-checks and refreshes ([`MAX_BACKGROUND`], at most a quarter of
     /// `max_concurrency`).

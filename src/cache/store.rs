@@ -251,8 +251,9 @@ mod tests {
             .collect()
     }
 
-    /// SPEC 5.8 with issue 5's rule: a truncated store loads every entry before the
-    /// cut, whatever the cut, and never fails as long as one entry is whole.
+    /// SPEC 5.8: a truncated store loads every entry before the cut, whatever the
+    /// cut, and never fails as long as one entry is whole (a restart must not
+    /// reopen the downgrade window for the domains the file still holds).
     #[test]
     fn truncated_store_loads_what_is_intact() {
         let dir = tempfile::tempdir().unwrap();

@@ -8,9 +8,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::answer::Handler;
+use crate::cache::cluster::ClusterError;
 use crate::cache::dane::DaneCache;
-use crate::cache::redis::RedisShared;
-use crate::cache::shared::SharedError;
+use crate::cache::redis::RedisCluster;
 use crate::cache::store::{Store, StoreError};
 use crate::cache::{refresh, CacheSettings, Clock, PolicyCache};
 use crate::config::Config;
@@ -37,7 +37,7 @@ pub enum StartError {
     #[error(transparent)]
     StateFile(StoreError),
     #[error(transparent)]
-    Shared(#[from] SharedError),
+    Shared(#[from] ClusterError),
     #[error(transparent)]
     Listeners(#[from] crate::listen::ListenError),
     #[error("cannot listen on {addr}")]
@@ -241,7 +241,7 @@ impl Daemon {
         dane.run_resolutions_on(resolver_threads.handle());
         if let Some(redis) = &config.redis {
             // Never waits for Redis: a node starts and serves alone if it is down.
-            let shared = RedisShared::connect(redis).await?;
+            let shared = RedisCluster::connect(redis).await?;
             log::info!(
                 "sharing the cache through {}{}",
                 crate::cache::redis::redact(&redis.url),
@@ -254,7 +254,7 @@ impl Daemon {
             if let Some(warning) = crate::cache::redis::exposure_warning(redis) {
                 log::warn!("{warning}");
             }
-            cache.set_shared(Some(Arc::new(shared)));
+            cache.set_cluster(Some(Arc::new(shared)));
         }
 
         // SPEC 5.8: a configured store that cannot be used is fatal: running without
@@ -300,9 +300,10 @@ impl Daemon {
             // On the resolver threads, not the serving thread: a scrape (rendering,
             // the cache's gauges) or a flood of metrics clients must not delay an
             // answer to Postfix (SPEC 7.6).
+            let gauges_of = Arc::clone(&cache);
             tasks.push(resolver_threads.handle().spawn(crate::metrics::serve(
                 listener,
-                Arc::clone(&cache),
+                Arc::new(move || gauges_of.gauges()),
                 shutdown_rx.clone(),
             )));
         }

@@ -38,16 +38,18 @@
 //! | [`resolver::dns`] | 2.1, 2.6 TXT lookups, NXDOMAIN/NODATA vs failure |
 //! | [`resolver::udp`], [`resolver::wire`] | 2.2, 2.6 the TXT fast path: pooled UDP sockets, the query bytes and the reply checks (plain answers only; the rest goes to hickory) |
 //! | [`resolver::https`] | 3.1–3.5, 3.7 the fetch |
-//! | [`cache`] | 3.6 single flight, 5.1–5.7 cache, refresh, back-off; 5.7's LRU in `cache/lru.rs` (entries in the hash table itself: a hit reads one slot) |
+//! | [`cache`] | 5.1, 5.4 the answer path (`mod.rs`: hit, miss), 5.9 process seconds; per-domain state in `cache/entry.rs`; 5.3, 5.7 the LRUs in `cache/table.rs` and `cache/lru.rs` (entries in the hash table itself: a hit reads one slot) |
+//! | `cache::resolve`, `cache::single_flight` | 2, 3, 5.2–5.6 the discovery flow (TXT, fetch, back-off); 3.6 one resolution per domain, for the MTA-STS and DANE caches |
+//! | [`cache::refresh`] | 5.5 proactive refresh |
 //! | [`cache::store`] | 5.8 persistence |
-//! | [`cache::shared`], [`cache::redis`] | the cluster's shared cache (SPEC 5.10, `[redis]` in mtastsd.toml(5)): adopt, lease, publish |
+//! | [`cache::cluster`], [`cache::redis`] | 5.10 the cluster: adopt, lease, publish, and its records on Redis |
 //! | [`postfix`] | 6.1, 6.2 the answer under a `Profile` (which `config` re-exports), 6.3 its TLS-RPT attributes (`tlsrpt` profiles), 1.4 the reply cap (`fits_reply`), the postconf(5) syntax check every answer passes |
 //! | [`dane`], [`resolver::dane`], [`cache::dane`] | 6.4 DANE precedence: the decision and the precedence over MTA-STS (pure, applied by [`answer::answer`] for the daemon and `query`), the MX/A/TLSA lookups with the AD bit, the result cache (asked after the overrides, before the MTA-STS cache) |
 //! | [`overrides`] | 6.5 local overrides, consulted first ([`answer::answer`], before the cache) |
 //! | [`config`] | 7.4 configuration errors, 7.5 listen defaults: the model and loading in `config/mod.rs`, the serde shapes in `raw.rs`, the validating types in `values.rs`, span → line and key in `locate.rs` |
 //! | [`logging`] | 7.2 syslog / stderr |
 //! | [`daemon`] | 7.1 `serve`, 7.3 SIGHUP reload and shutdown wiring |
-//! | [`metrics`] | Prometheus `/metrics` and `/healthz` (`[metrics] listen`, off by default) |
+//! | [`metrics`] | 7.6 Prometheus `/metrics` and `/healthz`: counter handles the modules above call, gauges read through the callback `daemon` gives it (it imports nothing from `cache`) |
 //! | [`query`] | 7.1 `query` |
 //! | [`check`], [`tlsrpt::record`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
 //! | [`check::lint`], [`check::advice`], [`check::render`] | `check`: policy lint by line, verdict and what to publish, text output |

@@ -10,6 +10,10 @@
 //! [`WRITE_TIMEOUT`], and runs on the resolver threads (see `daemon.rs`), never on
 //! the thread that answers Postfix: a flood of scrapers or of idle connections costs
 //! a few file descriptors, not the socketmap's answers (SPEC 7.6).
+//!
+//! This module knows nothing of the cache: the cache counts through the handles
+//! here, and the daemon hands [`serve`] a callback ([`GaugesFn`]) that reads the
+//! gauges at scrape time.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,8 +25,6 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-use crate::cache::PolicyCache;
 
 /// Handles for everything counted on hot or warm paths.
 pub struct Metrics {
@@ -91,13 +93,13 @@ pub fn policy_change() {
 }
 
 /// A failed shared-cache (Redis) command.
-pub fn shared_cache_error() {
+pub fn cluster_error() {
     counter!("mtastsd_shared_cache_errors_total").increment(1);
 }
 
 /// A shared-cache record or lease a node ignored (SPEC 5.10; `reason`: invalid,
 /// too_large, signature, lease).
-pub fn shared_record_rejected(reason: &'static str) {
+pub fn cluster_record_rejected(reason: &'static str) {
     counter!("mtastsd_shared_records_rejected_total", "reason" => reason).increment(1);
 }
 
@@ -162,7 +164,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// runtime that is to serve it (the listener is registered there).
 pub async fn serve(
     listener: std::net::TcpListener,
-    cache: Arc<PolicyCache>,
+    gauges: GaugesFn,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let listener = match TcpListener::from_std(listener) {
@@ -192,7 +194,7 @@ pub async fn serve(
             continue;
         }
         let open = Arc::clone(&open);
-        let cache = Arc::clone(&cache);
+        let gauges = Arc::clone(&gauges);
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(512);
             let mut buf = [0u8; 512];
@@ -210,7 +212,7 @@ pub async fn serve(
                 let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
                 let (status, body) = match line {
                     l if l.starts_with(b"GET /metrics ") => {
-                        update_gauges(&cache);
+                        set_gauges(gauges());
                         handle.run_upkeep();
                         ("200 OK", handle.render())
                     }
@@ -233,16 +235,32 @@ pub async fn serve(
     }
 }
 
-/// Gauges computed at scrape time rather than maintained on every change.
-fn update_gauges(cache: &PolicyCache) {
-    let stats = cache.stats();
-    gauge!("mtastsd_cache_entries", "kind" => "policy").set(stats.policies as f64);
-    gauge!("mtastsd_cache_entries", "kind" => "negative").set(stats.misses as f64);
-    gauge!("mtastsd_resolutions_in_flight").set(cache.resolutions_in_flight() as f64);
+/// Values read at scrape time rather than maintained on every change: what the
+/// cache holds (entries by kind, policies by mode) and what it is resolving.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Cached policies, of every mode.
+    pub policies: usize,
+    /// Domains cached without a policy (negative cache and back-off, SPEC 5.6).
+    pub negative: usize,
+    pub enforce: usize,
+    pub testing: usize,
+    pub none: usize,
+    pub resolutions_in_flight: usize,
+}
+
+/// Reads the [`Gauges`] for a scrape; called on the metrics endpoint's thread, so it
+/// must be quick (SPEC 7.6).
+pub type GaugesFn = Arc<dyn Fn() -> Gauges + Send + Sync>;
+
+fn set_gauges(g: Gauges) {
+    gauge!("mtastsd_cache_entries", "kind" => "policy").set(g.policies as f64);
+    gauge!("mtastsd_cache_entries", "kind" => "negative").set(g.negative as f64);
+    gauge!("mtastsd_resolutions_in_flight").set(g.resolutions_in_flight as f64);
     for (mode, n) in [
-        ("enforce", stats.enforce),
-        ("testing", stats.testing),
-        ("none", stats.none),
+        ("enforce", g.enforce),
+        ("testing", g.testing),
+        ("none", g.none),
     ] {
         gauge!("mtastsd_policies", "mode" => mode).set(n as f64);
     }

@@ -735,15 +735,15 @@ async fn burst_of_random_domains_is_bounded_by_max_concurrency_spec_5_6_5_7() {
          queries; negative cache {} entries (cache.size {SIZE}); hot domain answered \
          {hot} times, slowest {slowest:?} (with slow DNS: {slow_hot:?})",
         n as f64 / elapsed.as_secs_f64(),
-        stats.misses
+        stats.negative
     );
     assert!(peak <= LIMIT, "{peak} queries in flight, limit {LIMIT}");
     // One TXT query per domain: no retries, no hammering (SPEC 5.6).
     assert!(queries <= n, "{queries} queries for {n} domains");
     assert!(
-        stats.misses <= SIZE,
+        stats.negative <= SIZE,
         "negative cache {} > {SIZE}",
-        stats.misses
+        stats.negative
     );
     assert_eq!(
         stats.policies, 1,

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mtastsd::cache::redis::RedisShared;
-use mtastsd::cache::shared::{SharedCache, SharedEntry};
+use mtastsd::cache::cluster::{ClusterCache, ClusterRecord};
+use mtastsd::cache::redis::RedisCluster;
 use mtastsd::cache::{CachedPolicy, Clock};
 use mtastsd::config::RedisConfig;
 use mtastsd::mta_sts::policy::parse_policy;
@@ -141,10 +141,10 @@ fn config(url: String, prefix: &str) -> RedisConfig {
     }
 }
 
-fn policy_entry() -> SharedEntry {
+fn policy_entry() -> ClusterRecord {
     let body =
         b"version: STSv1\nmode: enforce\nmx: mx1.example.net\nmx: *.example.org\nmax_age: 86400\n";
-    SharedEntry::Policy {
+    ClusterRecord::Policy {
         policy: CachedPolicy::new(
             parse_policy(body).unwrap(),
             "20261101T000000".to_owned(),
@@ -154,8 +154,8 @@ fn policy_entry() -> SharedEntry {
     }
 }
 
-fn negative_entry() -> SharedEntry {
-    SharedEntry::Negative {
+fn negative_entry() -> ClusterRecord {
+    ClusterRecord::Negative {
         checked: 1_790_000_000,
         until: 1_790_000_300,
     }
@@ -184,7 +184,7 @@ where
 }
 
 /// Every operation fails, each within the timeout (plus slack); the slowest time.
-async fn all_fail_in_time(shared: &RedisShared) -> Duration {
+async fn all_fail_in_time(shared: &RedisCluster) -> Duration {
     let mut slowest = Duration::ZERO;
     for _ in 0..3 {
         let start = Instant::now();
@@ -208,7 +208,7 @@ async fn put_then_get_roundtrips_both_kinds() {
         return;
     };
     let redis = Redis::start(&bin).await;
-    let shared = RedisShared::connect(&config(redis.url(), "t:"))
+    let shared = RedisCluster::connect(&config(redis.url(), "t:"))
         .await
         .unwrap();
 
@@ -248,7 +248,7 @@ async fn entries_expire_after_their_ttl() {
         return;
     };
     let redis = Redis::start(&bin).await;
-    let shared = RedisShared::connect(&config(redis.url(), "t:"))
+    let shared = RedisCluster::connect(&config(redis.url(), "t:"))
         .await
         .unwrap();
 
@@ -279,10 +279,10 @@ async fn a_lease_goes_to_one_node_until_it_expires() {
         return;
     };
     let redis = Redis::start(&bin).await;
-    let node_a = RedisShared::connect(&config(redis.url(), "t:"))
+    let node_a = RedisCluster::connect(&config(redis.url(), "t:"))
         .await
         .unwrap();
-    let node_b = RedisShared::connect(&config(redis.url(), "t:"))
+    let node_b = RedisCluster::connect(&config(redis.url(), "t:"))
         .await
         .unwrap();
 
@@ -317,7 +317,7 @@ async fn a_lease_is_released_by_its_holder_only() {
         return;
     };
     let redis = Redis::start(&bin).await;
-    let node = RedisShared::connect(&config(redis.url(), "t:"))
+    let node = RedisCluster::connect(&config(redis.url(), "t:"))
         .await
         .unwrap();
     let ttl = Duration::from_secs(30);
@@ -349,10 +349,10 @@ async fn prefixes_keep_clusters_apart() {
         return;
     };
     let redis = Redis::start(&bin).await;
-    let one = RedisShared::connect(&config(redis.url(), "one:"))
+    let one = RedisCluster::connect(&config(redis.url(), "one:"))
         .await
         .unwrap();
-    let two = RedisShared::connect(&config(redis.url(), "two:"))
+    let two = RedisCluster::connect(&config(redis.url(), "two:"))
         .await
         .unwrap();
 
@@ -378,7 +378,7 @@ async fn an_unreadable_value_is_a_miss() {
         return;
     };
     let redis = Redis::start(&bin).await;
-    let shared = RedisShared::connect(&config(redis.url(), "t:"))
+    let shared = RedisCluster::connect(&config(redis.url(), "t:"))
         .await
         .unwrap();
     let mut raw = redis.raw().await;
@@ -425,7 +425,7 @@ async fn redis_down_at_start_fails_fast_then_joins_when_it_comes() {
     };
     let port = free_port();
     let started = Instant::now();
-    let shared = RedisShared::connect(&config(format!("redis://127.0.0.1:{port}"), "t:"))
+    let shared = RedisCluster::connect(&config(format!("redis://127.0.0.1:{port}"), "t:"))
         .await
         .expect("connect succeeds with Redis down");
     let connect_took = started.elapsed();
@@ -435,7 +435,7 @@ async fn redis_down_at_start_fails_fast_then_joins_when_it_comes() {
     );
     let fail_took = all_fail_in_time(&shared).await;
 
-    // Redis comes up: the same RedisShared starts using it, by itself.
+    // Redis comes up: the same RedisCluster starts using it, by itself.
     let mut redis = Redis {
         bin,
         port,
@@ -465,7 +465,7 @@ async fn redis_killed_mid_test_fails_fast_and_recovers_after_restart() {
         return;
     };
     let mut redis = Redis::start(&bin).await;
-    let shared = RedisShared::connect(&config(redis.url(), "t:"))
+    let shared = RedisCluster::connect(&config(redis.url(), "t:"))
         .await
         .unwrap();
     shared
@@ -506,7 +506,7 @@ async fn a_hung_redis_costs_at_most_the_timeout() {
         return;
     };
     let redis = Redis::start(&bin).await;
-    let shared = RedisShared::connect(&config(redis.url(), "t:"))
+    let shared = RedisCluster::connect(&config(redis.url(), "t:"))
         .await
         .unwrap();
     shared
@@ -568,7 +568,7 @@ async fn an_outage_is_logged_once_and_so_is_the_recovery() {
     log::set_max_level(log::LevelFilter::Debug);
     let mut redis = Redis::start(&bin).await;
     let port = redis.port;
-    let shared = RedisShared::connect(&config(redis.url(), "t:"))
+    let shared = RedisCluster::connect(&config(redis.url(), "t:"))
         .await
         .unwrap();
     shared
@@ -722,13 +722,13 @@ async fn rediss_with_a_private_ca_shares_entries_and_refuses_other_cas() {
     // The server's certificate chains to redis.ca_file: entries go through TLS.
     let mut trusted = config(url.clone(), "tls:");
     trusted.ca_file = Some(dir.path().join("ca.pem"));
-    let shared = RedisShared::connect(&trusted).await.unwrap();
+    let shared = RedisCluster::connect(&trusted).await.unwrap();
     let entry = policy_entry();
     let (_, ()) = until_ok(Duration::from_secs(10), || {
         shared.put("example.com", &entry, HOUR)
     })
     .await;
-    let other_node = RedisShared::connect(&trusted).await.unwrap();
+    let other_node = RedisCluster::connect(&trusted).await.unwrap();
     let (_, got) = until_ok(Duration::from_secs(10), || other_node.get("example.com")).await;
     assert_eq!(got, Some(policy_entry()));
 
@@ -737,15 +737,15 @@ async fn rediss_with_a_private_ca_shares_entries_and_refuses_other_cas() {
     std::fs::write(dir.path().join("other.pem"), ca.untrusted_root_pem()).unwrap();
     let mut wrong = config(url.clone(), "tls:");
     wrong.ca_file = Some(dir.path().join("other.pem"));
-    let untrusting = RedisShared::connect(&wrong).await.unwrap();
+    let untrusting = RedisCluster::connect(&wrong).await.unwrap();
     all_fail_in_time(&untrusting).await;
-    let system_roots = RedisShared::connect(&config(url, "tls:")).await.unwrap();
+    let system_roots = RedisCluster::connect(&config(url, "tls:")).await.unwrap();
     all_fail_in_time(&system_roots).await;
 
     // A CA file that cannot be read is a start-up error naming the key.
     let mut missing = config(trusted.url.clone(), "tls:");
     missing.ca_file = Some(dir.path().join("missing.pem"));
-    let err = match RedisShared::connect(&missing).await {
+    let err = match RedisCluster::connect(&missing).await {
         Ok(_) => panic!("connected without its CA file"),
         Err(e) => e.to_string(),
     };
@@ -825,7 +825,7 @@ impl TwoNodes {
         self.clock.advance(61);
         self.nodes[node]
             .cache()
-            .resolve_shared(domain, false, None)
+            .join_resolution(domain, false, None)
             .await;
     }
 
@@ -881,7 +881,7 @@ impl TwoNodes {
     }
 }
 
-/// A shared policy record as a node writes it (the JSON of `SharedEntry::Policy`).
+/// A shared policy record as a node writes it (the JSON of `ClusterRecord::Policy`).
 fn record(mode: &str, mx: &[String], id: &str, fetched: u64) -> serde_json::Value {
     serde_json::json!({
         "kind": "policy",
@@ -1038,7 +1038,7 @@ async fn a_lease_longer_than_a_nodes_is_ignored() {
         return;
     };
     let redis = Redis::start(&bin).await;
-    let node = RedisShared::connect(&config(redis.url(), "t:"))
+    let node = RedisCluster::connect(&config(redis.url(), "t:"))
         .await
         .unwrap();
     let mut raw = redis.raw().await;
@@ -1071,7 +1071,7 @@ async fn a_value_over_the_record_cap_is_a_miss() {
         return;
     };
     let redis = Redis::start(&bin).await;
-    let node = RedisShared::connect(&config(redis.url(), "t:"))
+    let node = RedisCluster::connect(&config(redis.url(), "t:"))
         .await
         .unwrap();
     node.put("example.com", &policy_entry(), HOUR)
@@ -1084,7 +1084,7 @@ async fn a_value_over_the_record_cap_is_a_miss() {
         .await
         .unwrap();
     // Still valid JSON, padded to over the cap.
-    value.resize(mtastsd::cache::shared::MAX_RECORD + 1, b' ');
+    value.resize(mtastsd::cache::cluster::MAX_RECORD + 1, b' ');
     let () = redis::cmd("SET")
         .arg("t:policy:example.com")
         .arg(&value)
@@ -1092,7 +1092,7 @@ async fn a_value_over_the_record_cap_is_a_miss() {
         .await
         .unwrap();
     assert_eq!(node.get("example.com").await.unwrap(), None);
-    value.truncate(mtastsd::cache::shared::MAX_RECORD);
+    value.truncate(mtastsd::cache::cluster::MAX_RECORD);
     let () = redis::cmd("SET")
         .arg("t:policy:example.com")
         .arg(&value)
@@ -1148,10 +1148,10 @@ async fn with_a_key_only_records_signed_by_the_cluster_are_read() {
 
     // Unsigned (a node without the key, or anyone who can write to Redis), and
     // signed with another key: ignored, the node fetches the real policy.
-    let unkeyed = RedisShared::connect(&config(cluster.redis.url(), "signed:"))
+    let unkeyed = RedisCluster::connect(&config(cluster.redis.url(), "signed:"))
         .await
         .unwrap();
-    let other_key = RedisShared::connect(&{
+    let other_key = RedisCluster::connect(&{
         let mut c = keyed(cluster.redis.url(), "fedcba9876543210fedcba9876543210");
         c.prefix = "signed:".into();
         c
@@ -1167,7 +1167,7 @@ async fn with_a_key_only_records_signed_by_the_cluster_are_read() {
             .world
             .publish(domain, "1", &harness::enforce(&[&format!("mx.{domain}")]));
         let body = b"version: STSv1\nmode: enforce\nmx: mx.attacker.example\nmax_age: 86400\n";
-        let forged = SharedEntry::Policy {
+        let forged = ClusterRecord::Policy {
             policy: CachedPolicy::new(parse_policy(body).unwrap(), "1".into(), now),
             checked: now,
         };

@@ -15,14 +15,14 @@
 //! - Nothing is logged while the entries are locked: a stalled log must not stall
 //!   every DANE answer behind the lock.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use futures_util::future::{join_all, BoxFuture, FutureExt, Shared};
+use futures_util::future::join_all;
 
 use super::lru::Lru;
-use super::{Clock, InflightGuard, Name};
+use super::single_flight::{InFlight, SingleFlight};
+use super::{Clock, Name};
 use crate::dane::{clamp_ttl, decide, host_state, HostState, Tlsa, Verdict, FAILURE_BACKOFF};
 use crate::resolver::dane::{DaneLookup, QType, Rr};
 
@@ -61,20 +61,16 @@ enum Note {
     Changed { fresh: Verdict, ttl: u32 },
 }
 
-type SharedVerdict = Shared<BoxFuture<'static, Verdict>>;
-
 struct Inner {
     entries: Mutex<Lru<Entry>>,
-    inflight: Mutex<HashMap<String, SharedVerdict>>,
+    /// One resolution per domain at a time, shared by every waiter (SPEC 3.6).
+    inflight: SingleFlight<Verdict>,
     /// `None` until configured; lookups then fail (never happens with a validated
     /// configuration: `dane = true` requires `[dane] nameservers`).
     lookup: RwLock<Option<Arc<dyn DaneLookup>>>,
     /// Bound on one whole resolution (MX, then A and TLSA per host).
     deadline: RwLock<Duration>,
     clock: Arc<dyn Clock>,
-    /// Where resolutions run, when not on the caller's runtime: the resolver threads,
-    /// as for MTA-STS ([`PolicyCache::run_resolutions_on`](crate::cache::PolicyCache::run_resolutions_on)).
-    resolution_runtime: OnceLock<tokio::runtime::Handle>,
 }
 
 /// Cheap to share: `Arc<DaneCache>`.
@@ -92,11 +88,10 @@ impl DaneCache {
         DaneCache {
             inner: Arc::new(Inner {
                 entries: Mutex::new(Lru::new(size)),
-                inflight: Mutex::new(HashMap::new()),
+                inflight: SingleFlight::new(),
                 lookup: RwLock::new(lookup),
                 deadline: RwLock::new(deadline),
                 clock,
-                resolution_runtime: OnceLock::new(),
             }),
         }
     }
@@ -104,7 +99,7 @@ impl DaneCache {
     /// Run resolutions on `runtime` (the daemon's resolver threads), not on the
     /// runtime that asks.
     pub fn run_resolutions_on(&self, runtime: tokio::runtime::Handle) {
-        let _ = self.inner.resolution_runtime.set(runtime);
+        self.inner.inflight.run_on(runtime);
     }
 
     /// SIGHUP: new resolvers and bounds; entries are kept.
@@ -165,40 +160,16 @@ impl DaneCache {
 
     /// Resolutions running now (for tests and shutdown).
     pub fn in_flight(&self) -> usize {
-        self.inner.inflight.lock().unwrap().len()
+        self.inner.inflight.len()
     }
 
-    fn start(&self, domain: &str) -> SharedVerdict {
-        let mut inflight = self.inner.inflight.lock().unwrap();
-        if let Some(running) = inflight.get(domain) {
-            return running.clone();
-        }
+    fn start(&self, domain: &str) -> InFlight<Verdict> {
         let inner = Arc::clone(&self.inner);
         let name = domain.to_string();
-        // The inflight lock is held until the entry is in: the task removes it
-        // only after that.
-        let resolution = async move {
-            // Removed when the task ends, also if it panics or is cancelled: the
-            // next lookup then starts afresh instead of joining a dead resolution.
-            let _guard = InflightGuard {
-                owner: Arc::clone(&inner),
-                table: |inner: &Inner| &inner.inflight,
-                domain: name.clone(),
-            };
-            inner.resolve_and_store(&name).await
-        };
-        let task = match self.inner.resolution_runtime.get() {
-            Some(runtime) => runtime.spawn(resolution),
-            None => tokio::spawn(resolution),
-        };
-        let shared = async move {
-            task.await
-                .unwrap_or_else(|e| Verdict::Failed(format!("DANE lookup task: {e}")))
-        }
-        .boxed()
-        .shared();
-        inflight.insert(domain.to_string(), shared.clone());
-        shared
+        let work = move || async move { inner.resolve_and_store(&name).await };
+        self.inner.inflight.join_or_start(domain, work, |e| {
+            Verdict::Failed(format!("DANE lookup task: {e}"))
+        })
     }
 }
 
@@ -372,6 +343,10 @@ async fn check_host(lookup: &dyn DaneLookup, host: &str) -> (HostState, u32) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use futures_util::future::BoxFuture;
+
     use super::*;
     use crate::resolver::dane::SecureAnswer;
     use crate::resolver::DnsError;

@@ -1,7 +1,7 @@
-//! [`SharedCache`] on Redis (or Valkey): `[cache] backend = "redis"`.
+//! [`ClusterCache`] on Redis (or Valkey): `[cache] backend = "redis"`.
 //!
 //! Keys, under the configured prefix:
-//! - `{prefix}policy:{domain}`: the JSON of a [`SharedEntry`], `SET ... PX ttl`; with
+//! - `{prefix}policy:{domain}`: the JSON of a [`ClusterRecord`], `SET ... PX ttl`; with
 //!   `[redis] key_file`, preceded by `hmac-sha256:<hex>` and a newline (see [`seal`]);
 //! - `{prefix}lease:{domain}`: the id of the node refreshing the domain, `SET ... NX PX ttl`.
 //!
@@ -12,7 +12,7 @@
 //! logged at debug, without the record's text.
 //!
 //! The node must never wait on Redis for long, nor fail because of it:
-//! - [`RedisShared::connect`] does not need Redis to be up: the connection is made
+//! - [`RedisCluster::connect`] does not need Redis to be up: the connection is made
 //!   lazily, so a node starts and serves alone, and joins the cluster when Redis comes.
 //! - Every call is bounded by `timeout` (the connection's own timeouts, and a
 //!   `tokio::time::timeout` around the whole call in case anything else stalls).
@@ -31,7 +31,7 @@ use ::redis::{Client, ConnectionAddr, RedisError};
 use aws_lc_rs::hmac;
 use futures_util::future::{BoxFuture, FutureExt};
 
-use super::shared::{SharedCache, SharedEntry, SharedError, MAX_RECORD};
+use super::cluster::{ClusterCache, ClusterError, ClusterRecord, MAX_RECORD};
 use crate::config::RedisConfig;
 
 /// How long the node leaves Redis alone after a failure.
@@ -42,7 +42,7 @@ const WARN_INTERVAL: Duration = Duration::from_secs(60);
 const MAX_TTL_MS: u64 = 100 * 365 * 86_400 * 1000;
 
 /// A shared cache on one Redis server. Cheap to share (`Arc`); calls may run concurrently.
-pub struct RedisShared {
+pub struct RedisCluster {
     client: Client,
     manager_config: ConnectionManagerConfig,
     prefix: String,
@@ -57,7 +57,7 @@ pub struct RedisShared {
 
 struct State {
     /// Multiplexed, cloned for each call; replaced by a fresh one when probing after
-    /// a failure (see [`RedisShared::begin`]).
+    /// a failure (see [`RedisCluster::begin`]).
     manager: ConnectionManager,
     /// Set while Redis is considered unreachable.
     down: Option<Down>,
@@ -86,16 +86,16 @@ enum Failure {
     TimedOut,
 }
 
-impl RedisShared {
+impl RedisCluster {
     /// A shared cache for `config`. Fails only when the URL is unusable (a
     /// configuration error); an unreachable Redis is logged and retried later.
-    pub async fn connect(config: &RedisConfig) -> Result<RedisShared, SharedError> {
+    pub async fn connect(config: &RedisConfig) -> Result<RedisCluster, ClusterError> {
         let display_url = redact(&config.url);
         let client = match &config.ca_file {
             None => Client::open(config.url.as_str()),
             Some(path) => {
                 let root_cert = std::fs::read(path)
-                    .map_err(|e| SharedError(format!("redis.ca_file {}: {e}", path.display())))?;
+                    .map_err(|e| ClusterError(format!("redis.ca_file {}: {e}", path.display())))?;
                 Client::build_with_tls(
                     config.url.as_str(),
                     ::redis::TlsCertificates {
@@ -105,7 +105,7 @@ impl RedisShared {
                 )
             }
         }
-        .map_err(|e| SharedError(format!("{display_url}: {e}")))?;
+        .map_err(|e| ClusterError(format!("{display_url}: {e}")))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -113,7 +113,7 @@ impl RedisShared {
             // back-off would keep callers waiting on a connection that is not coming.
             .set_number_of_retries(0);
         let manager = new_manager(&client, &manager_config, &display_url)?;
-        let shared = RedisShared {
+        let shared = RedisCluster {
             client,
             manager_config,
             prefix: config.prefix.clone(),
@@ -160,7 +160,7 @@ impl RedisShared {
     /// Run one operation against Redis, bounded by the timeout, failing at once while
     /// Redis is considered down. `op` may be run twice (see below), so it must be
     /// idempotent or harmless to repeat.
-    async fn call<T, F, Fut>(&self, op: F) -> Result<T, SharedError>
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, ClusterError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
@@ -193,14 +193,14 @@ impl RedisShared {
     }
 
     /// The connection to use, or the error to return without trying.
-    fn begin(&self) -> Result<Attempt, SharedError> {
+    fn begin(&self) -> Result<Attempt, ClusterError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let Some(down) = &mut state.down else {
             return Ok(Attempt::Normal(state.manager.clone()));
         };
         if now < down.retry_at {
-            return Err(SharedError(down.error.clone()));
+            return Err(ClusterError(down.error.clone()));
         }
         // This call probes; the others keep failing at once until it is done.
         down.retry_at = now + RETRY_INTERVAL;
@@ -225,8 +225,8 @@ impl RedisShared {
         }
     }
 
-    fn failed(&self, failure: Failure) -> SharedError {
-        crate::metrics::shared_cache_error();
+    fn failed(&self, failure: Failure) -> ClusterError {
+        crate::metrics::cluster_error();
         let message = match failure {
             // On one line: the text may quote what the server (or whatever answers
             // at its address) sent.
@@ -264,15 +264,15 @@ impl RedisShared {
             state.unlogged += 1;
             log::debug!("shared cache {message}");
         }
-        SharedError(message)
+        ClusterError(message)
     }
 }
 
-impl SharedCache for RedisShared {
+impl ClusterCache for RedisCluster {
     fn get<'a>(
         &'a self,
         domain: &'a str,
-    ) -> BoxFuture<'a, Result<Option<SharedEntry>, SharedError>> {
+    ) -> BoxFuture<'a, Result<Option<ClusterRecord>, ClusterError>> {
         async move {
             let key = self.policy_key(domain);
             let raw = self
@@ -308,17 +308,17 @@ impl SharedCache for RedisShared {
             let json = match unseal(self.key.as_ref(), &key, &raw) {
                 Ok(json) => json,
                 Err(reason) => {
-                    crate::metrics::shared_record_rejected(reason);
+                    crate::metrics::cluster_record_rejected(reason);
                     log::debug!("shared cache: {key}: record ignored ({reason})");
                     return Ok(None);
                 }
             };
             // A value we cannot read (another version's format, corruption) is a miss:
             // the node resolves the domain itself and a later put replaces it.
-            match serde_json::from_slice::<SharedEntry>(json) {
+            match serde_json::from_slice::<ClusterRecord>(json) {
                 Ok(entry) => Ok(Some(entry)),
                 Err(e) => {
-                    crate::metrics::shared_record_rejected("invalid");
+                    crate::metrics::cluster_record_rejected("invalid");
                     // Quoted: the message may quote the value, which anyone with
                     // access to Redis writes.
                     log::debug!(
@@ -335,13 +335,13 @@ impl SharedCache for RedisShared {
     fn put<'a>(
         &'a self,
         domain: &'a str,
-        entry: &'a SharedEntry,
+        entry: &'a ClusterRecord,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), SharedError>> {
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
         async move {
             let key = self.policy_key(domain);
             let json = serde_json::to_vec(entry)
-                .map_err(|e| SharedError(format!("{key}: cannot serialise: {e}")))?;
+                .map_err(|e| ClusterError(format!("{key}: cannot serialise: {e}")))?;
             let value = match &self.key {
                 Some(secret) => seal(secret, &key, &json),
                 None => json,
@@ -369,7 +369,7 @@ impl SharedCache for RedisShared {
         &'a self,
         domain: &'a str,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, SharedError>> {
+    ) -> BoxFuture<'a, Result<bool, ClusterError>> {
         async move {
             let key = self.lease_key(domain);
             let ms = ttl_ms(ttl);
@@ -397,7 +397,7 @@ impl SharedCache for RedisShared {
                 }
                 // Longer than any node takes, or for ever (-1): no node's lease.
                 other => {
-                    crate::metrics::shared_record_rejected("lease");
+                    crate::metrics::cluster_record_rejected("lease");
                     log::debug!(
                         "shared cache: {key}: lease ignored (held for {other} ms, nodes take {ms} ms)"
                     );
@@ -408,7 +408,7 @@ impl SharedCache for RedisShared {
         .boxed()
     }
 
-    fn release<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(), SharedError>> {
+    fn release<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(), ClusterError>> {
         async move {
             let key = self.lease_key(domain);
             self.call(|mut conn| {
@@ -545,9 +545,9 @@ fn new_manager(
     client: &Client,
     config: &ConnectionManagerConfig,
     display_url: &str,
-) -> Result<ConnectionManager, SharedError> {
+) -> Result<ConnectionManager, ClusterError> {
     ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-        .map_err(|e| SharedError(format!("{display_url}: {e}")))
+        .map_err(|e| ClusterError(format!("{display_url}: {e}")))
 }
 
 /// `PX` wants whole milliseconds, at least 1 (0 is an error), and not so many that
@@ -646,13 +646,13 @@ mod tests {
             key_file: None,
             key: None,
         };
-        assert!(RedisShared::connect(&config("http://127.0.0.1:1"))
+        assert!(RedisCluster::connect(&config("http://127.0.0.1:1"))
             .await
             .is_err());
         // rediss:// is supported (TLS through rustls, with the process's provider);
         // nothing listens on port 1, which connect does not mind.
         assert!(Client::open("rediss://127.0.0.1:1/0").is_ok());
-        assert!(RedisShared::connect(&config("redis://127.0.0.1:1/0"))
+        assert!(RedisCluster::connect(&config("redis://127.0.0.1:1/0"))
             .await
             .is_ok());
     }

@@ -30,7 +30,7 @@ pub async fn refresher(cache: Arc<PolicyCache>, mut shutdown: watch::Receiver<bo
                 p = cache.background_permit() => p,
                 _ = shutdown.changed() => return,
             };
-            drop(cache.resolve_shared(&domain, true, Some(permit)));
+            drop(cache.join_resolution(&domain, true, Some(permit)));
         }
     }
 }
@@ -85,7 +85,9 @@ pub async fn save_if_dirty(cache: &Arc<PolicyCache>, store: &Arc<Store>) {
         }
         Ok(Err(e)) => {
             crate::metrics::store_save(false);
-            log::error!("{e}; policies learnt since the last save would be lost on restart");
+            // The error's message, then what caused it (its Display leaves that out).
+            let cause = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+            log::error!("{e}{cause}; policies learnt since the last save would be lost on restart");
             cache
                 .dirty
                 .store(true, std::sync::atomic::Ordering::Release);

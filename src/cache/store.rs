@@ -18,7 +18,7 @@ const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("state directory {path}: {source}")]
+    #[error("state directory {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -28,7 +28,7 @@ pub enum StoreError {
     Corrupt { path: PathBuf, message: String },
     /// SPEC 5.8: the file exists but cannot be read (permissions, a directory in its
     /// place, an I/O error): never started without, nor saved over.
-    #[error("{path} cannot be read: {source}; it was left as it is. Make it a file readable and writable by the user mtastsd runs as, or move it away to start with an empty cache")]
+    #[error("{path} cannot be read; it was left as it is. Make it a file readable and writable by the user mtastsd runs as, or move it away to start with an empty cache")]
     Unreadable {
         path: PathBuf,
         #[source]
@@ -209,6 +209,33 @@ mod tests {
     use super::*;
     use crate::mta_sts::policy::parse_policy;
 
+    /// STYLE: a `Display` never repeats its source; whoever prints the error prints
+    /// the chain, once.
+    #[test]
+    fn errors_name_their_source_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the state directory should be.
+        let file = dir.path().join("state");
+        std::fs::write(&file, "").unwrap();
+        let Err(open) = Store::open(&file) else {
+            panic!("not a directory")
+        };
+        // A directory where the state file should be.
+        std::fs::create_dir(file.with_file_name("other")).unwrap();
+        let store = Store::open(&dir.path().join("other")).unwrap();
+        std::fs::create_dir(store.path()).unwrap();
+        let Err(load) = store.load() else {
+            panic!("a directory is not readable as a file")
+        };
+        for e in [&open, &load] {
+            let source = std::error::Error::source(e).expect("keeps its source");
+            let text = e.to_string();
+            assert!(!text.contains(&source.to_string()), "{text}");
+        }
+        assert!(matches!(load, StoreError::Unreadable { .. }), "{load}");
+        assert!(load.to_string().contains("move it away"), "{load}");
+    }
+
     fn policies(n: usize) -> Vec<(String, Arc<CachedPolicy>)> {
         (0..n)
             .map(|i| {
@@ -224,8 +251,9 @@ mod tests {
             .collect()
     }
 
-    /// SPEC 5.8 with issue 5's rule: a truncated store loads every entry before the
-    /// cut, whatever the cut, and never fails as long as one entry is whole.
+    /// SPEC 5.8: a truncated store loads every entry before the cut, whatever the
+    /// cut, and never fails as long as one entry is whole (a restart must not
+    /// reopen the downgrade window for the domains the file still holds).
     #[test]
     fn truncated_store_loads_what_is_intact() {
         let dir = tempfile::tempdir().unwrap();

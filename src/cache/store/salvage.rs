@@ -1,4 +1,4 @@
-//! Reading a policy store that may be damaged (SPEC 5.8, issue 5): every entry that
+//! Reading a policy store that may be damaged (SPEC 5.8): every entry that
 //! is whole and valid is taken, the rest is skipped, nothing panics. A torn or
 //! hand-edited file then costs the entries it damaged, not the whole cache (which
 //! would reopen the downgrade window of SPEC 5.3 for every domain).

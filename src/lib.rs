@@ -5,7 +5,7 @@
 //! ```text
 //! Postfix ──netstring──▶ server.rs ──frame──▶ socketmap/ ──domain──▶ cache/ ──▶ postfix.rs ──▶ reply
 //!  (socketmap client)    accept, limits,      netstring.rs framing   mod.rs: hit → answer now,   Policy →
-//!                        shutdown             request.rs key → domain       miss → one shared   "secure match=…"
+//!                        shutdown             request.rs key → domain       miss → one          "secure match=…"
 //!                                             response.rs replies           resolution
 //!                                             connection.rs timers            │
 //!                                                         resolver/ ◀─────────┘
@@ -72,21 +72,41 @@
 //! [`daemon::ResolverThreads`], one per core at nice +10, so that they never queue
 //! a cached answer behind them.
 
-pub mod answer;
-pub mod cache;
-pub mod check;
-pub mod cli;
-pub mod config;
+// The modules in layers, top down: each imports only modules declared after it
+// (docs/ARCHITECTURE.md, "Layers"), so there is no cycle.
+// serve: wiring, reload, shutdown
 pub mod daemon;
-pub mod dane;
-pub mod listen;
-pub mod logging;
-pub mod metrics;
-pub mod mta_sts;
-pub mod overrides;
-pub mod postfix;
-pub mod query;
-pub mod resolver;
+// `mtastsd check`
+pub mod check;
+// accept loops, the connection limit, shutdown
 pub mod server;
+// `mtastsd query`
+pub mod query;
+// the precedence (SPEC 6) and the daemon's Handler
+pub mod answer;
+// policies, DANE results, store, cluster, refresh
+pub mod cache;
+// binding
+pub mod listen;
+// the network edge: DNS, HTTPS
+pub mod resolver;
+// the command line
+pub mod cli;
+// the configuration
+pub mod config;
+// fixed answers (SPEC 6.5)
+pub mod overrides;
+// a policy → the Postfix answer
+pub mod postfix;
+// the wire protocol and the connection loop
 pub mod socketmap;
+// syslog / stderr
+pub mod logging;
+// RFC 8460
 pub mod tlsrpt;
+// counters and the endpoint
+pub mod metrics;
+// RFC 8461 parsers
+pub mod mta_sts;
+// DANE's decision
+pub mod dane;

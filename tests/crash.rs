@@ -1,4 +1,4 @@
-//! Issue 5, section 4: crash safety and restarts, on the real `mtastsd serve` binary.
+//! Crash safety and restarts (SPEC 5.8, 7.3), on the real `mtastsd serve` binary.
 //!
 //! - `kill -9` at random moments while policies are being learnt, refreshed and
 //!   saved: the state file always loads whole, and every policy in any saved

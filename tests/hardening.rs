@@ -1,4 +1,4 @@
-//! Issue 5, section 2: abusive and broken clients. Each test bounds time and memory
+//! Abusive and broken clients (SPEC 1.4, 1.5, 7.6). Each test bounds time and memory
 //! and checks that everyone else is still served. Rule numbers are SPEC.md's; the
 //! figures these tests print (`--nocapture`) are recorded in docs/RELIABILITY.md.
 

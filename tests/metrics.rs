@@ -1,4 +1,4 @@
-//! The Prometheus endpoint: counters move as queries are made (issue 4). Its own test
+//! The Prometheus endpoint: counters move as queries are made (docs/ARCHITECTURE.md: metrics). Its own test
 //! binary: the metrics recorder is process-wide.
 
 mod child;

@@ -1,4 +1,4 @@
-//! Issue 5, section 3: hostile or failing upstreams, on the real `mtastsd serve`
+//! Hostile or failing upstreams (SPEC 3.4–3.6, 5.3, 5.6; docs/RELIABILITY.md), on the real `mtastsd serve`
 //! binary (its log and its memory are part of what is checked). Each failure must
 //! be bounded in time and memory, leave a clear log line with the domain and the
 //! stage, and never touch a cached policy (SPEC 3.5, 2.6, 5.3).

@@ -16,17 +16,12 @@ pub mod postfix;
 #[path = "../../src/cache/store/salvage.rs"]
 pub mod salvage;
 
-/// The TXT fast path's DNS messages (src/resolver/wire.rs). It names one type of the
-/// resolver module, as `super::DnsError`: here the crate root holds a copy with the
-/// same variants as `mtastsd::resolver::DnsError`.
+/// The resolver's error types (src/resolver/error.rs), at the crate root where
+/// `wire.rs` finds them as `super::DnsError`, as in the daemon.
+#[path = "../../src/resolver/error.rs"]
+mod error;
+pub use error::{DnsError, FetchError};
+
+/// The TXT fast path's DNS messages (src/resolver/wire.rs).
 #[path = "../../src/resolver/wire.rs"]
 pub mod wire;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DnsError {
-    NoRecords {
-        nxdomain: bool,
-        negative_ttl: Option<u32>,
-    },
-    Failed(String),
-}

@@ -12,11 +12,14 @@
 
 pub mod dane;
 pub mod dns;
+mod error;
 pub mod https;
 pub mod udp;
 pub mod wire;
 
 use std::sync::Arc;
+
+pub use error::{DnsError, FetchError};
 
 use futures_util::future::BoxFuture;
 
@@ -36,65 +39,6 @@ pub trait PolicyFetch: Send + Sync + 'static {
 pub struct Resolvers {
     pub txt: Arc<dyn TxtLookup>,
     pub fetch: Arc<dyn PolicyFetch>,
-}
-
-/// SPEC 2.6: "no record" and "DNS broken" are different things.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DnsError {
-    /// NXDOMAIN or NOERROR/NODATA: the domain publishes nothing.
-    #[error("{}", if *.nxdomain { "NXDOMAIN" } else { "no records of that type (NODATA)" })]
-    NoRecords {
-        nxdomain: bool,
-        /// From the SOA in the answer, when there was one (SPEC 5.6).
-        negative_ttl: Option<u32>,
-    },
-    /// SERVFAIL, REFUSED, timeout, network trouble: temporary, never evicts (SPEC 5.3).
-    #[error("DNS failure: {0}")]
-    Failed(String),
-}
-
-/// A failed fetch, with the stage it failed at (SPEC 3; shown by `mtastsd query`
-/// and in logs). Every variant means "no new policy"; none evicts a cached one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
-    #[error("cannot resolve policy host: {0}")]
-    Dns(String),
-    #[error("TLS: {0}")]
-    Tls(String),
-    #[error("HTTPS: {0}")]
-    Https(String),
-    #[error("timed out after {0} s")]
-    Timeout(u64),
-    /// SPEC 3.2: only 200 is a policy; redirects are not followed.
-    #[error("HTTP status {status}{}", location.as_ref().map(|l| format!(" (redirect to {l}, not followed)")).unwrap_or_default())]
-    HttpStatus {
-        status: u16,
-        location: Option<String>,
-    },
-    /// SPEC 3.3.
-    #[error("Content-Type is {}, expected text/plain", .0.as_deref().map(|c| format!("{c:?}")).unwrap_or_else(|| "missing".into()))]
-    ContentType(Option<String>),
-    /// SPEC 3.4: counted while streaming.
-    #[error("body is larger than {0} bytes")]
-    TooLarge(usize),
-    /// SPEC 4.6: the body arrived but is not a valid policy.
-    #[error("invalid policy: {0}")]
-    Parse(String),
-}
-
-impl FetchError {
-    /// The stage names used by `mtastsd query` and the logs.
-    pub fn stage(&self) -> &'static str {
-        match self {
-            FetchError::Dns(_) => "dns",
-            FetchError::Tls(_) => "tls",
-            FetchError::Https(_) | FetchError::Timeout(_) => "https",
-            FetchError::HttpStatus { .. } => "http-status",
-            FetchError::ContentType(_) => "content-type",
-            FetchError::TooLarge(_) => "size",
-            FetchError::Parse(_) => "parse",
-        }
-    }
 }
 
 /// The well-known policy URL for a domain (RFC 8461 §3.3). `port` is 443 except

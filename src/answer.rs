@@ -86,6 +86,15 @@ pub trait Sources {
     fn mta_sts_over_dane(&mut self, _fallback: Fallback<'_>) {}
 }
 
+/// SPEC 6.4, 1.6: whether a key gets a DANE check at all: only a domain that Postfix
+/// resolves MX hosts for, not a next hop (`[host]`, `host:port`), for which Postfix's
+/// `dane` level does no MX resolution either. [`answer`] and `mtastsd query` (which
+/// looks the verdict up before it asks [`answer`]) both ask this.
+#[inline]
+pub fn checks_dane(next_hop: bool) -> bool {
+    !next_hop
+}
+
 /// SPEC 6.5, 6.4, 6.1, 6.2: answer one domain from `sources`, in precedence order.
 /// `overridden` is the domain's override under the profile; `next_hop` is true
 /// for a key written `[host]` or `host:port` (SPEC 1.6).
@@ -102,9 +111,11 @@ pub async fn answer<S: Sources>(
             Override::Answer(_) => Answered::Ok,
         };
     }
-    // SPEC 6.4: DANE for MX-resolved domains only (Postfix's `dane` level does no
-    // MX resolution for a next hop either).
-    let verdict = if next_hop { None } else { sources.dane().await };
+    let verdict = if checks_dane(next_hop) {
+        sources.dane().await
+    } else {
+        None
+    };
     let fallback = match verdict.as_ref().map(precedence) {
         None | Some(Precedence::MtaSts) => return Answered::from(sources.mta_sts().await),
         Some(Precedence::DaneOnly) => {

@@ -13,7 +13,7 @@ use crate::cache::dane::DaneCache;
 use crate::cache::redis::RedisCluster;
 use crate::cache::store::{Store, StoreError};
 use crate::cache::{refresh, CacheSettings, Clock, PolicyCache};
-use crate::config::Config;
+use crate::config::{Config, RedisConfig};
 use crate::listen::{BoundAddr, Listener};
 use crate::logging::chain;
 use crate::resolver::dane::{DaneLookup, ValidatingDns};
@@ -211,61 +211,13 @@ impl Daemon {
     /// runtime. Nothing is served before every listener is bound.
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Daemon, StartError> {
         let config = Arc::new(config);
-        // Before any metric handle is registered, so that they count.
-        let metrics_listener = match config.metrics.listen {
-            Some(addr) => {
-                crate::metrics::install();
-                Some(
-                    crate::metrics::bind(addr).map_err(|source| StartError::Listen {
-                        addr: format!("{addr} (metrics)"),
-                        source,
-                    })?,
-                )
-            }
-            None => None,
-        };
-        let resolvers = build_resolvers(&config)?;
-        if let Some(warning) = config.dane.off_loopback_warning() {
-            log::warn!("{warning}");
-        }
-        let (lookup, deadline) = dane_lookup(&config);
-        let dane = Arc::new(DaneCache::new(
-            config.cache.size,
-            lookup,
-            deadline,
-            Arc::clone(&clock),
-        ));
-        let cache = PolicyCache::new(config.cache.size, cache_settings(&config), resolvers, clock);
+        let metrics_listener = bind_metrics(&config)?;
         let resolver_threads = ResolverThreads::start()?;
-        cache.run_resolutions_on(resolver_threads.handle());
-        dane.run_resolutions_on(resolver_threads.handle());
+        let (cache, dane) = build_caches(&config, clock, &resolver_threads)?;
         if let Some(redis) = &config.redis {
-            // Never waits for Redis: a node starts and serves alone if it is down.
-            let shared = RedisCluster::connect(redis).await?;
-            log::info!(
-                "sharing the cache through {}{}",
-                crate::cache::redis::redact(&redis.url),
-                if redis.key.is_some() {
-                    ", records signed"
-                } else {
-                    ""
-                }
-            );
-            if let Some(warning) = crate::cache::redis::exposure_warning(redis) {
-                log::warn!("{warning}");
-            }
-            cache.set_cluster(Some(Arc::new(shared)));
+            join_cluster(&cache, redis).await?;
         }
-
-        // SPEC 5.8: a configured store that cannot be used is fatal: running without
-        // it would reopen the downgrade window at the next restart, silently.
-        let store = match &config.cache.state_dir {
-            None => None,
-            Some(dir) => Some(Arc::new(Store::open(dir)?)),
-        };
-        if let Some(store) = &store {
-            load(&cache, store)?;
-        }
+        let store = open_store(&config, &cache)?;
 
         let listeners = crate::listen::open(&config.server)?;
         let addrs: Vec<BoundAddr> = listeners.iter().map(Listener::local_addr).collect();
@@ -274,47 +226,15 @@ impl Daemon {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let handler = Arc::new(Handler::new(Arc::clone(&cache), Arc::clone(&config)));
         handler.set_dane(Arc::clone(&dane));
-        let limits = Limits {
-            idle_timeout: config.server.idle_timeout,
-            max_connections: config.server.max_connections,
+        let (server, ended) = spawn_server(listeners, &handler, &config, shutdown_rx.clone());
+        let background = Background {
+            cache: &cache,
+            store: store.as_ref(),
+            metrics_listener,
+            resolver_threads: &resolver_threads,
+            save_interval: config.cache.save_interval,
         };
-        let run = server::run(
-            listeners,
-            Arc::clone(&handler),
-            limits,
-            shutdown_rx.clone(),
-            SHUTDOWN_GRACE,
-        );
-        // A panic drops the sender without a value: also an end.
-        let (ended_tx, ended) = oneshot::channel();
-        let server = tokio::spawn(async move {
-            if let Err(e) = run.await {
-                let _ = ended_tx.send(e);
-            }
-        });
-        let mut tasks = vec![tokio::spawn(refresh::refresher(
-            Arc::clone(&cache),
-            shutdown_rx.clone(),
-        ))];
-        if let Some(listener) = metrics_listener {
-            // On the resolver threads, not the serving thread: a scrape (rendering,
-            // the cache's gauges) or a flood of metrics clients must not delay an
-            // answer to Postfix (SPEC 7.6).
-            let gauges_of = Arc::clone(&cache);
-            tasks.push(resolver_threads.handle().spawn(crate::metrics::serve(
-                listener,
-                Arc::new(move || gauges_of.gauges()),
-                shutdown_rx.clone(),
-            )));
-        }
-        if let Some(store) = &store {
-            tasks.push(tokio::spawn(refresh::saver(
-                Arc::clone(&cache),
-                Arc::clone(store),
-                config.cache.save_interval,
-                shutdown_rx,
-            )));
-        }
+        let tasks = background.spawn(shutdown_rx);
         let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
         log::info!(
             "mtastsd {} listening on {}",
@@ -443,6 +363,144 @@ impl Daemon {
                 }
             }
         }
+    }
+}
+
+/// SPEC 7.6: the `/metrics` listener, when configured. The recorder is installed
+/// first, before any metric handle is registered, so that they count.
+fn bind_metrics(config: &Config) -> Result<Option<std::net::TcpListener>, StartError> {
+    let Some(addr) = config.metrics.listen else {
+        return Ok(None);
+    };
+    crate::metrics::install();
+    crate::metrics::bind(addr)
+        .map(Some)
+        .map_err(|source| StartError::Listen {
+            addr: format!("{addr} (metrics)"),
+            source,
+        })
+}
+
+/// The MTA-STS policy cache and the DANE result cache (SPEC 5, 6.4), resolving on
+/// `threads` so that no resolution delays a cached answer.
+fn build_caches(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    threads: &ResolverThreads,
+) -> Result<(Arc<PolicyCache>, Arc<DaneCache>), StartError> {
+    let resolvers = build_resolvers(config)?;
+    if let Some(warning) = config.dane.off_loopback_warning() {
+        log::warn!("{warning}");
+    }
+    let (lookup, deadline) = dane_lookup(config);
+    let dane = Arc::new(DaneCache::new(
+        config.cache.size,
+        lookup,
+        deadline,
+        Arc::clone(&clock),
+    ));
+    let cache = PolicyCache::new(config.cache.size, cache_settings(config), resolvers, clock);
+    cache.run_resolutions_on(threads.handle());
+    dane.run_resolutions_on(threads.handle());
+    Ok((cache, dane))
+}
+
+/// SPEC 5.10: share the cache through Redis. Never waits for Redis: a node starts
+/// and serves alone if it is down.
+async fn join_cluster(cache: &PolicyCache, redis: &RedisConfig) -> Result<(), StartError> {
+    let cluster = RedisCluster::connect(redis).await?;
+    log::info!(
+        "sharing the cache through {}{}",
+        crate::cache::redis::redact(&redis.url),
+        if redis.key.is_some() {
+            ", records signed"
+        } else {
+            ""
+        }
+    );
+    if let Some(warning) = crate::cache::redis::exposure_warning(redis) {
+        log::warn!("{warning}");
+    }
+    cache.set_cluster(Some(Arc::new(cluster)));
+    Ok(())
+}
+
+/// SPEC 5.8: the policy store, with the cache loaded from it. A configured store
+/// that cannot be used is fatal: running without it would reopen the downgrade
+/// window at the next restart, silently.
+fn open_store(config: &Config, cache: &PolicyCache) -> Result<Option<Arc<Store>>, StartError> {
+    let Some(dir) = &config.cache.state_dir else {
+        return Ok(None);
+    };
+    let store = Arc::new(Store::open(dir)?);
+    load(cache, &store)?;
+    Ok(Some(store))
+}
+
+/// The accept loops (SPEC 7.5, 7.6), with the receiver that learns why they ended
+/// if they end on their own. A panic drops the sender without a value: also an end.
+fn spawn_server(
+    listeners: Vec<Listener>,
+    handler: &Arc<Handler>,
+    config: &Config,
+    shutdown: watch::Receiver<bool>,
+) -> (JoinHandle<()>, oneshot::Receiver<AcceptEnded>) {
+    let limits = Limits {
+        idle_timeout: config.server.idle_timeout,
+        max_connections: config.server.max_connections,
+    };
+    let run = server::run(
+        listeners,
+        Arc::clone(handler),
+        limits,
+        shutdown,
+        SHUTDOWN_GRACE,
+    );
+    let (ended_tx, ended) = oneshot::channel();
+    let server = tokio::spawn(async move {
+        if let Err(e) = run.await {
+            let _ = ended_tx.send(e);
+        }
+    });
+    (server, ended)
+}
+
+/// The tasks beside the server: the refresher (SPEC 5.5), the metrics endpoint
+/// (SPEC 7.6) and the saver (SPEC 5.8).
+struct Background<'a> {
+    cache: &'a Arc<PolicyCache>,
+    store: Option<&'a Arc<Store>>,
+    metrics_listener: Option<std::net::TcpListener>,
+    resolver_threads: &'a ResolverThreads,
+    save_interval: Duration,
+}
+
+impl Background<'_> {
+    fn spawn(self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let mut tasks = vec![tokio::spawn(refresh::refresher(
+            Arc::clone(self.cache),
+            shutdown.clone(),
+        ))];
+        if let Some(listener) = self.metrics_listener {
+            // On the resolver threads, not the serving thread: a scrape (rendering,
+            // the cache's gauges) or a flood of metrics clients must not delay an
+            // answer to Postfix (SPEC 7.6).
+            let gauges_of = Arc::clone(self.cache);
+            tasks.push(self.resolver_threads.handle().spawn(crate::metrics::serve(
+                listener,
+                Arc::new(move || gauges_of.gauges()),
+                shutdown.clone(),
+            )));
+        }
+        if let Some(store) = self.store {
+            tasks.push(tokio::spawn(refresh::saver(
+                Arc::clone(self.cache),
+                Arc::clone(store),
+                self.save_interval,
+                shutdown,
+            )));
+        }
+        tasks
     }
 }
 

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use sd_notify::NotifyState;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use mtastsd::answer::checks_dane;
 use mtastsd::cache::SystemClock;
 use mtastsd::cli::{Cli, Command};
 use mtastsd::config::{Config, ListenAddr, LogTarget, DEFAULT_PROFILE};
@@ -97,6 +98,10 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("cannot start the tokio runtime")
 }
 
+/// The command line's settings over the file's, applied at start and again at each
+/// reload (shared with the reloads, which prepare on a blocking thread).
+type Overrides = dyn Fn(Config) -> Result<Config, String> + Send + Sync;
+
 fn serve(
     config_path: Option<PathBuf>,
     listen: Vec<String>,
@@ -104,8 +109,46 @@ fn serve(
     log_level: Option<log::LevelFilter>,
 ) -> ExitCode {
     let state_dir_given = state_dir.is_some();
-    // Shared with the reloads, which prepare on a blocking thread.
-    let overrides = Arc::new(move |mut config: Config| -> Result<Config, String> {
+    let overrides = command_line_overrides(listen, state_dir, log_level);
+    let config = match load_config(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_CONFIG, &e),
+    };
+    let mut config = match overrides(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mtastsd: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    mtastsd::logging::init(config.log.target, config.log.level);
+    if config_path.is_none() && !state_dir_given {
+        memory_only_if_unwritable(&mut config);
+    }
+    runtime().block_on(async move {
+        // Before anything else, so a SIGHUP during start-up is not fatal.
+        let Some(signals) = Signals::install() else {
+            log::error!("cannot install signal handlers");
+            return ExitCode::from(EXIT_RUNTIME);
+        };
+        let daemon = match Daemon::start(config, Arc::new(SystemClock)).await {
+            Ok(d) => d,
+            Err(e) => {
+                log::error!("{}", chain(&e));
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        run_until_stopped(daemon, signals, config_path, overrides).await
+    })
+}
+
+/// `--listen`, `--state-dir` and `--log-level` over the configuration file's values.
+fn command_line_overrides(
+    listen: Vec<String>,
+    state_dir: Option<PathBuf>,
+    log_level: Option<log::LevelFilter>,
+) -> Arc<Overrides> {
+    Arc::new(move |mut config: Config| -> Result<Config, String> {
         if !listen.is_empty() {
             config.server.listen = listen
                 .iter()
@@ -122,91 +165,91 @@ fn serve(
             config.log.level = level;
         }
         Ok(config)
-    });
-    let config = match load_config(config_path.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return fail(EXIT_CONFIG, &e),
-    };
-    let config = match overrides(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("mtastsd: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    mtastsd::logging::init(config.log.target, config.log.level);
-    let mut config = config;
-    if config_path.is_none() && !state_dir_given {
-        // The built-in default state directory, e.g. `cargo run -- serve` as a user:
-        // run without persistence rather than not at all, and say how to fix it.
-        if let Some(dir) = &config.cache.state_dir {
-            if let Err(e) = mtastsd::cache::store::Store::open(dir) {
-                log::warn!(
-                    "{}; keeping the cache in memory only (use --state-dir DIR to persist it)",
-                    chain(&e)
-                );
-                config.cache.state_dir = None;
-            }
+    })
+}
+
+/// The built-in default state directory, e.g. `cargo run -- serve` as a user: run
+/// without persistence rather than not at all, and say how to fix it.
+fn memory_only_if_unwritable(config: &mut Config) {
+    if let Some(dir) = &config.cache.state_dir {
+        if let Err(e) = mtastsd::cache::store::Store::open(dir) {
+            log::warn!(
+                "{}; keeping the cache in memory only (use --state-dir DIR to persist it)",
+                chain(&e)
+            );
+            config.cache.state_dir = None;
         }
     }
-    runtime().block_on(async move {
-        // Before anything else, so a SIGHUP during start-up is not fatal.
-        let (mut term, mut int, mut hup) = match (
+}
+
+/// SIGTERM and SIGINT stop the daemon, SIGHUP reloads it (SPEC 7.3).
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Signals> {
+        match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
             signal(SignalKind::hangup()),
         ) {
-            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-            _ => {
-                log::error!("cannot install signal handlers");
-                return ExitCode::from(EXIT_RUNTIME);
-            }
-        };
-        let mut daemon = match Daemon::start(config, Arc::new(SystemClock)).await {
-            Ok(d) => d,
-            Err(e) => {
-                log::error!("{}", chain(&e));
-                return ExitCode::from(EXIT_RUNTIME);
-            }
-        };
-        let _ = sd_notify::notify(&[NotifyState::Ready]);
-        let ended = daemon.serving_ended();
-        tokio::pin!(ended);
-        let mut code = ExitCode::SUCCESS;
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                // Exit non-zero so that systemd (Restart=on-failure) starts a fresh
-                // process instead of leaving one that refuses Postfix.
-                e = &mut ended => {
-                    log::error!("{}; exiting so that the service is restarted", chain(&e));
-                    code = ExitCode::from(EXIT_RUNTIME);
-                    break;
-                }
-                _ = hup.recv() => {
-                    let _ = sd_notify::notify(&[NotifyState::Reloading]);
-                    // Files are read and resolvers built on a blocking thread: the
-                    // serving thread goes on answering meanwhile.
-                    let prepare = {
-                        let path = config_path.clone();
-                        let overrides = Arc::clone(&overrides);
-                        move || prepare_reload(path.as_deref(), &*overrides)
-                    };
-                    match tokio::task::spawn_blocking(prepare).await {
-                        Ok(Some(reload)) => daemon.apply(reload),
-                        Ok(None) => {}
-                        Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
-                    }
-                    let _ = sd_notify::notify(&[NotifyState::Ready]);
-                }
-            }
+            (Ok(term), Ok(int), Ok(hup)) => Some(Signals { term, int, hup }),
+            _ => None,
         }
-        let _ = sd_notify::notify(&[NotifyState::Stopping]);
-        log::info!("stopping");
-        daemon.shutdown().await;
-        code
-    })
+    }
+}
+
+/// Serves until a stop signal, or until the server stops accepting on its own;
+/// reloads on SIGHUP (SPEC 7.3). Tells systemd each change of state.
+async fn run_until_stopped(
+    mut daemon: Daemon,
+    mut signals: Signals,
+    config_path: Option<PathBuf>,
+    overrides: Arc<Overrides>,
+) -> ExitCode {
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+    let ended = daemon.serving_ended();
+    tokio::pin!(ended);
+    let mut code = ExitCode::SUCCESS;
+    loop {
+        tokio::select! {
+            _ = signals.term.recv() => break,
+            _ = signals.int.recv() => break,
+            // Exit non-zero so that systemd (Restart=on-failure) starts a fresh
+            // process instead of leaving one that refuses Postfix.
+            e = &mut ended => {
+                log::error!("{}; exiting so that the service is restarted", chain(&e));
+                code = ExitCode::from(EXIT_RUNTIME);
+                break;
+            }
+            _ = signals.hup.recv() => reload(&mut daemon, &config_path, &overrides).await,
+        }
+    }
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    log::info!("stopping");
+    daemon.shutdown().await;
+    code
+}
+
+/// SIGHUP: files are read and resolvers built on a blocking thread, so the serving
+/// thread goes on answering meanwhile; a bad file keeps the running configuration
+/// (SPEC 7.3, 7.4).
+async fn reload(daemon: &mut Daemon, config_path: &Option<PathBuf>, overrides: &Arc<Overrides>) {
+    let _ = sd_notify::notify(&[NotifyState::Reloading]);
+    let prepare = {
+        let path = config_path.clone();
+        let overrides = Arc::clone(overrides);
+        move || prepare_reload(path.as_deref(), &*overrides)
+    };
+    match tokio::task::spawn_blocking(prepare).await {
+        Ok(Some(reload)) => daemon.apply(reload),
+        Ok(None) => {}
+        Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+    }
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
 }
 
 /// SIGHUP: the new configuration, read and built; `None` (logged) when it cannot be:
@@ -270,10 +313,10 @@ fn query(config_path: Option<PathBuf>, domain: &str, profile_name: &str, json: b
             .as_deref()
             .and_then(|d| config.overrides.get(profile_name, d));
         let dane = match normalised.as_deref() {
-            // SPEC 6.4: no DANE check for a next hop, as in the daemon.
+            // Asked here too, so that a next hop starts no DANE lookup at all.
             Some(d)
                 if config.dane.enabled(profile_name)
-                    && !mtastsd::socketmap::normalise(domain).next_hop =>
+                    && checks_dane(mtastsd::socketmap::normalise(domain).next_hop) =>
             {
                 let (lookup, deadline) = daemon::dane_lookup(&config);
                 let cache = mtastsd::cache::dane::DaneCache::new(
@@ -337,31 +380,17 @@ fn progress(text: &str) -> impl Drop {
 }
 
 fn check(args: CheckArgs) -> ExitCode {
-    let mut config = match load_config(args.config_path.as_deref()) {
+    let config = match load_config(args.config_path.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_CONFIG, &e),
     };
-    if !args.nameserver.is_empty() {
-        match args
-            .nameserver
-            .iter()
-            .map(|s| mtastsd::config::parse_nameserver(s).map_err(|e| format!("--nameserver: {e}")))
-            .collect()
-        {
-            Ok(servers) => config.dns.nameservers = servers,
-            Err(e) => {
-                eprintln!("mtastsd: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
+    let config = match with_check_options(config, &args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mtastsd: {e}");
+            return ExitCode::from(EXIT_CONFIG);
         }
-    }
-    if let Some(ca) = args.ca_file {
-        config.fetch.ca_file = Some(ca);
-    }
-    if let Some(t) = args.timeout {
-        config.fetch.timeout = t;
-        config.dns.timeout = t;
-    }
+    };
     // Read the policy file before any network: an unreadable file is a usage error.
     let policy_file = match &args.policy_file {
         Some(path) => match std::fs::read(path) {
@@ -387,37 +416,73 @@ fn check(args: CheckArgs) -> ExitCode {
                 let _progress = progress("looking up MX records");
                 mtastsd::check::check_policy_file(&path, &body, domain.as_deref(), &dns).await
             }
-            None => {
-                let domain = domain.unwrap_or_default();
-                let resolvers = match daemon::build_resolvers(&config) {
-                    Ok(r) => r,
-                    Err(e) => return fail(EXIT_RUNTIME, &e),
-                };
-                let mut opts = match mtastsd::check::CheckOptions::from_config(&config) {
-                    Ok(o) => o,
-                    Err(e) => return fail(EXIT_CONFIG, &e),
-                };
-                opts.smtp_port = smtp_port;
-                let _progress = progress(&format!(
-                    "checking {domain}: DNS, HTTPS, STARTTLS on each MX host"
-                ));
-                mtastsd::check::check(&domain, &dns, &resolvers, &opts).await
-            }
+            None => match check_domain(&config, &domain.unwrap_or_default(), &dns, smtp_port).await
+            {
+                Ok(report) => report,
+                Err(code) => return code,
+            },
         };
-        if json {
-            print_report(&report, true);
-        } else {
-            print!(
-                "{}",
-                mtastsd::check::render::render(&report, colour_stdout())
-            );
-        }
-        if report.has(mtastsd::check::Code::DomainInvalid) {
-            ExitCode::from(EXIT_CONFIG)
-        } else if report.has_errors() {
-            ExitCode::from(EXIT_RUNTIME)
-        } else {
-            ExitCode::SUCCESS
-        }
+        print_check_report(&report, json);
+        check_exit_code(&report)
     })
+}
+
+/// `--nameserver`, `--ca-file` and `--timeout` over the configuration file's values;
+/// the error is the usage message.
+fn with_check_options(mut config: Config, args: &CheckArgs) -> Result<Config, String> {
+    if !args.nameserver.is_empty() {
+        config.dns.nameservers = args
+            .nameserver
+            .iter()
+            .map(|s| mtastsd::config::parse_nameserver(s).map_err(|e| format!("--nameserver: {e}")))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(ca) = &args.ca_file {
+        config.fetch.ca_file = Some(ca.clone());
+    }
+    if let Some(t) = args.timeout {
+        config.fetch.timeout = t;
+        config.dns.timeout = t;
+    }
+    Ok(config)
+}
+
+/// The audit of a published domain: its records, its policy over HTTPS and a
+/// STARTTLS probe of each MX host; `Err` is the exit code of a failure to start.
+async fn check_domain(
+    config: &Config,
+    domain: &str,
+    dns: &mtastsd::resolver::dns::Dns,
+    smtp_port: u16,
+) -> Result<mtastsd::check::CheckReport, ExitCode> {
+    let resolvers = daemon::build_resolvers(config).map_err(|e| fail(EXIT_RUNTIME, &e))?;
+    let mut opts =
+        mtastsd::check::CheckOptions::from_config(config).map_err(|e| fail(EXIT_CONFIG, &e))?;
+    opts.smtp_port = smtp_port;
+    let _progress = progress(&format!(
+        "checking {domain}: DNS, HTTPS, STARTTLS on each MX host"
+    ));
+    Ok(mtastsd::check::check(domain, dns, &resolvers, &opts).await)
+}
+
+fn print_check_report(report: &mtastsd::check::CheckReport, json: bool) {
+    if json {
+        print_report(report, true);
+    } else {
+        print!(
+            "{}",
+            mtastsd::check::render::render(report, colour_stdout())
+        );
+    }
+}
+
+/// An invalid domain name is bad usage (2), any error found a failure (1), SPEC 7.4.
+fn check_exit_code(report: &mtastsd::check::CheckReport) -> ExitCode {
+    if report.has(mtastsd::check::Code::DomainInvalid) {
+        ExitCode::from(EXIT_CONFIG)
+    } else if report.has_errors() {
+        ExitCode::from(EXIT_RUNTIME)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

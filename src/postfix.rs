@@ -172,18 +172,46 @@ pub struct AnswerSyntaxError(pub String);
 /// empty `match` pattern, a wildcard it does not know). Used by the tests and the
 /// `answer` fuzz target: every answer the daemon builds must pass (SPEC 1.3, 6.1).
 pub fn check_answer_syntax(answer: &str) -> Result<(), AnswerSyntaxError> {
-    let bad = |m: String| Err(AnswerSyntaxError(m));
+    check_characters(answer)?;
+    let mut words = tokens(answer)?.into_iter();
+    let level = words.next().unwrap_or_default();
+    check_level(&level)?;
+    let mut seen: HashSet<String> = HashSet::new();
+    for word in words {
+        let (name, value) = attribute(&word)?;
+        if SINGLE_ATTRIBUTES.contains(&name) && !seen.insert(name.to_string()) {
+            return Err(AnswerSyntaxError(format!("attribute {name:?} given twice")));
+        }
+        check_attribute_value(&level, name, value)?;
+    }
+    if level == "secure" || level == "verify" {
+        // Without match, Postfix falls back to its configured default strategies:
+        // never what an MTA-STS answer means.
+        if !seen.contains("match") {
+            return Err(AnswerSyntaxError(format!("{level} without match")));
+        }
+    }
+    Ok(())
+}
+
+/// SPEC 1.3: some data, in printable ASCII (a tab is a separator).
+fn check_characters(answer: &str) -> Result<(), AnswerSyntaxError> {
     if answer.is_empty() {
-        return bad("empty (SPEC 1.3: never OK with empty data)".into());
+        return Err(AnswerSyntaxError(
+            "empty (SPEC 1.3: never OK with empty data)".into(),
+        ));
     }
     if let Some(c) = answer
         .chars()
         .find(|c| !c.is_ascii() || c.is_ascii_control() && *c != '\t')
     {
-        return bad(format!("character {c:?}"));
+        return Err(AnswerSyntaxError(format!("character {c:?}")));
     }
-    let mut words = tokens(answer)?.into_iter();
-    let level = words.next().unwrap_or_default();
+    Ok(())
+}
+
+/// The first word: one of postconf(5)'s TLS security levels.
+fn check_level(level: &str) -> Result<(), AnswerSyntaxError> {
     const LEVELS: [&str; 8] = [
         "none",
         "may",
@@ -194,72 +222,79 @@ pub fn check_answer_syntax(answer: &str) -> Result<(), AnswerSyntaxError> {
         "verify",
         "secure",
     ];
-    if !LEVELS.contains(&level.as_str()) {
-        return bad(format!("unknown security level {level:?}"));
+    if !LEVELS.contains(&level) {
+        return Err(AnswerSyntaxError(format!(
+            "unknown security level {level:?}"
+        )));
     }
-    let mut seen: HashSet<String> = HashSet::new();
-    for word in words {
-        let (name, value) = match word.split_once('=') {
-            Some((n, v)) => (n.trim(), v.trim()),
-            None => return bad(format!("{word:?} is not name=value")),
-        };
-        // postconf(5), smtp_tls_policy_maps, and Postfix 3.10's TLSRPT attributes.
-        const SINGLE: [&str; 12] = [
-            "ciphers",
-            "protocols",
-            "exclude",
-            "match",
-            "servername",
-            "tafile",
-            "connection_reuse",
-            "enable_rpk",
-            "policy_type",
-            "policy_domain",
-            "policy_ttl",
-            "policy_failure",
-        ];
-        const REPEATED: [&str; 2] = ["mx_host_pattern", "policy_string"];
-        if !SINGLE.contains(&name) && !REPEATED.contains(&name) {
-            return bad(format!("unknown attribute {name:?}"));
-        }
-        if SINGLE.contains(&name) && !seen.insert(name.to_string()) {
-            return bad(format!("attribute {name:?} given twice"));
-        }
-        if value.is_empty() {
-            return bad(format!("attribute {name:?} without a value"));
-        }
-        match name {
-            "match" => match level.as_str() {
-                "verify" | "secure" => {
-                    for pattern in value.split(':') {
-                        check_match_pattern(pattern).map_err(AnswerSyntaxError)?;
-                    }
-                }
-                "fingerprint" => {
-                    if value.split('|').any(str::is_empty) {
-                        return bad("empty fingerprint".into());
-                    }
-                }
-                other => return bad(format!("match is not valid at level {other}")),
-            },
-            "servername" if value != "hostname" => {
-                check_match_pattern(value)
-                    .ok()
-                    .filter(|_| !value.starts_with('.'))
-                    .ok_or_else(|| AnswerSyntaxError(format!("servername {value:?}")))?;
-            }
-            "connection_reuse" | "enable_rpk" if value != "yes" && value != "no" => {
-                return bad(format!("{name} must be yes or no, not {value:?}"));
-            }
-            _ => {}
-        }
+    Ok(())
+}
+
+/// postconf(5), smtp_tls_policy_maps, and Postfix 3.10's TLSRPT attributes: those
+/// given at most once.
+const SINGLE_ATTRIBUTES: [&str; 12] = [
+    "ciphers",
+    "protocols",
+    "exclude",
+    "match",
+    "servername",
+    "tafile",
+    "connection_reuse",
+    "enable_rpk",
+    "policy_type",
+    "policy_domain",
+    "policy_ttl",
+    "policy_failure",
+];
+
+/// The TLSRPT attributes that may be repeated.
+const REPEATED_ATTRIBUTES: [&str; 2] = ["mx_host_pattern", "policy_string"];
+
+/// One `name=value` word after the level, split and trimmed, with a name Postfix
+/// knows.
+fn attribute(word: &str) -> Result<(&str, &str), AnswerSyntaxError> {
+    let Some((name, value)) = word.split_once('=') else {
+        return Err(AnswerSyntaxError(format!("{word:?} is not name=value")));
+    };
+    let (name, value) = (name.trim(), value.trim());
+    if !SINGLE_ATTRIBUTES.contains(&name) && !REPEATED_ATTRIBUTES.contains(&name) {
+        return Err(AnswerSyntaxError(format!("unknown attribute {name:?}")));
     }
-    if level == "secure" || level == "verify" {
-        // Without match, Postfix falls back to its configured default strategies:
-        // never what an MTA-STS answer means.
-        if !seen.contains("match") {
-            return bad(format!("{level} without match"));
+    Ok((name, value))
+}
+
+/// An attribute's value as Postfix reads it at `level`: `match` patterns (SPEC 6.1:
+/// the policy's mx patterns, `:`-separated) or fingerprints, a `servername`, a
+/// yes/no flag; never empty.
+fn check_attribute_value(level: &str, name: &str, value: &str) -> Result<(), AnswerSyntaxError> {
+    let bad = |m: String| Err(AnswerSyntaxError(m));
+    if value.is_empty() {
+        return bad(format!("attribute {name:?} without a value"));
+    }
+    match name {
+        "match" => match level {
+            "verify" | "secure" => {
+                for pattern in value.split(':') {
+                    check_match_pattern(pattern).map_err(AnswerSyntaxError)?;
+                }
+            }
+            "fingerprint" => {
+                if value.split('|').any(str::is_empty) {
+                    return bad("empty fingerprint".into());
+                }
+            }
+            other => return bad(format!("match is not valid at level {other}")),
+        },
+        "servername" if value != "hostname" => {
+            check_match_pattern(value)
+                .ok()
+                .filter(|_| !value.starts_with('.'))
+                .ok_or_else(|| AnswerSyntaxError(format!("servername {value:?}")))?;
         }
+        "connection_reuse" | "enable_rpk" if value != "yes" && value != "no" => {
+            return bad(format!("{name} must be yes or no, not {value:?}"));
+        }
+        _ => {}
     }
     Ok(())
 }

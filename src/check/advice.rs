@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::tls::{CertVerdict, TlsProbe};
+use super::tls::{CertVerdict, TlsInfo, TlsProbe};
 use super::{CheckReport, Code, Finding, Severity};
 
 /// A certificate expiring within this is a warning (renewal has failed or is late).
@@ -101,63 +101,58 @@ pub fn fresh_id(unix: u64) -> String {
 
 /// Findings of one probe of `host` at time `now` (Unix seconds).
 pub fn tls_findings(kind: Probed, host: &str, probe: &TlsProbe, now: u64) -> Vec<Finding> {
-    let c = kind.codes();
-    let what = match kind {
+    let (code, message) = match handshake(kind, probe) {
+        Ok(info) => certificate(kind, host, info, now),
+        Err(failed) => failed,
+    };
+    vec![Finding::new(code, message).for_host(host)]
+}
+
+/// What a failure means for senders: RFC 8461 §3.3 (the policy host) or §4.2 (an MX
+/// host).
+fn consequence(kind: Probed) -> &'static str {
+    match kind {
         Probed::PolicyHost => "senders cannot fetch the policy (RFC 8461 §3.3)",
         Probed::Mx => "a sender enforcing the policy refuses this MX host (RFC 8461 §4.2)",
-    };
-    let f = |code: Code, msg: String| Finding::new(code, msg).for_host(host);
-    let info = match probe {
-        TlsProbe::NoAddress(e) => return vec![f(c.unreachable, format!("{e}: {what}"))],
+    }
+}
+
+/// The TLS session of a probe that got one, else the finding of how it failed
+/// before a certificate could be looked at.
+fn handshake(kind: Probed, probe: &TlsProbe) -> Result<&TlsInfo, (Code, String)> {
+    let c = kind.codes();
+    let what = consequence(kind);
+    Err(match probe {
+        TlsProbe::Done(info) => return Ok(info),
+        TlsProbe::NoAddress(e) => (c.unreachable, format!("{e}: {what}")),
         TlsProbe::Unreachable(e) => {
             let why = match kind {
-                Probed::PolicyHost => what.to_string(),
-                Probed::Mx => {
-                    "could not check STARTTLS (is outbound port 25 blocked here?)".to_string()
-                }
+                Probed::PolicyHost => what,
+                Probed::Mx => "could not check STARTTLS (is outbound port 25 blocked here?)",
             };
-            return vec![f(c.unreachable, format!("{e}: {why}"))];
+            (c.unreachable, format!("{e}: {why}"))
         }
-        TlsProbe::Smtp(e) => return vec![f(Code::MxSmtpError, format!("SMTP {e}"))],
-        TlsProbe::NoStarttls => {
-            return vec![f(
-                Code::MxStarttlsMissing,
-                format!("EHLO does not offer STARTTLS: {what}"),
-            )]
-        }
-        TlsProbe::HandshakeFailed(e) => {
-            return vec![f(
-                c.failed,
-                format!("TLS handshake failed (TLS 1.2 or newer is required): {e}: {what}"),
-            )]
-        }
-        TlsProbe::Done(info) => info,
-    };
-    let until = info
-        .not_after
-        .map(|t| format!(", valid until {}", date(t)))
-        .unwrap_or_default();
-    let version = info.version.replace("TLSv1_", "TLS 1.");
+        TlsProbe::Smtp(e) => (Code::MxSmtpError, format!("SMTP {e}")),
+        TlsProbe::NoStarttls => (
+            Code::MxStarttlsMissing,
+            format!("EHLO does not offer STARTTLS: {what}"),
+        ),
+        TlsProbe::HandshakeFailed(e) => (
+            c.failed,
+            format!("TLS handshake failed (TLS 1.2 or newer is required): {e}: {what}"),
+        ),
+    })
+}
+
+/// The finding on the certificate `host` presented (RFC 8461 §3.3, §4.2: valid for
+/// the host's name, chaining to a trusted root, not expired), warning ahead of its
+/// expiry.
+fn certificate(kind: Probed, host: &str, info: &TlsInfo, now: u64) -> (Code, String) {
+    let c = kind.codes();
+    let what = consequence(kind);
     match &info.cert {
-        CertVerdict::Valid => {
-            let left = info.not_after.map(|t| t - now as i64);
-            match left {
-                Some(left) if left < EXPIRY_WARNING_DAYS * 86_400 => vec![f(
-                    c.expiring,
-                    format!(
-                        "certificate expires on {} (in {} days): renew it now, an expired \
-                         certificate fails every sender",
-                        date(info.not_after.unwrap_or_default()),
-                        left.div_euclid(86_400)
-                    ),
-                )],
-                _ => vec![f(
-                    c.ok,
-                    format!("{version}, certificate valid for {host}{until}"),
-                )],
-            }
-        }
-        CertVerdict::Expired => vec![f(
+        CertVerdict::Valid => valid_certificate(&c, host, info, now),
+        CertVerdict::Expired => (
             c.expired,
             format!(
                 "certificate expired{}: {what}",
@@ -165,8 +160,8 @@ pub fn tls_findings(kind: Probed, host: &str, probe: &TlsProbe, now: u64) -> Vec
                     .map(|t| format!(" on {}", date(t)))
                     .unwrap_or_default()
             ),
-        )],
-        CertVerdict::NameMismatch => vec![f(
+        ),
+        CertVerdict::NameMismatch => (
             c.name,
             format!(
                 "certificate is not valid for {host} (it names {}): {what}",
@@ -176,15 +171,42 @@ pub fn tls_findings(kind: Probed, host: &str, probe: &TlsProbe, now: u64) -> Vec
                     info.names.join(", ")
                 }
             ),
-        )],
-        CertVerdict::Untrusted(e) => vec![f(
+        ),
+        CertVerdict::Untrusted(e) => (
             c.untrusted,
             format!(
                 "certificate does not chain to a trusted root ({e}; issuer {}): {what}",
                 info.issuer.as_deref().unwrap_or("unknown")
             ),
-        )],
-        CertVerdict::Invalid(e) => vec![f(c.invalid, format!("certificate {e}: {what}"))],
+        ),
+        CertVerdict::Invalid(e) => (c.invalid, format!("certificate {e}: {what}")),
+    }
+}
+
+/// A valid certificate: fine, or about to expire (an expired one fails every sender).
+fn valid_certificate(c: &Codes, host: &str, info: &TlsInfo, now: u64) -> (Code, String) {
+    let left = info.not_after.map(|t| t - now as i64);
+    match left {
+        Some(left) if left < EXPIRY_WARNING_DAYS * 86_400 => (
+            c.expiring,
+            format!(
+                "certificate expires on {} (in {} days): renew it now, an expired \
+                 certificate fails every sender",
+                date(info.not_after.unwrap_or_default()),
+                left.div_euclid(86_400)
+            ),
+        ),
+        _ => {
+            let until = info
+                .not_after
+                .map(|t| format!(", valid until {}", date(t)))
+                .unwrap_or_default();
+            let version = info.version.replace("TLSv1_", "TLS 1.");
+            (
+                c.ok,
+                format!("{version}, certificate valid for {host}{until}"),
+            )
+        }
     }
 }
 
@@ -221,29 +243,11 @@ impl Verdict {
 
 /// The verdict and the next step, following the safe rollout order.
 pub fn verdict(r: &CheckReport) -> (Verdict, String) {
-    let domain = &r.domain;
     let first_error = r.findings.iter().find(|f| f.severity == Severity::Error);
     let tlsrpt_ok = r.has(Code::TlsrptValid);
     let mode = r.policy.as_ref().map(|p| p.mode.as_str());
     if r.policy_file.is_some() {
-        return match first_error {
-            Some(e) => (
-                Verdict::Broken,
-                format!("Fix {} first: {}", e.code.as_str(), e.message),
-            ),
-            None => (
-                Verdict::Ready,
-                format!(
-                    "{}serve it as text/plain at https://mta-sts.<domain>/.well-known/mta-sts.txt \
-                     and publish a new id in the _mta-sts record.",
-                    if r.summary.warnings > 0 {
-                        "No errors; review the warnings above, then "
-                    } else {
-                        "Ready to publish: "
-                    }
-                ),
-            ),
-        };
+        return policy_file_verdict(r, first_error);
     }
     if r.has(Code::DomainInvalid) {
         return (
@@ -251,32 +255,70 @@ pub fn verdict(r: &CheckReport) -> (Verdict, String) {
             "Give a domain name, e.g. example.com.".into(),
         );
     }
-    let no_record = r.has(Code::StsRecordMissing);
-    if no_record && r.policy.is_none() {
-        let step = if tlsrpt_ok {
-            format!(
-                "TLS-RPT is in place. Publish the policy below in mode testing at \
-                 https://mta-sts.{domain}/.well-known/mta-sts.txt, then the _mta-sts record."
-            )
-        } else {
-            format!(
-                "Start with TLS-RPT: publish the _smtp._tls.{domain} record below so that \
-                 senders report TLS failures; then the policy in mode testing and the \
-                 _mta-sts record."
-            )
-        };
-        return (Verdict::NotDeployed, step);
+    if r.has(Code::StsRecordMissing) && r.policy.is_none() {
+        return (Verdict::NotDeployed, first_step(&r.domain, tlsrpt_ok));
     }
     if let Some(e) = first_error {
-        let mut step = format!("Fix {} first: {}", e.code.as_str(), e.message);
-        if mode == Some("enforce") {
-            step.push_str(
-                " (the policy is enforced: senders that cached it refuse MX hosts failing \
-                 these checks)",
-            );
-        }
-        return (Verdict::Broken, step);
+        return (Verdict::Broken, fix_first(e, mode));
     }
+    deployed_verdict(r, mode, tlsrpt_ok)
+}
+
+/// `--policy-file`: ready to publish, or the first error to fix.
+fn policy_file_verdict(r: &CheckReport, first_error: Option<&Finding>) -> (Verdict, String) {
+    match first_error {
+        Some(e) => (
+            Verdict::Broken,
+            format!("Fix {} first: {}", e.code.as_str(), e.message),
+        ),
+        None => (
+            Verdict::Ready,
+            format!(
+                "{}serve it as text/plain at https://mta-sts.<domain>/.well-known/mta-sts.txt \
+                 and publish a new id in the _mta-sts record.",
+                if r.summary.warnings > 0 {
+                    "No errors; review the warnings above, then "
+                } else {
+                    "Ready to publish: "
+                }
+            ),
+        ),
+    }
+}
+
+/// Nothing deployed yet: TLS-RPT first (RFC 8460), then the policy in mode testing,
+/// then the `_mta-sts` record that makes senders fetch it.
+fn first_step(domain: &str, tlsrpt_ok: bool) -> String {
+    if tlsrpt_ok {
+        format!(
+            "TLS-RPT is in place. Publish the policy below in mode testing at \
+             https://mta-sts.{domain}/.well-known/mta-sts.txt, then the _mta-sts record."
+        )
+    } else {
+        format!(
+            "Start with TLS-RPT: publish the _smtp._tls.{domain} record below so that \
+             senders report TLS failures; then the policy in mode testing and the \
+             _mta-sts record."
+        )
+    }
+}
+
+/// The first error to fix, and under an enforced policy why it is urgent.
+fn fix_first(e: &Finding, mode: Option<&str>) -> String {
+    let mut step = format!("Fix {} first: {}", e.code.as_str(), e.message);
+    if mode == Some("enforce") {
+        step.push_str(
+            " (the policy is enforced: senders that cached it refuse MX hosts failing \
+             these checks)",
+        );
+    }
+    step
+}
+
+/// A deployment without errors: the next step for its mode (RFC 8461 §5: testing,
+/// then enforce; §8.3: none to withdraw).
+fn deployed_verdict(r: &CheckReport, mode: Option<&str>, tlsrpt_ok: bool) -> (Verdict, String) {
+    let domain = &r.domain;
     match mode {
         Some("testing") if !tlsrpt_ok => (
             Verdict::Testing,

@@ -79,8 +79,6 @@ pub fn is_sts_record(txt: &[u8]) -> bool {
 /// anywhere, a missing or repeated `id`, an empty field (`;;`), or trailing
 /// whitespace not followed by `;` makes the whole record invalid.
 pub fn parse_record(txt: &[u8]) -> Result<StsRecord, RecordError> {
-    let invalid = |at: usize, why: &str| RecordError::Invalid(format!("{why} at byte {at}"));
-
     if !txt.starts_with(VERSION) {
         return Err(RecordError::Invalid("does not begin with v=STSv1".into()));
     }
@@ -88,70 +86,17 @@ pub fn parse_record(txt: &[u8]) -> Result<StsRecord, RecordError> {
     let mut id: Option<String> = None;
     let mut fields = 0usize;
 
-    loop {
-        // sts-field-delim = *WSP ";" *WSP
-        while pos < txt.len() && is_wsp(txt[pos]) {
-            pos += 1;
-        }
-        if pos == txt.len() {
-            // `v=STSv1` alone, or WSP after the last field with no `;` (SPEC 2.5:
-            // `*WSP` belongs to a delimiter, never stands on its own).
-            return Err(if fields == 0 {
-                RecordError::Invalid("no id field".into())
-            } else {
-                invalid(pos, "trailing whitespace without `;`")
-            });
-        }
-        if txt[pos] != b';' {
-            return Err(invalid(pos, "expected `;`"));
-        }
-        pos += 1;
-        while pos < txt.len() && is_wsp(txt[pos]) {
-            pos += 1;
-        }
-        if pos == txt.len() {
-            // The optional final delimiter (`v=STSv1;` alone, with no field, is
-            // caught below as a missing id).
-            break;
-        }
-
-        // sts-field: name "=" value
-        let name_start = pos;
-        while pos < txt.len() && txt[pos] != b'=' && txt[pos] != b';' && !is_wsp(txt[pos]) {
-            pos += 1;
-        }
-        let name = &txt[name_start..pos];
-        if pos == txt.len() || txt[pos] != b'=' {
-            return Err(invalid(name_start, "field without `=`"));
-        }
-        if !is_ext_name(name) {
-            return Err(invalid(name_start, "bad field name"));
-        }
-        pos += 1; // '='
-        let value_start = pos;
-        while pos < txt.len() && is_ext_value_char(txt[pos]) {
-            pos += 1;
-        }
-        let value = &txt[value_start..pos];
-        if value.is_empty() {
-            return Err(invalid(value_start, "empty field value"));
-        }
-        // The value must end at a delimiter or at the end of the record.
-        if pos < txt.len() && txt[pos] != b';' && !is_wsp(txt[pos]) {
-            return Err(invalid(pos, "bad character in field value"));
-        }
+    // Each round: one delimiter, then one field.
+    while let Some(field_start) = after_delimiter(txt, pos, fields)? {
+        let field = field_at(txt, field_start)?;
         fields += 1;
-
-        if name == b"id" {
+        if field.name == b"id" {
             if id.is_some() {
-                return Err(invalid(name_start, "id given twice"));
+                return Err(invalid(field.name_start, "id given twice"));
             }
-            if value.len() > ID_MAX || !value.iter().all(u8::is_ascii_alphanumeric) {
-                return Err(invalid(value_start, "id is not 1-32 letters/digits"));
-            }
-            id = Some(value.iter().map(|&b| char::from(b)).collect());
+            id = Some(record_id(&field)?);
         }
-
+        pos = field.end;
         if pos == txt.len() {
             break;
         }
@@ -161,6 +106,96 @@ pub fn parse_record(txt: &[u8]) -> Result<StsRecord, RecordError> {
         Some(id) => Ok(StsRecord { id }),
         None => Err(RecordError::Invalid("no id field".into())),
     }
+}
+
+/// A grammar error, with the byte where it was found.
+fn invalid(at: usize, why: &str) -> RecordError {
+    RecordError::Invalid(format!("{why} at byte {at}"))
+}
+
+/// The first byte at or after `pos` that is not WSP.
+fn skip_wsp(txt: &[u8], mut pos: usize) -> usize {
+    while pos < txt.len() && is_wsp(txt[pos]) {
+        pos += 1;
+    }
+    pos
+}
+
+/// `sts-field-delim = *WSP ";" *WSP` at `pos`: where the next field starts, or
+/// `None` when the delimiter ends the record (the optional final `;`). `fields` is
+/// how many fields came before, to say what is wrong with a record that ends early.
+fn after_delimiter(txt: &[u8], pos: usize, fields: usize) -> Result<Option<usize>, RecordError> {
+    let pos = skip_wsp(txt, pos);
+    if pos == txt.len() {
+        // `v=STSv1` alone, or WSP after the last field with no `;` (SPEC 2.5:
+        // `*WSP` belongs to a delimiter, never stands on its own).
+        return Err(if fields == 0 {
+            RecordError::Invalid("no id field".into())
+        } else {
+            invalid(pos, "trailing whitespace without `;`")
+        });
+    }
+    if txt[pos] != b';' {
+        return Err(invalid(pos, "expected `;`"));
+    }
+    let pos = skip_wsp(txt, pos + 1);
+    // The optional final delimiter (`v=STSv1;` alone, with no field, is then a
+    // missing id).
+    Ok((pos < txt.len()).then_some(pos))
+}
+
+/// One `sts-field`, borrowed from the record.
+struct Field<'a> {
+    name: &'a [u8],
+    name_start: usize,
+    value: &'a [u8],
+    value_start: usize,
+    /// The byte after the value: a delimiter's, or the end of the record.
+    end: usize,
+}
+
+/// `sts-field = name "=" value` at `start` (RFC 8461 §3.1: `sts-ext-name`,
+/// `sts-ext-value`); the value must end at a delimiter or at the end of the record.
+fn field_at(txt: &[u8], start: usize) -> Result<Field<'_>, RecordError> {
+    let mut pos = start;
+    while pos < txt.len() && txt[pos] != b'=' && txt[pos] != b';' && !is_wsp(txt[pos]) {
+        pos += 1;
+    }
+    let name = &txt[start..pos];
+    if pos == txt.len() || txt[pos] != b'=' {
+        return Err(invalid(start, "field without `=`"));
+    }
+    if !is_ext_name(name) {
+        return Err(invalid(start, "bad field name"));
+    }
+    pos += 1; // '='
+    let value_start = pos;
+    while pos < txt.len() && is_ext_value_char(txt[pos]) {
+        pos += 1;
+    }
+    let value = &txt[value_start..pos];
+    if value.is_empty() {
+        return Err(invalid(value_start, "empty field value"));
+    }
+    if pos < txt.len() && txt[pos] != b';' && !is_wsp(txt[pos]) {
+        return Err(invalid(pos, "bad character in field value"));
+    }
+    Ok(Field {
+        name,
+        name_start: start,
+        value,
+        value_start,
+        end: pos,
+    })
+}
+
+/// SPEC 2.5 (RFC 8461 §3.1 `sts-id = 1*32(ALPHA / DIGIT)`): the `id` field's value.
+fn record_id(field: &Field<'_>) -> Result<String, RecordError> {
+    let value = field.value;
+    if value.len() > ID_MAX || !value.iter().all(u8::is_ascii_alphanumeric) {
+        return Err(invalid(field.value_start, "id is not 1-32 letters/digits"));
+    }
+    Ok(value.iter().map(|&b| char::from(b)).collect())
 }
 
 /// `sts-ext-name = (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".")`

@@ -83,20 +83,7 @@ struct Cluster {
 
 fn two_nodes() -> Cluster {
     let (a, sa, clock) = setup(100);
-    let sb = Arc::new(Script::default());
-    let b = PolicyCache::new(
-        100,
-        CacheSettings {
-            recheck: Duration::from_secs(60),
-            answer_timeout: Duration::from_secs(5),
-            max_concurrency: MAX_FOREGROUND,
-        },
-        Resolvers {
-            txt: sb.clone(),
-            fetch: sb.clone(),
-        },
-        clock.clone(),
-    );
+    let (b, sb) = cache_on(100, clock.clone());
     let shared = Arc::new(MemoryCluster::default());
     a.set_cluster(Some(shared.clone()));
     b.set_cluster(Some(shared.clone()));
@@ -293,20 +280,7 @@ fn node_with_clock(
     clock: Arc<ManualClock>,
     shared: &Arc<MemoryCluster>,
 ) -> (Arc<PolicyCache>, Arc<Script>) {
-    let script = Arc::new(Script::default());
-    let cache = PolicyCache::new(
-        100,
-        CacheSettings {
-            recheck: Duration::from_secs(60),
-            answer_timeout: Duration::from_secs(5),
-            max_concurrency: MAX_FOREGROUND,
-        },
-        Resolvers {
-            txt: script.clone(),
-            fetch: script.clone(),
-        },
-        clock,
-    );
+    let (cache, script) = cache_on(100, clock);
     cache.set_cluster(Some(shared.clone()));
     script.record("example.com", "1");
     script.policy("example.com", "enforce", "mx.example.com", 86400);

@@ -143,8 +143,14 @@ impl PolicyFetch for Script {
 const T0: u64 = 1_700_000_000;
 
 fn setup(size: usize) -> (Arc<PolicyCache>, Arc<Script>, Arc<ManualClock>) {
-    let script = Arc::new(Script::default());
     let clock = Arc::new(ManualClock::at(T0));
+    let (cache, script) = cache_on(size, clock.clone());
+    (cache, script, clock)
+}
+
+/// A cache of `size` on `clock`, with its own scripted network.
+fn cache_on(size: usize, clock: Arc<ManualClock>) -> (Arc<PolicyCache>, Arc<Script>) {
+    let script = Arc::new(Script::default());
     let cache = PolicyCache::new(
         size,
         CacheSettings {
@@ -156,9 +162,9 @@ fn setup(size: usize) -> (Arc<PolicyCache>, Arc<Script>, Arc<ManualClock>) {
             txt: script.clone(),
             fetch: script.clone(),
         },
-        clock.clone(),
+        clock,
     );
-    (cache, script, clock)
+    (cache, script)
 }
 
 fn mode_of(l: &Lookup) -> Option<Mode> {

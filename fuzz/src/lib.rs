@@ -30,3 +30,7 @@ pub enum DnsError {
     },
     Failed(String),
 }
+
+/// The libtlsrpt datagram parser (src/tlsrpt/datagram.rs).
+#[path = "../../src/tlsrpt/datagram.rs"]
+pub mod tlsrpt_datagram;

@@ -1,10 +1,12 @@
-//! TLS-RPT (RFC 8460). Today the `_smtp._tls` record that `mtastsd check` audits;
-//! the reporting of SPEC 8 belongs beside it.
+//! TLS-RPT (RFC 8460): the `_smtp._tls` record that `mtastsd check` audits, and the
+//! pure core of SPEC 8's reports (the collector, store and delivery build on it).
 //!
 //! | file | holds |
 //! |---|---|
 //! | `record.rs` | the `_smtp._tls.<domain>` record (RFC 8460 §3): parse and select. Pure |
+//! | `datagram.rs` | one libtlsrpt datagram from Postfix (SPEC 8.1): parse, bounded. Pure |
 
+pub mod datagram;
 pub mod record;
 
 pub use record::{is_tlsrpt_record, parse_record, select_record, TlsRpt, TlsRptError};

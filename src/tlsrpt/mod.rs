@@ -5,7 +5,9 @@
 //! |---|---|
 //! | `record.rs` | the `_smtp._tls.<domain>` record (RFC 8460 §3): parse and select. Pure |
 //! | `datagram.rs` | one libtlsrpt datagram from Postfix (SPEC 8.1): parse, bounded. Pure |
+//! | `aggregate.rs` | the counts per UTC day, domain, record and policy (SPEC 8.2), merge, the detail cap (8.6). Pure |
 
+pub mod aggregate;
 pub mod datagram;
 pub mod record;
 

@@ -154,14 +154,25 @@ impl Aggregate {
     }
 
     /// Count one session (a parsed datagram) on `day`: per policy a successful or a
-    /// failed session (libtlsrpt's final result), and each failure detail once.
-    pub fn add(&mut self, day: Day, datagram: &Datagram) {
-        for result in &datagram.policies {
+    /// failed session (libtlsrpt's final result), and each failure detail once. It
+    /// takes the datagram by value: the collector calls this per datagram, and its
+    /// strings move into a new key instead of being copied.
+    pub fn add(&mut self, day: Day, datagram: Datagram) {
+        let Datagram {
+            mut domain,
+            mut record,
+            policies,
+        } = datagram;
+        let n = policies.len();
+        for (i, result) in policies.into_iter().enumerate() {
+            // Postfix sends one policy per datagram: the last one takes the strings.
+            let last = i + 1 == n;
+            let take = |s: &mut String| if last { std::mem::take(s) } else { s.clone() };
             let key = Key {
                 day,
-                domain: datagram.domain.clone(),
-                record: datagram.record.clone(),
-                policy: result.policy.clone(),
+                domain: take(&mut domain),
+                record: take(&mut record),
+                policy: result.policy,
             };
             let counts = self.entries.entry(key).or_default();
             if result.failed {
@@ -169,8 +180,8 @@ impl Aggregate {
             } else {
                 counts.successful = counts.successful.saturating_add(1);
             }
-            for detail in &result.failures {
-                let c = counts.failures.entry(detail.clone()).or_default();
+            for detail in result.failures {
+                let c = counts.failures.entry(detail).or_default();
                 *c = c.saturating_add(1);
             }
         }
@@ -266,13 +277,13 @@ mod tests {
     fn adds_sessions_and_details() {
         let mut a = Aggregate::new();
         for _ in 0..3 {
-            a.add(DAY, &golden("sts-success.json"));
+            a.add(DAY, golden("sts-success.json"));
         }
         for _ in 0..2 {
-            a.add(DAY, &golden("sts-failure.json"));
+            a.add(DAY, golden("sts-failure.json"));
         }
-        a.add(DAY, &golden("nopol-success.json"));
-        a.add(Day(DAY.0 + 1), &golden("sts-success.json"));
+        a.add(DAY, golden("nopol-success.json"));
+        a.add(Day(DAY.0 + 1), golden("sts-success.json"));
         assert_eq!(
             a.reports(),
             vec![
@@ -307,11 +318,11 @@ mod tests {
         ];
         let mut whole = Aggregate::new();
         for n in inputs {
-            whole.add(DAY, &golden(n));
+            whole.add(DAY, golden(n));
         }
         let (mut left, mut right) = (Aggregate::new(), Aggregate::new());
         for (i, n) in inputs.iter().enumerate() {
-            if i % 2 == 0 { &mut left } else { &mut right }.add(DAY, &golden(n));
+            if i % 2 == 0 { &mut left } else { &mut right }.add(DAY, golden(n));
         }
         let mut lr = left.clone();
         lr.merge(right.clone());
@@ -321,6 +332,24 @@ mod tests {
         assert_eq!(rl, whole);
         // The 3.10.4 datagram (no policy-domain) lands on the same key as the others.
         assert_eq!(whole.report_entries(DAY, "nopol.example").len(), 1);
+    }
+
+    // SPEC 8.2: a datagram with several policies counts the session under each.
+    #[test]
+    fn several_policies() {
+        let b = br#"{"d": "a.example","pr": "v=TLSRPTv1;rua=mailto:r@a.example","policies":[{"policy-type":1,"policy-domain": "a.example","policy-string":["3 1 1 AB"],"t":0,"f":0},{"policy-type":2,"t":0,"f":0}]}"#;
+        let mut a = Aggregate::new();
+        a.add(DAY, parse(b).unwrap());
+        let e = a.report_entries(DAY, "a.example");
+        assert_eq!(e.len(), 2);
+        for (k, c) in e {
+            assert_eq!(
+                (k.domain.as_str(), k.record.as_str()),
+                ("a.example", "v=TLSRPTv1;rua=mailto:r@a.example")
+            );
+            assert_eq!(k.policy.domain, "a.example");
+            assert_eq!((c.successful, c.failed), (1, 0));
+        }
     }
 
     fn detail(ip: &str) -> FailureDetail {

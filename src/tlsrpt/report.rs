@@ -310,7 +310,7 @@ mod tests {
         let mut a = Aggregate::new();
         for &(f, n) in files {
             for _ in 0..n {
-                a.add(DAY, &golden(f));
+                a.add(DAY, golden(f));
             }
         }
         a
@@ -566,7 +566,7 @@ mod tests {
                 r#"{{"d": "a.example","pr": "v=TLSRPTv1;rua=mailto:r@a.example","policies":[{{"policy-type":9,"failure-details":[{{"c":205,"s": "192.0.2.1","n": "mx{i}.a.example","r": "10.0.0.{i}"}}],"t":1,"f":1}}]}}"#
             );
             for _ in 0..n {
-                a.add(DAY, &parse(dg.as_bytes()).unwrap());
+                a.add(DAY, parse(dg.as_bytes()).unwrap());
             }
         }
         let r = build(WHO, ID, DAY, "a.example", &a, 2).unwrap();

@@ -52,10 +52,11 @@
 //! | [`metrics`] | 7.6 Prometheus `/metrics` and `/healthz`: counter handles the modules above call, gauges read through the callback `daemon` gives it (it imports nothing from `cache`) |
 //! | [`query`] | 7.1 `query` |
 //! | [`check`], [`tlsrpt::record`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
+//! | [`tlsrpt::datagram`], [`tlsrpt::aggregate`], [`tlsrpt::report`] | 8.1 a libtlsrpt datagram parsed and bounded, 8.2 the counts per UTC day, domain, record and policy (add, merge), 8.4 the RFC 8460 §4.4 report, its file name and subject, 8.6 the detail cap |
 //! | [`check::lint`], [`check::advice`], [`check::render`] | `check`: policy lint by line, verdict and what to publish, text output |
 //! | [`check::tls`], [`check::smtp`] | `check`: TLS probe of the policy host, STARTTLS probe of each MX host (RFC 8461 §3.3, §4.2) |
 //!
-//! Pure modules (no I/O): `socketmap` (but `socketmap::connection`), `mta_sts`, `resolver::wire`, `tlsrpt::record`, `postfix`, `dane`, `overrides`,
+//! Pure modules (no I/O): `socketmap` (but `socketmap::connection`), `mta_sts`, `resolver::wire`, `tlsrpt` (all of it so far), `postfix`, `dane`, `overrides`,
 //! `config` (parsing), `check::lint`, `check::advice`, `check::render`.
 //! The edges: `resolver` (network), `check::tls` and `check::smtp` (probes),
 //! `cache::redis` (the cluster's Redis, optional), `cache::store` (disk), `listen`,

@@ -25,3 +25,7 @@ pub use error::{DnsError, FetchError};
 /// The TXT fast path's DNS messages (src/resolver/wire.rs).
 #[path = "../../src/resolver/wire.rs"]
 pub mod wire;
+
+/// The libtlsrpt datagram parser (src/tlsrpt/datagram.rs).
+#[path = "../../src/tlsrpt/datagram.rs"]
+pub mod tlsrpt_datagram;

@@ -1,10 +1,16 @@
-//! TLS-RPT (RFC 8460). Today the `_smtp._tls` record that `mtastsd check` audits;
-//! the reporting of SPEC 8 belongs beside it.
+//! TLS-RPT (RFC 8460): the `_smtp._tls` record that `mtastsd check` audits, and the
+//! pure core of SPEC 8's reports (the collector, store and delivery build on it).
 //!
 //! | file | holds |
 //! |---|---|
 //! | `record.rs` | the `_smtp._tls.<domain>` record (RFC 8460 §3): parse and select. Pure |
+//! | `datagram.rs` | one libtlsrpt datagram from Postfix (SPEC 8.1): parse, bounded. Pure |
+//! | `aggregate.rs` | the counts per UTC day, domain, record and policy (SPEC 8.2), merge, the detail cap (8.6). Pure |
+//! | `report.rs` | the RFC 8460 §4.4 report of one UTC day and domain (SPEC 8.4), its mailto file name and subject. Pure |
 
+pub mod aggregate;
+pub mod datagram;
 pub mod record;
+pub mod report;
 
 pub use record::{is_tlsrpt_record, parse_record, select_record, TlsRpt, TlsRptError};

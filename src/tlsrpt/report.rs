@@ -151,9 +151,38 @@ pub fn build(
         return Err(ReportError::ContactInfo);
     }
     check_report_id(report_id)?;
-    // Per policy, in policy order: the totals and the details.
-    let mut policies: BTreeMap<&Policy, (u64, u64, BTreeMap<&FailureDetail, u64>)> =
-        BTreeMap::new();
+    let policies = per_policy(counts, day, domain);
+    if policies.is_empty() {
+        return Err(ReportError::NoSessions {
+            day,
+            domain: domain.to_owned(),
+        });
+    }
+    let (policies, uncapped_failures) = capped_policies(policies, max_details);
+    Ok(Report {
+        organization_name: submitter.organization_name.to_owned(),
+        date_range: DateRange {
+            start: format!("{day}T00:00:00Z"),
+            end: format!("{day}T23:59:59Z"),
+        },
+        contact_info: submitter.contact_info.to_owned(),
+        report_id: report_id.to_owned(),
+        policies,
+        uncapped_failures,
+    })
+}
+
+/// One policy's session totals and failure details, summed over the day's records.
+type PolicyCounts<'a> = (u64, u64, BTreeMap<&'a FailureDetail, u64>);
+
+/// The day's counts for `domain`, per policy in policy order (RFC 8460 §4.4: one
+/// `policies[]` entry per policy, whatever `_smtp._tls` record it was seen under).
+fn per_policy<'a>(
+    counts: &'a Aggregate,
+    day: Day,
+    domain: &str,
+) -> BTreeMap<&'a Policy, PolicyCounts<'a>> {
+    let mut policies: BTreeMap<&Policy, PolicyCounts<'_>> = BTreeMap::new();
     for (key, c) in counts.report_entries(day, domain) {
         let p = policies.entry(&key.policy).or_default();
         p.0 = p.0.saturating_add(c.successful);
@@ -163,12 +192,15 @@ pub fn build(
             *e = e.saturating_add(n);
         }
     }
-    if policies.is_empty() {
-        return Err(ReportError::NoSessions {
-            day,
-            domain: domain.to_owned(),
-        });
-    }
+    policies
+}
+
+/// The report's `policies[]`, with SPEC 8.6's cap applied over the whole report;
+/// also the failures the cap left out.
+fn capped_policies(
+    policies: BTreeMap<&Policy, PolicyCounts<'_>>,
+    max_details: usize,
+) -> (Vec<PolicyReport>, u64) {
     // SPEC 8.6 over the whole report: (policy index, detail) keys keep ties stable.
     let mut details: Vec<((usize, &FailureDetail), u64)> = policies
         .values()
@@ -189,7 +221,7 @@ pub fn build(
             reason_code: d.reason_code.clone(),
         });
     }
-    let policies = policies
+    let reports = policies
         .into_iter()
         .zip(kept)
         .map(|((p, (ok, failed, _)), failure_details)| PolicyReport {
@@ -206,17 +238,7 @@ pub fn build(
             failure_details,
         })
         .collect();
-    Ok(Report {
-        organization_name: submitter.organization_name.to_owned(),
-        date_range: DateRange {
-            start: format!("{day}T00:00:00Z"),
-            end: format!("{day}T23:59:59Z"),
-        },
-        contact_info: submitter.contact_info.to_owned(),
-        report_id: report_id.to_owned(),
-        policies,
-        uncapped_failures,
-    })
+    (reports, uncapped_failures)
 }
 
 /// A dot-atom of letters, digits, `-` and `_`: valid as the left part of the

@@ -51,6 +51,7 @@
 //! | [`daemon`] | 7.1 `serve`, 7.3 SIGHUP reload and shutdown wiring |
 //! | [`metrics`] | 7.6 Prometheus `/metrics` and `/healthz`: counter handles the modules above call, gauges read through the callback `daemon` gives it (it imports nothing from `cache`) |
 //! | [`query`] | 7.1 `query` |
+//! | [`cli`] | 7.1 the command line (clap): `serve`, `query`, `check`, `check-config`; `main.rs` dispatches |
 //! | [`check`], [`tlsrpt::record`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
 //! | [`tlsrpt::datagram`], [`tlsrpt::aggregate`], [`tlsrpt::report`] | 8.1 a libtlsrpt datagram parsed and bounded, 8.2 the counts per UTC day, domain, record and policy (add, merge), 8.4 the RFC 8460 §4.4 report, its file name and subject, 8.6 the detail cap |
 //! | [`check::lint`], [`check::advice`], [`check::render`] | `check`: policy lint by line, verdict and what to publish, text output |

@@ -291,18 +291,24 @@ impl PolicyCache {
                 Some(Adopted::Used(Lookup::Policy(policy)))
             }
             ClusterRecord::Negative { checked, until } => {
-                let mut kept = None;
+                let mut kept = false;
                 self.update(domain, |e| {
                     // SPEC 5.3: another node seeing no record (maybe because its DNS
                     // is being tampered with) never takes away a policy we trust.
-                    kept = e.usable(now).cloned();
-                    if kept.is_none() {
+                    kept = e.usable(now).is_some();
+                    if !kept {
                         e.set_policy(None);
                         e.checked = checked;
                         e.quiet_until = until;
                     }
                 });
-                Some(Adopted::Used(kept.map_or(Lookup::NoPolicy, Lookup::Policy)))
+                // SPEC 5.10: beside a usable policy, "no policy" disagrees with it: a
+                // hint to check here, never a confirmation that skips the re-check.
+                Some(if kept {
+                    Adopted::Differs
+                } else {
+                    Adopted::Used(Lookup::NoPolicy)
+                })
             }
         }
     }

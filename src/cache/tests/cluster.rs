@@ -238,6 +238,41 @@ async fn a_shared_negative_answer_never_evicts_a_policy_spec_5_3() {
 }
 
 #[tokio::test]
+async fn a_fresh_shared_negative_beside_a_policy_makes_this_node_check_spec_5_10() {
+    let Cluster {
+        a,
+        sa,
+        shared,
+        clock,
+        ..
+    } = two_nodes();
+    a.lookup("example.com").await;
+    until_shared(&shared, "example.com").await;
+    assert_eq!(sa.counts(), (1, 1));
+    // Another node holds the lease and has just published "no policy": it disagrees
+    // with the policy this node holds, so it is a hint to check here, not a
+    // confirmation that skips the re-check (SPEC 5.10).
+    clock.advance(61);
+    let now = clock.now();
+    shared.entries.lock().unwrap().insert(
+        "example.com".into(),
+        crate::cache::cluster::ClusterRecord::Negative {
+            checked: now,
+            until: now + 3600,
+        },
+    );
+    shared
+        .leases
+        .lock()
+        .unwrap()
+        .insert("example.com".into(), 1);
+    assert_eq!(mode_of(&a.lookup("example.com").await), Some(Mode::Enforce));
+    settle(&a).await;
+    assert_eq!(sa.counts().0, 2, "the re-check was skipped");
+    assert_eq!(mode_of(&a.lookup("example.com").await), Some(Mode::Enforce));
+}
+
+#[tokio::test]
 async fn shared_records_from_the_future_or_forever_are_not_believed() {
     let Cluster {
         b,

@@ -5,6 +5,8 @@
 
 use serde::Serialize;
 
+use crate::tlsrpt::aggregate::Day;
+
 use super::tls::{CertVerdict, TlsInfo, TlsProbe};
 use super::{CheckReport, Code, Finding, Severity};
 
@@ -68,20 +70,11 @@ pub fn date(unix: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// (year, month, day, hour, minute, second) of a Unix time, UTC (H. Hinnant's
-/// days-from-civil inverse).
+/// (year, month, day, hour, minute, second) of a Unix time, UTC: the calendar day
+/// is [`Day::ymd`]'s, the one place the proleptic Gregorian conversion is written.
 fn civil(unix: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = unix.div_euclid(86_400);
+    let (y, m, d) = Day::from_unix(unix).ymd();
     let secs = unix.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
     (
         y,
         m,

@@ -209,16 +209,9 @@ async fn a_failing_shared_cache_changes_nothing() {
     assert_eq!((sa.counts(), sb.counts()), ((1, 1), (1, 1)));
 }
 
-#[tokio::test]
-async fn a_shared_negative_answer_never_evicts_a_policy_spec_5_3() {
-    let Cluster {
-        a, shared, clock, ..
-    } = two_nodes();
-    a.lookup("example.com").await;
-    until_shared(&shared, "example.com").await;
-    // Another node (its DNS stripped by an attacker) published "no policy", and holds
-    // the lease, so this node adopts instead of checking.
-    let now = clock.now();
+/// Another node, holding example.com's lease, published at `now` that it found no
+/// policy.
+fn another_node_says_no_policy(shared: &MemoryCluster, now: u64) {
     shared.entries.lock().unwrap().insert(
         "example.com".into(),
         crate::cache::cluster::ClusterRecord::Negative {
@@ -231,6 +224,19 @@ async fn a_shared_negative_answer_never_evicts_a_policy_spec_5_3() {
         .lock()
         .unwrap()
         .insert("example.com".into(), 1);
+}
+
+#[tokio::test]
+async fn a_shared_negative_answer_never_evicts_a_policy_spec_5_3() {
+    let Cluster {
+        a, shared, clock, ..
+    } = two_nodes();
+    a.lookup("example.com").await;
+    until_shared(&shared, "example.com").await;
+    // Another node (its DNS stripped by an attacker) published "no policy", and holds
+    // the lease; by the re-check the record is stale, so this node checks itself.
+    let now = clock.now();
+    another_node_says_no_policy(&shared, now);
     clock.advance(61);
     a.lookup("example.com").await;
     settle(&a).await;
@@ -254,18 +260,7 @@ async fn a_fresh_shared_negative_beside_a_policy_makes_this_node_check_spec_5_10
     // confirmation that skips the re-check (SPEC 5.10).
     clock.advance(61);
     let now = clock.now();
-    shared.entries.lock().unwrap().insert(
-        "example.com".into(),
-        crate::cache::cluster::ClusterRecord::Negative {
-            checked: now,
-            until: now + 3600,
-        },
-    );
-    shared
-        .leases
-        .lock()
-        .unwrap()
-        .insert("example.com".into(), 1);
+    another_node_says_no_policy(&shared, now);
     assert_eq!(mode_of(&a.lookup("example.com").await), Some(Mode::Enforce));
     settle(&a).await;
     assert_eq!(sa.counts().0, 2, "the re-check was skipped");

@@ -7,10 +7,12 @@
 //! | `datagram.rs` | one libtlsrpt datagram from Postfix (SPEC 8.1): parse, bounded. Pure |
 //! | `aggregate.rs` | the counts per UTC day, domain, record and policy (SPEC 8.2), merge, the detail cap (8.6). Pure |
 //! | `report.rs` | the RFC 8460 §4.4 report of one UTC day and domain (SPEC 8.4), its mailto file name and subject. Pure |
+//! | `store.rs` | the SQLite file of the counts (8.2), the reports and their deliveries (8.4, never twice), pruned (8.6). Edge: disk |
 
 pub mod aggregate;
 pub mod datagram;
 pub mod record;
 pub mod report;
+pub mod store;
 
 pub use record::{is_tlsrpt_record, parse_record, select_record, TlsRpt, TlsRptError};

@@ -8,11 +8,13 @@
 //! | `aggregate.rs` | the counts per UTC day, domain, record and policy (SPEC 8.2), merge, the detail cap (8.6). Pure |
 //! | `findings.rs` | SPEC 8.3: `no-policy-found` counts of a domain whose policy mtastsd could not fetch, parse or authenticate, relabelled as the failed `sts` policy. Pure |
 //! | `report.rs` | the RFC 8460 §4.4 report of one UTC day and domain (SPEC 8.4), its mailto file name and subject. Pure |
+//! | `store.rs` | the SQLite file of the counts (8.2), the reports and their deliveries (8.4, never twice), pruned (8.6). Edge: disk |
 
 pub mod aggregate;
 pub mod datagram;
 pub mod findings;
 pub mod record;
 pub mod report;
+pub mod store;
 
 pub use record::{is_tlsrpt_record, parse_record, select_record, TlsRpt, TlsRptError};

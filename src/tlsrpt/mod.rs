@@ -7,10 +7,14 @@
 //! | `datagram.rs` | one libtlsrpt datagram from Postfix (SPEC 8.1): parse, bounded. Pure |
 //! | `aggregate.rs` | the counts per UTC day, domain, record and policy (SPEC 8.2), merge, the detail cap (8.6). Pure |
 //! | `report.rs` | the RFC 8460 §4.4 report of one UTC day and domain (SPEC 8.4), its mailto file name and subject. Pure |
+//! | `mail.rs` | the RFC 8460 §5.3 report mail (SPEC 8.4): multipart/report, CRLF, ASCII. Pure |
+//! | `deliver.rs` | one attempt to send a report (SPEC 8.4): HTTPS POST, sendmail(1), the RFC 8460 §5.5 back-off. Edge: network, processes |
 
 pub mod aggregate;
 pub mod datagram;
+pub mod deliver;
+pub mod mail;
 pub mod record;
 pub mod report;
 
-pub use record::{is_tlsrpt_record, parse_record, select_record, TlsRpt, TlsRptError};
+pub use record::{is_tlsrpt_record, parse_record, select_record, Destination, TlsRpt, TlsRptError};

@@ -9,12 +9,16 @@
 //! | `findings.rs` | SPEC 8.3: `no-policy-found` counts of a domain whose policy mtastsd could not fetch, parse or authenticate, relabelled as the failed `sts` policy. Pure |
 //! | `report.rs` | the RFC 8460 §4.4 report of one UTC day and domain (SPEC 8.4), its mailto file name and subject. Pure |
 //! | `store.rs` | the SQLite file of the counts (8.2), the reports and their deliveries (8.4, never twice), pruned (8.6). Edge: disk |
+//! | `mail.rs` | the RFC 8460 §5.3 report mail (SPEC 8.4): multipart/report, CRLF, ASCII. Pure |
+//! | `deliver.rs` | one attempt to send a report (SPEC 8.4): HTTPS POST, sendmail(1), the RFC 8460 §5.5 back-off. Edge: network, processes |
 
 pub mod aggregate;
 pub mod datagram;
+pub mod deliver;
 pub mod findings;
+pub mod mail;
 pub mod record;
 pub mod report;
 pub mod store;
 
-pub use record::{is_tlsrpt_record, parse_record, select_record, TlsRpt, TlsRptError};
+pub use record::{is_tlsrpt_record, parse_record, select_record, Destination, TlsRpt, TlsRptError};

@@ -25,6 +25,59 @@ pub struct TlsRpt {
     pub rua: Vec<String>,
 }
 
+/// Where one report goes (RFC 8460 §3's `rua` URI, SPEC 8.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// An `https:` URI, as written in the record: the report is POSTed there.
+    Https(String),
+    /// A `mailto:` URI's address, percent-decoded (RFC 6068 §2), without any
+    /// `?hfields`: the report is mailed there.
+    Mailto(String),
+}
+
+impl TlsRpt {
+    /// The `rua` URIs a reporter can use, in order (SPEC 8.4). A URI whose address
+    /// does not decode to UTF-8 is skipped; [`parse_record`] admits no other scheme.
+    pub fn destinations(&self) -> Vec<Destination> {
+        self.rua
+            .iter()
+            .filter_map(|uri| {
+                // RFC 3986 §3.1: schemes are case-insensitive.
+                let (scheme, rest) = uri.split_once(':')?;
+                if scheme.eq_ignore_ascii_case("https") {
+                    Some(Destination::Https(uri.clone()))
+                } else if scheme.eq_ignore_ascii_case("mailto") {
+                    // RFC 6068 §2: `mailto:` to [ "?" hfields ]; RFC 8460 §3 makes the
+                    // reporter percent-encode `,` and `!` in the address.
+                    let to = rest.split('?').next().unwrap_or_default();
+                    percent_decode(to).map(Destination::Mailto)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+}
+
+/// RFC 3986 §2.1 percent-decoding; None when the result is not UTF-8 or an escape
+/// is malformed.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Why a set of TXT records has no usable TLS-RPT record (RFC 8460 §3: the domain
 /// then does not implement TLS-RPT).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -349,6 +402,48 @@ mod tests {
             select_record(&["v=TLSRPTv1; rua=gopher://x"]),
             Err(TlsRptError::Invalid(_))
         ));
+    }
+
+    /// SPEC 8.4: `https:` URIs as written, `mailto:` addresses percent-decoded
+    /// (RFC 8460 §3 encodes `,` and `!`), `?hfields` dropped, in record order.
+    #[test]
+    fn rfc8460_3_destinations_table() {
+        use Destination::{Https, Mailto};
+        let rows: Vec<(&str, Vec<Destination>)> = vec![
+            (
+                "v=TLSRPTv1; rua=mailto:tlsrpt@example.com",
+                vec![Mailto("tlsrpt@example.com".into())],
+            ),
+            (
+                "v=TLSRPTv1; rua=mailto:a%2Cb%21c@example.com,https://r.example.com/x?y=%2C",
+                vec![
+                    Mailto("a,b!c@example.com".into()),
+                    Https("https://r.example.com/x?y=%2C".into()),
+                ],
+            ),
+            (
+                "v=TLSRPTv1; rua=MAILTO:A@B.C?subject=x; x=1",
+                vec![Mailto("A@B.C".into())],
+            ),
+            (
+                "v=TLSRPTv1; rua=HTTPS://r.example.com",
+                vec![Https("HTTPS://r.example.com".into())],
+            ),
+            // Not UTF-8 once decoded: skipped, the others kept.
+            (
+                "v=TLSRPTv1; rua=mailto:%ff@b.c,https://r.example.com",
+                vec![Https("https://r.example.com".into())],
+            ),
+        ];
+        for (txt, want) in rows {
+            let got = parse_record(txt.as_bytes()).unwrap().destinations();
+            assert_eq!(got, want, "{txt:?}");
+        }
+        // A record built by hand (not through parse_record) with another scheme.
+        let odd = TlsRpt {
+            rua: vec!["gopher://x".into(), "nocolon".into()],
+        };
+        assert_eq!(odd.destinations(), vec![]);
     }
 
     proptest! {

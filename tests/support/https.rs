@@ -20,6 +20,8 @@ use super::ca::{CertKind, TestCa};
 
 /// Longest request head accepted (request line + headers).
 pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// Longest request body read (and recorded); more is left unread.
+pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
 /// A connection that does not complete its handshake / request head in this time
 /// is closed.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -113,6 +115,8 @@ struct Stats {
     handshakes: usize,
     requests: usize,
     last_request: Option<String>,
+    /// The body of the last request (by its Content-Length; empty without one).
+    last_body: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -343,6 +347,14 @@ impl HttpsServer {
             .and_then(|s| s.last_request.clone())
     }
 
+    /// The body of the last request for this SNI (empty when it had none).
+    pub fn last_body(&self, host: &str) -> Option<Vec<u8>> {
+        lock(&self.inner.state)
+            .stats
+            .get(&normalize(host))
+            .and_then(|s| s.last_body.clone())
+    }
+
     pub fn reset_counts(&self) {
         lock(&self.inner.state).stats.clear();
     }
@@ -397,12 +409,29 @@ async fn handle_conn(tcp: TcpStream, acceptor: TlsAcceptor, state: Shared) {
         }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    // A request body (a POST's), by its Content-Length: recorded for the test.
+    let body_len = head
+        .split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(MAX_REQUEST_BODY);
+    let mut body = buf.split_off(head_end + 4);
+    while body.len() < body_len {
+        match tokio::time::timeout(IO_TIMEOUT, tls.read(&mut tmp)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(n)) => body.extend_from_slice(&tmp[..n]),
+        }
+    }
+    body.truncate(body_len);
 
     let reply = {
         let mut st = lock(&state);
         let stats = st.stats.entry(host.clone()).or_default();
         stats.requests += 1;
         stats.last_request = Some(head);
+        stats.last_body = Some(body);
         st.hosts.get(&host).map(|h| h.reply.clone())
     };
     let reply = reply.unwrap_or_else(|| Reply::status(404));

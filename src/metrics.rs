@@ -114,6 +114,19 @@ pub fn store_save(ok: bool) {
         .increment(1);
 }
 
+/// One TLS-RPT report delivery attempt ended (SPEC 8.4): `transport` https or
+/// mailto, `outcome` sent, retry or dropped.
+pub fn tlsrpt_report(transport: &'static str, outcome: &'static str) {
+    counter!("mtastsd_tlsrpt_reports_total", "transport" => transport, "outcome" => outcome)
+        .increment(1);
+}
+
+/// The age in seconds of the oldest TLS-RPT report not yet sent nor given up (0:
+/// none waiting).
+pub fn tlsrpt_oldest_unsent(seconds: i64) {
+    gauge!("mtastsd_tlsrpt_oldest_unsent_report_seconds").set(seconds as f64);
+}
+
 /// Install the process-wide recorder. Idempotent: a second daemon in the same
 /// process (tests) shares the first one's.
 pub fn install() -> &'static PrometheusHandle {

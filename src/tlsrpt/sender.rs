@@ -200,23 +200,19 @@ impl Sender {
         let mut round = Round::default();
         for d in self.store.due(now, 100)? {
             match self.deliver_one(&d, now).await? {
-                Some(Outcome::Sent) => round.sent += 1,
-                Some(Outcome::Retry(_)) => round.retried += 1,
-                Some(Outcome::Failed(_)) | None => round.dropped += 1,
+                Fate::Sent => round.sent += 1,
+                Fate::Retried => round.retried += 1,
+                Fate::Dropped => round.dropped += 1,
             }
         }
         Ok(round)
     }
 
-    /// One attempt; `None` when the delivery was dropped without one.
-    async fn deliver_one(
-        &mut self,
-        d: &Delivery,
-        now: i64,
-    ) -> Result<Option<Outcome>, TlsrptStoreError> {
+    /// One attempt, and what became of the delivery.
+    async fn deliver_one(&mut self, d: &Delivery, now: i64) -> Result<Fate, TlsrptStoreError> {
         let Some(stored) = self.store.report(d.day, &d.domain)? else {
             self.store.mark_dropped(&d.id, "the report is gone")?;
-            return Ok(None);
+            return Ok(Fate::Dropped);
         };
         let gz = deliver::gzip(&stored.json);
         let destination = super::record::TlsRpt {
@@ -232,8 +228,7 @@ impl Sender {
             Some(Destination::Mailto(to)) => self.mail(d, &stored.report_id, &to, &gz, now).await,
             None => Outcome::Failed("not a mailto: or https: URI".into()),
         };
-        self.record_outcome(d, now, &outcome)?;
-        Ok(Some(outcome))
+        self.record_outcome(d, now, &outcome)
     }
 
     async fn mail(&self, d: &Delivery, report_id: &str, to: &str, gz: &[u8], now: i64) -> Outcome {
@@ -269,13 +264,13 @@ impl Sender {
         d: &Delivery,
         now: i64,
         outcome: &Outcome,
-    ) -> Result<(), TlsrptStoreError> {
+    ) -> Result<Fate, TlsrptStoreError> {
         let what = format!("TLS-RPT: report for {} on {} to {}", d.domain, d.day, d.uri);
         match outcome {
             Outcome::Sent => {
                 crate::metrics::tlsrpt_report(transport(&d.uri), "sent");
                 log::info!("{what}: sent");
-                self.store.mark_sent(&d.id, now)
+                self.store.mark_sent(&d.id, now).map(|()| Fate::Sent)
             }
             Outcome::Retry(why) => {
                 let first = d.first_try.unwrap_or(now);
@@ -283,19 +278,21 @@ impl Sender {
                     Some(next) => {
                         crate::metrics::tlsrpt_report(transport(&d.uri), "retry");
                         log::warn!("{what}: {why}; trying again in {} s", next - now);
-                        self.store.mark_retry(&d.id, next, why)
+                        self.store
+                            .mark_retry(&d.id, next, why)
+                            .map(|()| Fate::Retried)
                     }
                     None => {
                         crate::metrics::tlsrpt_report(transport(&d.uri), "dropped");
                         log::warn!("{what}: {why}; given up after a day of retries");
-                        self.store.mark_dropped(&d.id, why)
+                        self.store.mark_dropped(&d.id, why).map(|()| Fate::Dropped)
                     }
                 }
             }
             Outcome::Failed(why) => {
                 crate::metrics::tlsrpt_report(transport(&d.uri), "dropped");
                 log::warn!("{what}: {why}; not retried");
-                self.store.mark_dropped(&d.id, why)
+                self.store.mark_dropped(&d.id, why).map(|()| Fate::Dropped)
             }
         }
     }
@@ -329,6 +326,13 @@ impl Sender {
         }
         round
     }
+}
+
+/// What became of a delivery after an attempt.
+enum Fate {
+    Sent,
+    Retried,
+    Dropped,
 }
 
 fn transport(uri: &str) -> &'static str {

@@ -1,6 +1,7 @@
 //! The configuration model: defaults, every key, loading from files (SPEC 7.4, 7.5).
 
 mod errors;
+mod tlsrpt;
 
 use super::*;
 

@@ -7,8 +7,10 @@
 //! | `datagram.rs` | one libtlsrpt datagram from Postfix (SPEC 8.1): parse, bounded. Pure |
 //! | `aggregate.rs` | the counts per UTC day, domain, record and policy (SPEC 8.2), merge, the detail cap (8.6). Pure |
 //! | `report.rs` | the RFC 8460 §4.4 report of one UTC day and domain (SPEC 8.4), its mailto file name and subject. Pure |
+//! | `collector.rs` | Postfix's datagrams off the unix socket (SPEC 8.1) into per-second counts, handed to the store on a writer thread (8.2). Edge: a socket, two threads |
 
 pub mod aggregate;
+pub mod collector;
 pub mod datagram;
 pub mod record;
 pub mod report;

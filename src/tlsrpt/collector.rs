@@ -202,7 +202,7 @@ impl Collector {
 
     /// Stops: removes the socket file (senders then get ENOENT, which Postfix only
     /// logs), counts what the kernel still queues, hands the last counts to the sink
-    /// and waits for it. Blocks for up to [`STOP_POLL`] plus the last store.
+    /// and waits for it. Blocks for up to a tenth of a second plus the last store.
     pub fn stop(mut self) {
         self.halt();
     }

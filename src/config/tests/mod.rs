@@ -583,4 +583,5 @@ fn sample_config_examples_parse() {
     assert_ne!(uncommented, sample, "the sample should show some examples");
     let c = Config::parse(&uncommented, Path::new("uncommented")).unwrap();
     assert!(c.fetch.ca_file.is_some());
+    assert!(c.tlsrpt.is_some_and(|t| t.send));
 }

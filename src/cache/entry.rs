@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MAX_REFRESH_INTERVAL, MIN_LIFETIME};
 use crate::mta_sts::{Mode, Policy};
+use crate::tlsrpt::findings::Finding;
 
 /// A policy we trust, with what we need to keep trusting it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +120,9 @@ pub(super) struct Trouble {
     pub(super) failed: Option<(String, u64)>,
     /// The last problem logged, so a broken domain logs when it changes, not every check.
     pub(super) last_problem: Option<String>,
+    /// What the failed fetch was, for TLS-RPT (SPEC 8.3): set with `failed`, and
+    /// cleared with it or when the domain's `_mta-sts` record is gone.
+    pub(super) finding: Option<Finding>,
 }
 
 impl Entry {
@@ -134,9 +138,32 @@ impl Entry {
         self.trouble.as_ref()?.last_problem.as_deref()
     }
 
-    pub(super) fn set_failed(&mut self, failed: Option<(String, u64)>) {
+    pub(super) fn finding(&self) -> Option<&Finding> {
+        self.trouble.as_ref()?.finding.as_ref()
+    }
+
+    /// A fetch under this id failed (`None`: the last one succeeded); `finding` is
+    /// what TLS-RPT reports of it (SPEC 8.3).
+    pub(super) fn set_failed(&mut self, failed: Option<(String, u64, Finding)>) {
         if failed.is_some() || self.trouble.is_some() {
-            self.change_trouble(|t| t.failed = failed);
+            self.change_trouble(|t| match failed {
+                Some((id, retry, finding)) => {
+                    t.failed = Some((id, retry));
+                    t.finding = Some(finding);
+                }
+                None => {
+                    t.failed = None;
+                    t.finding = None;
+                }
+            });
+        }
+    }
+
+    /// SPEC 8.3 reports fetch failures of domains that publish an `_mta-sts`
+    /// record: once the record is gone, the failure is not the domain's news.
+    pub(super) fn clear_finding(&mut self) {
+        if self.finding().is_some() {
+            self.change_trouble(|t| t.finding = None);
         }
     }
 
@@ -151,7 +178,7 @@ impl Entry {
     fn change_trouble(&mut self, f: impl FnOnce(&mut Trouble)) {
         let trouble = self.trouble.get_or_insert_with(Box::default);
         f(trouble);
-        if trouble.failed.is_none() && trouble.last_problem.is_none() {
+        if trouble.failed.is_none() && trouble.last_problem.is_none() && trouble.finding.is_none() {
             self.trouble = None;
         }
     }

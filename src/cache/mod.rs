@@ -533,6 +533,19 @@ impl PolicyCache {
 
     /// Domains whose policy is due for a proactive refresh (SPEC 5.5), not already
     /// backing off after a failed one.
+    /// SPEC 8.3: why there is no policy for `domain` although it publishes an
+    /// `_mta-sts` record (its last fetch failed), for TLS-RPT; `None` when a usable
+    /// policy is cached or nothing failed. Read-only: the LRU order is not touched.
+    pub fn finding(&self, domain: &str) -> Option<crate::tlsrpt::findings::Finding> {
+        let now = self.clock.now();
+        let entries = self.entries.lock().unwrap();
+        let entry = entries.peek(domain)?;
+        if entry.usable(now).is_some() {
+            return None;
+        }
+        entry.finding().cloned()
+    }
+
     pub fn due_for_refresh(&self, now: u64) -> Vec<String> {
         let entries = self.entries.lock().unwrap();
         entries

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::cluster::{ClusterRecord, Consult};
-use super::entry::CachedPolicy;
+use super::entry::{CachedPolicy, Entry};
 use super::{PolicyCache, Resolution};
 use super::{
     DNS_ERROR_BACKOFF, FETCH_FAILURE_BACKOFF, NEGATIVE_TTL_DEFAULT, NEGATIVE_TTL_MAX,
@@ -16,6 +16,7 @@ use super::{
 use crate::mta_sts::policy::parse_policy;
 use crate::mta_sts::record::{select_record, StsRecord};
 use crate::resolver::{DnsError, FetchError, Resolvers};
+use crate::tlsrpt::findings::{Finding, FindingKind};
 
 impl PolicyCache {
     /// Start (or join) the resolution of `domain`. It runs in its own task, so it
@@ -169,6 +170,7 @@ impl PolicyCache {
         }
         self.note_problem(domain, now, &problem, None);
         if let Problem::NoRecord(_) | Problem::Record(_) = problem {
+            self.update(domain, Entry::clear_finding);
             let until = now + problem.backoff();
             self.publish(
                 domain,
@@ -233,11 +235,12 @@ impl PolicyCache {
             }
             Err(err) => {
                 let retry = now + FETCH_FAILURE_BACKOFF;
+                let finding = finding_of(&err);
                 let problem = Problem::Fetch(err);
                 self.note_problem(domain, now, &problem, cached.as_deref());
                 // With nothing cached, note_problem set a one-minute quiet time: TXT is
                 // looked at again then, but this id is not fetched before `retry`.
-                self.update(domain, |e| e.set_failed(Some((id.clone(), retry))));
+                self.update(domain, |e| e.set_failed(Some((id.clone(), retry, finding))));
                 cached
             }
         }
@@ -312,6 +315,17 @@ async fn discover(domain: &str, resolvers: &Resolvers) -> Result<StsRecord, Prob
         Err(_) => "error",
     });
     discovery
+}
+
+/// What TLS-RPT reports of a failed fetch (SPEC 8.3, RFC 8460 §4.3.2): the reason
+/// as the log line gives it.
+fn finding_of(err: &FetchError) -> Finding {
+    let kind = match err {
+        FetchError::Parse(_) => FindingKind::PolicyInvalid,
+        FetchError::Certificate(_) => FindingKind::WebPkiInvalid,
+        _ => FindingKind::FetchError,
+    };
+    Finding::new(kind, &format!("stage={} {err}", err.stage()))
 }
 
 /// Why a resolution produced no new policy.

@@ -25,6 +25,11 @@ pub enum FetchError {
     Dns(String),
     #[error("TLS: {0}")]
     Tls(String),
+    /// SPEC 3.1: the policy host's certificate failed PKIX validation (expired, wrong
+    /// name, unknown issuer...): TLS-RPT's `sts-webpki-invalid` (SPEC 8.3), where
+    /// other TLS failures are `sts-policy-fetch-error`.
+    #[error("TLS: {0}")]
+    Certificate(String),
     #[error("HTTPS: {0}")]
     Https(String),
     #[error("timed out after {0} s")]
@@ -51,7 +56,7 @@ impl FetchError {
     pub fn stage(&self) -> &'static str {
         match self {
             FetchError::Dns(_) => "dns",
-            FetchError::Tls(_) => "tls",
+            FetchError::Tls(_) | FetchError::Certificate(_) => "tls",
             FetchError::Https(_) | FetchError::Timeout(_) => "https",
             FetchError::HttpStatus { .. } => "http-status",
             FetchError::ContentType(_) => "content-type",

@@ -195,6 +195,9 @@ fn classify(e: reqwest::Error) -> FetchError {
             return FetchError::Dns(h.0.to_string());
         }
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            if let rustls::Error::InvalidCertificate(_) = t {
+                return FetchError::Certificate(t.to_string());
+            }
             return FetchError::Tls(t.to_string());
         }
         let text = err.to_string();

@@ -199,6 +199,11 @@ impl Aggregate {
         self.entries.entry(key).or_default().merge(counts);
     }
 
+    /// Every key with its counts, taken out, in no particular order.
+    pub fn into_entries(self) -> impl Iterator<Item = (Key, Counts)> {
+        self.entries.into_iter()
+    }
+
     /// Every key with its counts, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &Counts)> {
         self.entries.iter()

@@ -6,13 +6,17 @@
 //! | `record.rs` | the `_smtp._tls.<domain>` record (RFC 8460 §3): parse and select. Pure |
 //! | `datagram.rs` | one libtlsrpt datagram from Postfix (SPEC 8.1): parse, bounded. Pure |
 //! | `aggregate.rs` | the counts per UTC day, domain, record and policy (SPEC 8.2), merge, the detail cap (8.6). Pure |
+//! | `findings.rs` | SPEC 8.3: `no-policy-found` counts of a domain whose policy mtastsd could not fetch, parse or authenticate, relabelled as the failed `sts` policy. Pure |
 //! | `report.rs` | the RFC 8460 §4.4 report of one UTC day and domain (SPEC 8.4), its mailto file name and subject. Pure |
 //! | `collector.rs` | Postfix's datagrams off the unix socket (SPEC 8.1) into per-second counts, handed to the store on a writer thread (8.2). Edge: a socket, two threads |
+//! | `store.rs` | the SQLite file of the counts (8.2), the reports and their deliveries (8.4, never twice), pruned (8.6). Edge: disk |
 
 pub mod aggregate;
 pub mod collector;
 pub mod datagram;
+pub mod findings;
 pub mod record;
 pub mod report;
+pub mod store;
 
 pub use record::{is_tlsrpt_record, parse_record, select_record, TlsRpt, TlsRptError};

@@ -74,10 +74,11 @@ pub fn open(config: &ServerConfig) -> Result<Vec<Listener>, ListenError> {
     Ok(listeners)
 }
 
-/// `[server] unix_owner` and `unix_group`, looked up: (name, id) each.
-fn accounts(
-    config: &ServerConfig,
-) -> Result<(Option<(&str, u32)>, Option<(&str, u32)>), ListenError> {
+/// A user or group as configured and as looked up: (name, id).
+type Account<'a> = Option<(&'a str, u32)>;
+
+/// `[server] unix_owner` and `unix_group`, looked up.
+fn accounts(config: &ServerConfig) -> Result<(Account<'_>, Account<'_>), ListenError> {
     let owner = config
         .unix_owner
         .as_deref()

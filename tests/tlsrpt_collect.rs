@@ -351,3 +351,49 @@ async fn kill_9_keeps_what_was_committed_and_the_restart_continues_the_day_spec_
         );
     }
 }
+
+/// SPEC 7.4, 8.1: a file at the socket path that is not a socket stops the start with
+/// an error naming it, and is left as it was; so does a store that cannot be created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_in_the_way_stops_the_start_and_is_kept() {
+    let world = World::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, socket) = config(&world, dir.path());
+    std::fs::write(&socket, "not mine").unwrap();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let e = match mtastsd::daemon::Daemon::start(config, TestClock::new()).await {
+        Ok(_) => panic!("started over a regular file"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains(&socket.display().to_string()), "{e}");
+    assert!(e.contains("is not a socket"), "{e}");
+    assert_eq!(std::fs::read(&socket).unwrap(), b"not mine");
+
+    // A directory where the store's file should be.
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = self::config(&world, dir.path());
+    std::fs::create_dir(dir.path().join("tlsrpt.sqlite")).unwrap();
+    let e = match mtastsd::daemon::Daemon::start(config, TestClock::new()).await {
+        Ok(_) => panic!("started without its store"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("tlsrpt.sqlite"), "{e}");
+}
+
+/// SPEC 7.3: a reload keeps the collector; a new socket path waits for a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_collecting_on_the_same_socket() {
+    let world = World::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, socket) = config(&world, dir.path());
+    let mut daemon = harness::start(config.clone(), TestClock::new()).await;
+    let mut moved = config;
+    moved.tlsrpt.as_mut().unwrap().socket = dir.path().join("elsewhere");
+    daemon.reload(moved).unwrap();
+    let first = today();
+    let tx = UnixDatagram::unbound().unwrap();
+    tx.send_to(&golden()[0], &socket).unwrap();
+    assert!(!dir.path().join("elsewhere").exists());
+    daemon.shutdown().await;
+    assert_eq!(sessions(&stored(dir.path(), first, today())), 1);
+}

@@ -56,7 +56,8 @@ for f in ./usr/sbin/mtastsd ./etc/mtastsd/mtastsd.toml ./usr/lib/systemd/system/
     ./usr/share/doc/mtastsd/examples/mtastsd.socket ./usr/share/man/man8/mtastsd.8.gz \
     ./usr/share/man/man5/mtastsd.toml.5.gz ./usr/share/doc/mtastsd/README.Debian \
     ./usr/share/doc/mtastsd/copyright ./usr/share/doc/mtastsd/examples/main.cf \
-    ./usr/share/doc/mtastsd/examples/chroot.conf ./usr/share/doc/mtastsd/CHECK.md; do
+    ./usr/share/doc/mtastsd/examples/chroot.conf ./usr/share/doc/mtastsd/CHECK.md \
+    ./usr/lib/sysctl.d/60-mtastsd.conf; do
     grep -q " $f\$" <<<"$contents" || fail "$f missing from the package"
 done
 dpkg-deb -f "$deb" Depends | grep -q ca-certificates || fail "does not depend on ca-certificates"

@@ -21,6 +21,10 @@ use crate::resolver::dns::{Dns, DnsSetupError};
 use crate::resolver::https::{FetchSetupError, HttpsFetcher};
 use crate::resolver::Resolvers;
 use crate::server::{self, AcceptEnded, Limits};
+use crate::tlsrpt::aggregate::Aggregate;
+use crate::tlsrpt::collector::{self, Collector, CollectorError};
+use crate::tlsrpt::findings;
+use crate::tlsrpt::store::{TlsrptStore, TlsrptStoreError};
 
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -48,6 +52,13 @@ pub enum StartError {
     },
     #[error("cannot start the resolver threads")]
     Threads(#[source] std::io::Error),
+    /// SPEC 8.2: the counts need a file; its message names it and says what to do.
+    #[error(transparent)]
+    TlsrptStore(#[from] TlsrptStoreError),
+    #[error(transparent)]
+    Tlsrpt(#[from] CollectorError),
+    #[error("[tlsrpt] needs cache.state_dir, where its counts are kept (tlsrpt.sqlite)")]
+    TlsrptStateDir,
 }
 
 /// The threads resolutions run on (DNS, HTTPS fetches, their parsing): one per core,
@@ -174,6 +185,8 @@ pub struct Daemon {
     dane: Arc<DaneCache>,
     handler: Arc<Handler>,
     store: Option<Arc<Store>>,
+    /// SPEC 8.1: with `[tlsrpt]`, the collector of Postfix's datagrams.
+    tlsrpt: Option<Collector>,
     addrs: Vec<BoundAddr>,
     metrics_addr: Option<std::net::SocketAddr>,
     shutdown: watch::Sender<bool>,
@@ -222,6 +235,7 @@ impl Daemon {
         let listeners = crate::listen::open(&config.server)?;
         let addrs: Vec<BoundAddr> = listeners.iter().map(Listener::local_addr).collect();
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let tlsrpt = start_tlsrpt(&config, &cache)?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let handler = Arc::new(Handler::new(Arc::clone(&cache), Arc::clone(&config)));
@@ -247,6 +261,7 @@ impl Daemon {
             dane,
             handler,
             store,
+            tlsrpt,
             addrs,
             metrics_addr,
             shutdown,
@@ -331,6 +346,13 @@ impl Daemon {
         if config.cache.state_dir != self.config.cache.state_dir {
             log::warn!("a new cache.state_dir takes effect only after a restart");
         }
+        let socket = |c: &Config| c.tlsrpt.as_ref().map(|t| t.socket.clone());
+        if socket(&config) != socket(&self.config) {
+            log::warn!(
+                "a new tlsrpt.socket, or adding or removing [tlsrpt], takes effect only \
+                 after a restart"
+            );
+        }
         self.cache
             .reconfigure(config.cache.size, cache_settings(&config), resolvers);
         let (lookup, deadline) = dane;
@@ -348,6 +370,11 @@ impl Daemon {
         let _ = self.server.await;
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(collector) = self.tlsrpt {
+            // Joins two threads and stores the last second's counts: off the
+            // runtime's thread.
+            let _ = tokio::task::spawn_blocking(move || collector.stop()).await;
         }
         if let Some(store) = &self.store {
             let snapshot = self.cache.snapshot();
@@ -435,6 +462,40 @@ fn open_store(config: &Config, cache: &PolicyCache) -> Result<Option<Arc<Store>>
     let store = Arc::new(Store::open(dir)?);
     load(cache, &store)?;
     Ok(Some(store))
+}
+
+/// SPEC 8.1, 8.2: with `[tlsrpt]`, the store of the counts
+/// (`<state_dir>/tlsrpt.sqlite`) and the collector on Postfix's socket, which gets the
+/// socketmap's unix socket mode, owner and group. The counts are relabelled with
+/// what the cache knows of failed policy fetches (SPEC 8.3) on their way to the store.
+fn start_tlsrpt(
+    config: &Config,
+    cache: &Arc<PolicyCache>,
+) -> Result<Option<Collector>, StartError> {
+    let Some(tlsrpt) = &config.tlsrpt else {
+        return Ok(None);
+    };
+    let dir = config
+        .cache
+        .state_dir
+        .as_ref()
+        .ok_or(StartError::TlsrptStateDir)?;
+    let mut store = TlsrptStore::open(&dir.join("tlsrpt.sqlite"))?;
+    let stored_in = store.path().display().to_string();
+    let socket = collector::bind(&tlsrpt.socket)?;
+    if let Err(e) = crate::listen::set_unix_access(&tlsrpt.socket, &config.server) {
+        let _ = std::fs::remove_file(&tlsrpt.socket);
+        return Err(e.into());
+    }
+    let cache = Arc::clone(cache);
+    let relabel = Box::new(move |counts| findings::relabel(counts, |d| cache.finding(d)));
+    let sink = Box::new(move |counts: &Aggregate| store.add(counts).map_err(|e| chain(&e)));
+    let collector = Collector::start(socket, tlsrpt.socket.clone(), relabel, sink)?;
+    log::info!(
+        "TLS-RPT: collecting Postfix's reports on {}, counts in {stored_in}",
+        tlsrpt.socket.display()
+    );
+    Ok(Some(collector))
 }
 
 /// The accept loops (SPEC 7.5, 7.6), with the receiver that learns why they ended

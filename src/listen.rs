@@ -56,16 +56,7 @@ pub fn open(config: &ServerConfig) -> Result<Vec<Listener>, ListenError> {
         );
         return Ok(inherited);
     }
-    let owner = config
-        .unix_owner
-        .as_deref()
-        .map(|name| lookup_user(name).map(|uid| (name, uid)))
-        .transpose()?;
-    let group = config
-        .unix_group
-        .as_deref()
-        .map(|name| lookup_group(name).map(|gid| (name, gid)))
-        .transpose()?;
+    let (owner, group) = accounts(config)?;
     let mut listeners = Vec::new();
     for addr in &config.listen {
         let listener =
@@ -81,6 +72,38 @@ pub fn open(config: &ServerConfig) -> Result<Vec<Listener>, ListenError> {
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// A user or group as configured and as looked up: (name, id).
+type Account<'a> = Option<(&'a str, u32)>;
+
+/// `[server] unix_owner` and `unix_group`, looked up.
+fn accounts(config: &ServerConfig) -> Result<(Account<'_>, Account<'_>), ListenError> {
+    let owner = config
+        .unix_owner
+        .as_deref()
+        .map(|name| lookup_user(name).map(|uid| (name, uid)))
+        .transpose()?;
+    let group = config
+        .unix_group
+        .as_deref()
+        .map(|name| lookup_group(name).map(|gid| (name, gid)))
+        .transpose()?;
+    Ok((owner, group))
+}
+
+/// Gives a unix socket bound elsewhere (the TLS-RPT collector's, SPEC 8.1) the
+/// `[server] unix_mode`, `unix_owner` and `unix_group` of the socketmap's sockets,
+/// so that the same Postfix set-up reaches both.
+pub fn set_unix_access(path: &Path, config: &ServerConfig) -> Result<(), ListenError> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.unix_mode)).map_err(
+        |source| ListenError::Bind {
+            addr: format!("unix:{}", path.display()),
+            source,
+        },
+    )?;
+    let (owner, group) = accounts(config)?;
+    give(path, owner, group)
 }
 
 fn give(

@@ -40,6 +40,12 @@ pub struct Metrics {
     pub dane_partial_mta_sts: Counter,
     pub dane_failed_mta_sts: Counter,
     pub connections: Gauge,
+    /// SPEC 8.1: libtlsrpt datagrams received, by what became of them: counted
+    /// (`ok`), dropped as not a datagram (`malformed`), or dropped as larger than
+    /// the collector takes (`truncated`).
+    pub tlsrpt_ok: Counter,
+    pub tlsrpt_malformed: Counter,
+    pub tlsrpt_truncated: Counter,
     pub dns_seconds: Histogram,
     pub fetch_seconds: Histogram,
 }
@@ -61,6 +67,9 @@ pub fn get() -> &'static Metrics {
         dane_partial_mta_sts: counter!("mtastsd_dane_mta_sts_answers_total", "dane" => "partial"),
         dane_failed_mta_sts: counter!("mtastsd_dane_mta_sts_answers_total", "dane" => "failed"),
         connections: gauge!("mtastsd_connections"),
+        tlsrpt_ok: counter!("mtastsd_tlsrpt_datagrams_total", "result" => "ok"),
+        tlsrpt_malformed: counter!("mtastsd_tlsrpt_datagrams_total", "result" => "malformed"),
+        tlsrpt_truncated: counter!("mtastsd_tlsrpt_datagrams_total", "result" => "truncated"),
         dns_seconds: histogram!("mtastsd_dns_lookup_seconds"),
         fetch_seconds: histogram!("mtastsd_policy_fetch_seconds"),
     })
@@ -160,6 +169,9 @@ pub fn install() -> &'static PrometheusHandle {
         counter!("mtastsd_log_lines_dropped_total").increment(0);
         for outcome in ["ok", "error"] {
             counter!("mtastsd_store_saves_total", "outcome" => outcome).increment(0);
+        }
+        for result in ["ok", "malformed", "truncated"] {
+            counter!("mtastsd_tlsrpt_datagrams_total", "result" => result).increment(0);
         }
         handle
     })

@@ -62,6 +62,8 @@ pub struct Config {
     /// `[overrides] file` and `[profiles.NAME.overrides] file`: (profile, path),
     /// read by [`Config::load`] (again on SIGHUP).
     pub override_files: Vec<(Option<String>, PathBuf)>,
+    /// `[tlsrpt]`: TLS-RPT reports (SPEC 8). `None` (no such table): off.
+    pub tlsrpt: Option<TlsrptConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +241,75 @@ impl DaneConfig {
     }
 }
 
+/// `[tlsrpt]`: collect what Postfix 3.10+ reports of its TLS sessions and send the
+/// daily RFC 8460 reports (SPEC 8). Needs `cache.state_dir`, where the counts are kept
+/// (`tlsrpt.sqlite`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsrptConfig {
+    /// The unix datagram socket libtlsrpt sends to (SPEC 8.1): Postfix's
+    /// `smtp_tlsrpt_socket_name`, which is relative to its queue directory, so that a
+    /// chrooted smtp(8) reaches it (default `/var/spool/postfix/mtastsd/tlsrpt`, i.e.
+    /// `smtp_tlsrpt_socket_name = mtastsd/tlsrpt`). Mode, owner and group as
+    /// `[server] unix_mode`, `unix_owner`, `unix_group`.
+    pub socket: PathBuf,
+    /// Send the reports. Default false: collect, and show what would be sent
+    /// (`mtastsd tlsrpt show|report`), nothing leaves the host.
+    pub send: bool,
+    /// RFC 8460 §4.4 `organization-name`. Required with `send = true`.
+    pub organization_name: Option<String>,
+    /// RFC 8460 §4.4 `contact-info`: an address or URI, not empty. Required with
+    /// `send = true`.
+    pub contact_info: Option<String>,
+    /// RFC 8460 §5.3: the submitter domain (file name, subject,
+    /// `TLS-Report-Submitter`). Default: the domain of `contact_info` when it is an
+    /// address (`x@d` or `mailto:x@d`); required with `send = true` otherwise.
+    pub submitter: Option<String>,
+    /// The sender of `mailto:` reports. Default: `contact_info` when it is an
+    /// address; required with `send = true` otherwise.
+    pub from: Option<String>,
+    /// The local MTA's submission command for `mailto:` reports, the recipient
+    /// appended; the message on its standard input. Default
+    /// `["/usr/sbin/sendmail", "-i"]`.
+    pub sendmail: Vec<String>,
+    /// Reports are sent after the UTC day ends, each at a random delay up to this
+    /// long (SPEC 8.4: spread, so that receivers are not flooded at midnight).
+    /// Default 4 h, at most 23 h.
+    pub delay: Duration,
+    /// Days of counts and reports kept (SPEC 8.6). Default 14, 1 to 366.
+    pub keep_days: u32,
+    /// Failure details in one report policy (SPEC 8.6: the largest counts kept, the
+    /// rest summed). Default 100.
+    pub max_details: usize,
+    /// Deadline of one HTTPS report upload. Default 30 s.
+    pub http_timeout: Duration,
+}
+
+impl TlsrptConfig {
+    pub const DEFAULT_SOCKET: &'static str = "/var/spool/postfix/mtastsd/tlsrpt";
+    /// The longest [`TlsrptConfig::delay`]: a report must still leave on the day
+    /// after the one it covers.
+    pub const MAX_DELAY: Duration = Duration::from_secs(23 * 3600);
+}
+
+impl Default for TlsrptConfig {
+    /// What an empty `[tlsrpt]` table gives.
+    fn default() -> Self {
+        TlsrptConfig {
+            socket: PathBuf::from(Self::DEFAULT_SOCKET),
+            send: false,
+            organization_name: None,
+            contact_info: None,
+            submitter: None,
+            from: None,
+            sendmail: vec!["/usr/sbin/sendmail".to_owned(), "-i".to_owned()],
+            delay: Duration::from_secs(4 * 3600),
+            keep_days: 14,
+            max_details: 100,
+            http_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsConfig {
     /// Where to serve `GET /metrics` (Prometheus text format) and `GET /healthz`.
@@ -298,6 +369,7 @@ impl Default for Config {
             profiles: BTreeMap::from([(DEFAULT_PROFILE.to_owned(), Profile::default())]),
             overrides: Overrides::default(),
             override_files: Vec::new(),
+            tlsrpt: None,
         }
     }
 }

@@ -12,12 +12,13 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 use toml::Spanned;
 
 use super::values::{
-    account_name, listen_list, parse_nameserver, AbsPath, AtLeastOne, Dur, InetAddr, Late, Level,
-    Port, ProfileName, StateDir, Target, UnixMode, UNLIMITED,
+    account_name, address_domain, listen_list, parse_nameserver, strip_mailto, AbsPath, AtLeastOne,
+    Dur, InetAddr, KeepDays, Late, Level, Port, ProfileName, SocketPath, StateDir, Target,
+    UnixMode, UNLIMITED,
 };
 use super::{
     CacheConfig, Config, DaneConfig, DnsConfig, FetchConfig, LogConfig, MetricsConfig, Profile,
-    RedisConfig, ServerConfig, DEFAULT_PROFILE,
+    RedisConfig, ServerConfig, TlsrptConfig, DEFAULT_PROFILE,
 };
 use crate::overrides::Overrides;
 
@@ -34,6 +35,7 @@ pub(super) struct RawConfig {
     dane: Table<RawDane>,
     profiles: Table<BTreeMap<ProfileName, Table<RawProfile>>>,
     overrides: Option<Table<RawOverrides>>,
+    tlsrpt: Option<Table<RawTlsrpt>>,
 }
 
 /// `[overrides]`: `"domain" = "answer"` entries, and `file` (a path; domain
@@ -97,10 +99,29 @@ struct RawFetch {
 #[serde(default, deny_unknown_fields)]
 struct RawCache {
     size: Option<AtLeastOne>,
-    state_dir: Option<StateDir>,
+    /// Spanned: `""` beside a `[tlsrpt]` table is an error at this key.
+    state_dir: Option<Spanned<StateDir>>,
     recheck: Option<Dur<UNLIMITED>>,
     save_interval: Option<Dur<UNLIMITED>>,
     backend: Option<Spanned<Backend>>,
+}
+
+/// `[tlsrpt]` (SPEC 8): the keys whose meaning depends on others (`send`, the
+/// addresses) are spanned, so that a missing companion is reported at them.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawTlsrpt {
+    socket: Option<SocketPath>,
+    send: Option<Spanned<bool>>,
+    organization_name: Option<Spanned<String>>,
+    contact_info: Option<Spanned<String>>,
+    submitter: Option<Spanned<String>>,
+    from: Option<Spanned<String>>,
+    sendmail: Option<Spanned<Vec<String>>>,
+    delay: Option<Spanned<Dur<UNLIMITED>>>,
+    keep_days: Option<KeepDays>,
+    max_details: Option<AtLeastOne>,
+    http_timeout: Option<Dur<UNLIMITED>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -191,6 +212,7 @@ impl RawConfig {
             dane: Table(raw_dane),
             profiles: Table(raw_profiles),
             overrides: raw_overrides,
+            tlsrpt: raw_tlsrpt,
         } = self;
         let mut overrides = Overrides::default();
         let mut override_files = Vec::new();
@@ -198,6 +220,10 @@ impl RawConfig {
             add_overrides(raw, None, &mut overrides, &mut override_files)?;
         }
         let redis = redis_config(cache.backend.as_ref(), raw_redis)?;
+        let tlsrpt = match raw_tlsrpt {
+            Some(Table(raw)) => Some(raw.into_config(cache.state_dir.as_ref())?),
+            None => None,
+        };
         let server = server.into_config()?;
         let dns = dns.into_config()?;
         let dane_nameservers = nameserver_list(raw_dane.nameservers.unwrap_or_default())?;
@@ -224,6 +250,7 @@ impl RawConfig {
             profiles,
             overrides,
             override_files,
+            tlsrpt,
         })
     }
 }
@@ -364,10 +391,137 @@ impl RawCache {
         let d = CacheConfig::default();
         CacheConfig {
             size: self.size.map_or(d.size, |n| n.0),
-            state_dir: self.state_dir.map_or(d.state_dir, |s| s.0),
+            state_dir: self.state_dir.map_or(d.state_dir, |s| s.into_inner().0),
             recheck: self.recheck.map_or(d.recheck, |t| t.0),
             save_interval: self.save_interval.map_or(d.save_interval, |t| t.0),
         }
+    }
+}
+
+impl RawTlsrpt {
+    /// `state_dir`: the `[cache]` key as written, if it was (the counts live there).
+    fn into_config(self, state_dir: Option<&Spanned<StateDir>>) -> Result<TlsrptConfig, Late> {
+        if let Some(dir) = state_dir.filter(|d| d.get_ref().0.is_none()) {
+            return Err((
+                dir.span(),
+                "[tlsrpt] keeps its counts in state_dir (tlsrpt.sqlite): set a directory, \
+                 or remove [tlsrpt]"
+                    .to_owned(),
+            ));
+        }
+        let d = TlsrptConfig::default();
+        let non_empty = |key: &str, v: Option<Spanned<String>>| -> Result<_, Late> {
+            match v {
+                Some(v) if v.get_ref().trim().is_empty() => {
+                    Err((v.span(), format!("{key} must not be empty")))
+                }
+                other => Ok(other),
+            }
+        };
+        let organization_name = non_empty("organization_name", self.organization_name)?;
+        let contact_info = non_empty("contact_info", self.contact_info)?;
+        let submitter = match self.submitter {
+            Some(s) => Some(
+                crate::overrides::parse_domain(s.get_ref())
+                    .ok()
+                    .filter(|d| d.contains('.'))
+                    .ok_or_else(|| {
+                        (
+                            s.span(),
+                            format!(
+                                "{:?} is not a domain name like \"mail.example.com\"",
+                                s.get_ref()
+                            ),
+                        )
+                    })?,
+            ),
+            None => contact_info
+                .as_ref()
+                .and_then(|c| address_domain(c.get_ref())),
+        };
+        let from = match self.from {
+            Some(f) => {
+                if address_domain(f.get_ref()).is_none() || strip_mailto(f.get_ref()) != f.get_ref()
+                {
+                    return Err((
+                        f.span(),
+                        format!(
+                            "{:?} is not an email address like \"tlsrpt@mail.example.com\"",
+                            f.get_ref()
+                        ),
+                    ));
+                }
+                Some(f.into_inner())
+            }
+            None => contact_info
+                .as_ref()
+                .filter(|c| address_domain(c.get_ref()).is_some())
+                .map(|c| strip_mailto(c.get_ref()).to_owned()),
+        };
+        let sendmail = match self.sendmail {
+            Some(argv) => {
+                let span = argv.span();
+                let argv = argv.into_inner();
+                if argv.first().is_none_or(|p| !p.starts_with('/')) {
+                    return Err((
+                        span,
+                        "expected a command as a list, its program an absolute path, \
+                         e.g. [\"/usr/sbin/sendmail\", \"-i\"]"
+                            .to_owned(),
+                    ));
+                }
+                if argv.iter().any(|a| a.contains('\0')) {
+                    return Err((span, "an argument contains a NUL byte".to_owned()));
+                }
+                argv
+            }
+            None => d.sendmail,
+        };
+        let delay = match self.delay {
+            Some(delay) if delay.get_ref().0 > TlsrptConfig::MAX_DELAY => {
+                return Err((
+                    delay.span(),
+                    "must be at most \"23h\", so that a report leaves on the day after \
+                     the one it covers"
+                        .to_owned(),
+                ));
+            }
+            Some(delay) => delay.into_inner().0,
+            None => d.delay,
+        };
+        if let Some(send) = self.send.as_ref().filter(|s| *s.get_ref()) {
+            let missing = [
+                (organization_name.is_none(), "organization_name"),
+                (contact_info.is_none(), "contact_info"),
+                (
+                    submitter.is_none(),
+                    "submitter (contact_info is not an email address)",
+                ),
+                (
+                    from.is_none(),
+                    "from (contact_info is not an email address)",
+                ),
+            ];
+            if let Some((_, key)) = missing.iter().find(|(m, _)| *m) {
+                return Err((
+                    send.span(),
+                    format!("send = true needs {key}: reports carry it (RFC 8460 §4.4, §5.3)"),
+                ));
+            }
+        }
+        Ok(TlsrptConfig {
+            socket: self.socket.map_or(d.socket, |p| p.0),
+            send: self.send.is_some_and(|s| s.into_inner()),
+            organization_name: organization_name.map(Spanned::into_inner),
+            contact_info: contact_info.map(Spanned::into_inner),
+            submitter,
+            from,
+            sendmail,
+            delay,
+            keep_days: self.keep_days.map_or(d.keep_days, |k| k.0),
+            max_details: self.max_details.map_or(d.max_details, |n| n.0),
+            http_timeout: self.http_timeout.map_or(d.http_timeout, |t| t.0),
+        })
     }
 }
 

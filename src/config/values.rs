@@ -232,21 +232,7 @@ const MAX_UNIX_PATH: usize = 107;
 
 pub(super) fn parse_listen(text: &str) -> Result<ListenAddr, String> {
     if let Some(path) = text.strip_prefix("unix:") {
-        let path = Path::new(path);
-        if !path.is_absolute() {
-            return Err(format!(
-                "{LISTEN_HINT}; the unix socket path in {text:?} is not absolute"
-            ));
-        }
-        if path.as_os_str().len() > MAX_UNIX_PATH {
-            return Err(format!(
-                "unix socket path {text:?} is longer than {MAX_UNIX_PATH} bytes"
-            ));
-        }
-        if text.contains('\0') {
-            return Err("unix socket path contains a NUL byte".to_owned());
-        }
-        return Ok(ListenAddr::Unix(path.to_owned()));
+        return unix_socket_path(path, text, LISTEN_HINT).map(ListenAddr::Unix);
     }
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(ListenAddr::Inet(addr));
@@ -271,6 +257,101 @@ pub(super) fn parse_listen(text: &str) -> Result<ListenAddr, String> {
         }
     };
     Err(format!("{LISTEN_HINT}, not {text:?}{hint}"))
+}
+
+/// A unix socket's path: absolute, and short enough for `sockaddr_un`. `shown` is
+/// the value as written (for the message), `hint` what would be accepted.
+fn unix_socket_path(path: &str, shown: &str, hint: &str) -> Result<PathBuf, String> {
+    let path = Path::new(path);
+    if !path.is_absolute() {
+        return Err(format!(
+            "{hint}; the unix socket path in {shown:?} is not absolute"
+        ));
+    }
+    if path.as_os_str().len() > MAX_UNIX_PATH {
+        return Err(format!(
+            "unix socket path {shown:?} is longer than {MAX_UNIX_PATH} bytes"
+        ));
+    }
+    if shown.contains('\0') {
+        return Err("unix socket path contains a NUL byte".to_owned());
+    }
+    Ok(path.to_owned())
+}
+
+/// `tlsrpt.socket`: where Postfix's libtlsrpt sends its datagrams (SPEC 8.1).
+#[derive(Debug)]
+pub(super) struct SocketPath(pub(super) PathBuf);
+
+impl<'de> Deserialize<'de> for SocketPath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        unix_socket_path(
+            &text,
+            &text,
+            "expected the absolute path of a unix datagram socket, \
+             e.g. \"/var/spool/postfix/mtastsd/tlsrpt\"",
+        )
+        .map(SocketPath)
+        .map_err(de::Error::custom)
+    }
+}
+
+/// `tlsrpt.keep_days`: 1 to 366 (SPEC 8.6: a bounded store, yet a year is allowed).
+#[derive(Debug)]
+pub(super) struct KeepDays(pub(super) u32);
+
+impl<'de> Deserialize<'de> for KeepDays {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = KeepDays;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number of days from 1 to 366")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                match u32::try_from(v) {
+                    Ok(n) if (1..=366).contains(&n) => Ok(KeepDays(n)),
+                    _ => Err(E::custom(format!("must be from 1 to 366 days, not {v}"))),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// The domain of an email address, `local@domain` or `mailto:local@domain` (as
+/// RFC 8460 §4.4's `contact-info` may be written), lower case; `None` when `text`
+/// is not such an address.
+pub(super) fn address_domain(text: &str) -> Option<String> {
+    let addr = strip_mailto(text);
+    let (local, domain) = addr.rsplit_once('@')?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b',' | b'"'))
+    };
+    let hostname = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    if !plain(local) || !hostname(domain) {
+        return None;
+    }
+    crate::overrides::parse_domain(domain)
+        .ok()
+        .filter(|d| d.contains('.'))
+}
+
+/// `text` without a leading `mailto:` (any case).
+pub(super) fn strip_mailto(text: &str) -> &str {
+    match text.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("mailto:") => &text[7..],
+        _ => text,
+    }
 }
 
 /// `server.listen`: not empty, no address twice.

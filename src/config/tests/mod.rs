@@ -1,6 +1,7 @@
 //! The configuration model: defaults, every key, loading from files (SPEC 7.4, 7.5).
 
 mod errors;
+mod tlsrpt;
 
 use super::*;
 
@@ -582,4 +583,5 @@ fn sample_config_examples_parse() {
     assert_ne!(uncommented, sample, "the sample should show some examples");
     let c = Config::parse(&uncommented, Path::new("uncommented")).unwrap();
     assert!(c.fetch.ca_file.is_some());
+    assert!(c.tlsrpt.is_some_and(|t| t.send));
 }

@@ -24,6 +24,7 @@ use crate::server::{self, AcceptEnded, Limits};
 use crate::tlsrpt::aggregate::Aggregate;
 use crate::tlsrpt::collector::{self, Collector, CollectorError};
 use crate::tlsrpt::findings;
+use crate::tlsrpt::sender;
 use crate::tlsrpt::store::{TlsrptStore, TlsrptStoreError};
 
 /// How long shutdown waits for requests in flight.
@@ -59,6 +60,10 @@ pub enum StartError {
     Tlsrpt(#[from] CollectorError),
     #[error("[tlsrpt] needs cache.state_dir, where its counts are kept (tlsrpt.sqlite)")]
     TlsrptStateDir,
+    #[error(transparent)]
+    TlsrptClient(#[from] crate::tlsrpt::deliver::ClientError),
+    #[error("cannot start the TLS-RPT report sender")]
+    Thread(#[source] std::io::Error),
 }
 
 /// The threads resolutions run on (DNS, HTTPS fetches, their parsing): one per core,
@@ -185,8 +190,10 @@ pub struct Daemon {
     dane: Arc<DaneCache>,
     handler: Arc<Handler>,
     store: Option<Arc<Store>>,
-    /// SPEC 8.1: with `[tlsrpt]`, the collector of Postfix's datagrams.
+    /// SPEC 8.1: with `[tlsrpt]`, the collector of Postfix's datagrams, and the
+    /// report sender (SPEC 8.4, 8.6) with its stop flag.
     tlsrpt: Option<Collector>,
+    sender: Option<sender::SenderThread>,
     addrs: Vec<BoundAddr>,
     metrics_addr: Option<std::net::SocketAddr>,
     shutdown: watch::Sender<bool>,
@@ -236,6 +243,7 @@ impl Daemon {
         let addrs: Vec<BoundAddr> = listeners.iter().map(Listener::local_addr).collect();
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let tlsrpt = start_tlsrpt(&config, &cache)?;
+        let sender = start_sender(&config)?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let handler = Arc::new(Handler::new(Arc::clone(&cache), Arc::clone(&config)));
@@ -262,6 +270,7 @@ impl Daemon {
             handler,
             store,
             tlsrpt,
+            sender,
             addrs,
             metrics_addr,
             shutdown,
@@ -346,12 +355,8 @@ impl Daemon {
         if config.cache.state_dir != self.config.cache.state_dir {
             log::warn!("a new cache.state_dir takes effect only after a restart");
         }
-        let socket = |c: &Config| c.tlsrpt.as_ref().map(|t| t.socket.clone());
-        if socket(&config) != socket(&self.config) {
-            log::warn!(
-                "a new tlsrpt.socket, or adding or removing [tlsrpt], takes effect only \
-                 after a restart"
-            );
+        if config.tlsrpt != self.config.tlsrpt {
+            log::warn!("changes to [tlsrpt] take effect only after a restart");
         }
         self.cache
             .reconfigure(config.cache.size, cache_settings(&config), resolvers);
@@ -370,6 +375,9 @@ impl Daemon {
         let _ = self.server.await;
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(sender) = self.sender {
+            let _ = tokio::task::spawn_blocking(move || sender.stop()).await;
         }
         if let Some(collector) = self.tlsrpt {
             // Joins two threads and stores the last second's counts: off the
@@ -480,7 +488,7 @@ fn start_tlsrpt(
         .state_dir
         .as_ref()
         .ok_or(StartError::TlsrptStateDir)?;
-    let mut store = TlsrptStore::open(&dir.join("tlsrpt.sqlite"))?;
+    let mut store = TlsrptStore::open(&sender::store_path(dir))?;
     let stored_in = store.path().display().to_string();
     let socket = collector::bind(&tlsrpt.socket)?;
     if let Err(e) = crate::listen::set_unix_access(&tlsrpt.socket, &config.server) {
@@ -497,6 +505,48 @@ fn start_tlsrpt(
     );
     Ok(Some(collector))
 }
+
+/// SPEC 8.4, 8.6: with `[tlsrpt]`, the report sender's thread on its own connection
+/// to the store: it sends when `send = true`, and prunes old days either way.
+fn start_sender(config: &Config) -> Result<Option<sender::SenderThread>, StartError> {
+    let (Some(t), Some(dir)) = (&config.tlsrpt, &config.cache.state_dir) else {
+        return Ok(None);
+    };
+    let roots = crate::resolver::https::trust_roots(config.fetch.ca_file.as_deref())?;
+    let client = crate::tlsrpt::deliver::https_client(roots)?;
+    let settings = tlsrpt_settings(t);
+    let sender = sender::Sender::open(&sender::store_path(dir), client, settings)?;
+    let thread = sender::spawn(sender).map_err(StartError::Thread)?;
+    if t.send {
+        log::info!("TLS-RPT: sending the daily reports");
+    } else {
+        log::info!(
+            "TLS-RPT: collecting only ([tlsrpt] send = false); `mtastsd tlsrpt report DOMAIN` shows what would be sent"
+        );
+    }
+    Ok(Some(thread))
+}
+
+/// The report sender's settings from `[tlsrpt]` (the daemon's and `mtastsd tlsrpt`'s).
+pub fn tlsrpt_settings(t: &crate::config::TlsrptConfig) -> sender::Settings {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    sender::Settings {
+        send: t.send,
+        organization_name: text(&t.organization_name),
+        contact_info: text(&t.contact_info),
+        submitter: text(&t.submitter),
+        from: text(&t.from),
+        sendmail: t.sendmail.clone(),
+        delay: t.delay,
+        max_details: t.max_details,
+        keep_days: t.keep_days,
+        http_timeout: t.http_timeout,
+        sendmail_timeout: SENDMAIL_TIMEOUT,
+    }
+}
+
+/// How long one sendmail run may take before it is killed and retried later.
+const SENDMAIL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The accept loops (SPEC 7.5, 7.6), with the receiver that learns why they ended
 /// if they end on their own. A panic drops the sender without a value: also an end.

@@ -20,6 +20,7 @@ const HOST: &str = "localhost";
 
 fn settings(delay: Duration) -> Settings {
     Settings {
+        send: true,
         organization_name: "Example Mail".into(),
         contact_info: "tlsrpt@mail.example".into(),
         submitter: "mail.example".into(),

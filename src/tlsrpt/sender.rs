@@ -12,6 +12,8 @@
 //! client and sendmail: nothing here shares a thread with the socketmap.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::aggregate::Day;
@@ -23,6 +25,9 @@ use super::store::{Delivery, NewReport, TlsrptStore, TlsrptStoreError};
 /// What the sender needs of `[tlsrpt]` (the daemon fills it from the configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
+    /// `[tlsrpt] send`: false builds and sends nothing (`mtastsd tlsrpt report`
+    /// shows what would be sent); old days are pruned either way (SPEC 8.6).
+    pub send: bool,
     pub organization_name: String,
     pub contact_info: String,
     /// The submitter domain (RFC 8460 §5.3).
@@ -303,9 +308,23 @@ impl Sender {
         self.store.prune(keep_from)
     }
 
-    /// One round: plan, deliver, prune; errors logged (the next round tries again).
+    /// One round: plan, deliver (when sending), prune; errors logged (the next round
+    /// tries again).
     pub async fn round(&mut self, now: i64) -> Round {
         let mut round = Round::default();
+        if self.settings.send {
+            self.send_round(now, &mut round).await;
+        }
+        if let Err(e) = self.prune(now) {
+            log::error!("TLS-RPT: deleting old data: {e}");
+        }
+        if let Ok(age) = self.store.oldest_unsent(now) {
+            crate::metrics::tlsrpt_oldest_unsent(age.unwrap_or(0));
+        }
+        round
+    }
+
+    async fn send_round(&mut self, now: i64, round: &mut Round) {
         match self.plan(now) {
             Ok(n) => round.planned = n,
             Err(e) => log::error!("TLS-RPT: building reports: {e}"),
@@ -318,13 +337,6 @@ impl Sender {
             }
             Err(e) => log::error!("TLS-RPT: sending reports: {e}"),
         }
-        if let Err(e) = self.prune(now) {
-            log::error!("TLS-RPT: deleting old data: {e}");
-        }
-        if let Ok(age) = self.store.oldest_unsent(now) {
-            crate::metrics::tlsrpt_oldest_unsent(age.unwrap_or(0));
-        }
-        round
     }
 }
 
@@ -349,12 +361,26 @@ fn transport(uri: &str) -> &'static str {
 /// How often the sender looks for due work.
 pub const ROUND_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The sender's thread: a round every [`ROUND_INTERVAL`] until `stop` is set.
-pub fn spawn(
-    mut sender: Sender,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
+/// The sender's running thread.
+pub struct SenderThread {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SenderThread {
+    /// Stop after the round in progress (an attempt in flight ends within its
+    /// deadline; a delivery cut short resumes after a restart) and wait for it.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// The sender's thread: a round every [`ROUND_INTERVAL`] until stopped.
+pub fn spawn(mut sender: Sender) -> std::io::Result<SenderThread> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
         .name("tlsrpt-sender".into())
         .spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
@@ -367,17 +393,17 @@ pub fn spawn(
                     return;
                 }
             };
-            use std::sync::atomic::Ordering;
-            while !stop.load(Ordering::Relaxed) {
+            while !stopped.load(Ordering::Relaxed) {
                 rt.block_on(sender.round(unix_now()));
                 // Sleep in short steps so that a stop is prompt.
                 let mut slept = Duration::ZERO;
-                while slept < ROUND_INTERVAL && !stop.load(Ordering::Relaxed) {
+                while slept < ROUND_INTERVAL && !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(200));
                     slept += Duration::from_millis(200);
                 }
             }
-        })
+        })?;
+    Ok(SenderThread { stop, thread })
 }
 
 fn unix_now() -> i64 {

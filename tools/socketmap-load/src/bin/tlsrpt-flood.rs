@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Send real libtlsrpt datagrams to a TLS-RPT collector, blocking, as fast as it drains")]
+#[command(
+    about = "Send real libtlsrpt datagrams to a TLS-RPT collector, blocking, as fast as it drains"
+)]
 struct Args {
     /// The collector's socket (mtastsd's `[tlsrpt] socket`, tlsrpt-collectd's --socketname).
     socket: PathBuf,
@@ -40,7 +42,10 @@ fn main() {
     let mut datagrams: Vec<Vec<u8>> = Vec::new();
     for i in 0..domains.min(10_000) {
         for t in &templates {
-            datagrams.push(t.replace("rpt.example", &format!("d{i}.flood.test")).into_bytes());
+            datagrams.push(
+                t.replace("rpt.example", &format!("d{i}.flood.test"))
+                    .into_bytes(),
+            );
         }
     }
     let socket = UnixDatagram::unbound().expect("a unix datagram socket");
@@ -89,6 +94,10 @@ fn load(dir: &std::path::Path) -> Vec<String> {
             out.push(text);
         }
     }
-    assert!(!out.is_empty(), "no datagrams with rpt.example in {}", dir.display());
+    assert!(
+        !out.is_empty(),
+        "no datagrams with rpt.example in {}",
+        dir.display()
+    );
     out
 }

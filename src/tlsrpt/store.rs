@@ -365,7 +365,7 @@ impl TlsrptStore {
         })
     }
 
-    /// `Ok(true)` for a new, empty file; `Ok(())` for a store of this version; an
+    /// `Ok(true)` for a new, empty file; `Ok(false)` for a store of this version; an
     /// error for anything else, which is left as it is.
     fn check_schema(&self) -> Result<bool, TlsrptStoreError> {
         // The first read: SQLite looks at the file only now.
@@ -1185,6 +1185,14 @@ mod tests {
             all.merge(store.counts(d, None).unwrap());
         }
         all
+    }
+
+    // The contract: the collector hands the store to its writer thread.
+    #[test]
+    fn store_is_send() {
+        fn send<T: Send>() {}
+        send::<TlsrptStore>();
+        send::<TlsrptStoreError>();
     }
 
     // SPEC 8.2: every field of every key and count comes back as it went in.

@@ -42,7 +42,7 @@
 //!
 //! [`TlsrptStore::prune`] deletes the days before the kept ones, then runs `PRAGMA
 //! incremental_vacuum` (the file is created with `auto_vacuum = INCREMENTAL`), which
-//! gives the freed pages back to the file system, and truncates the WAL: the file
+//! gives the freed pages back to the file system, and checkpoints the WAL: the file
 //! shrinks with the data instead of keeping its largest size, and no full `VACUUM`
 //! (a copy of the whole file, holding the write lock) is ever needed.
 //! `journal_size_limit` bounds the WAL between prunes.
@@ -365,7 +365,7 @@ impl TlsrptStore {
         })
     }
 
-    /// `Ok(true)` for a new, empty file; `Ok(())` for a store of this version; an
+    /// `Ok(true)` for a new, empty file; `Ok(false)` for a store of this version; an
     /// error for anything else, which is left as it is.
     fn check_schema(&self) -> Result<bool, TlsrptStoreError> {
         // The first read: SQLite looks at the file only now.
@@ -591,12 +591,10 @@ impl TlsrptStore {
     fn read_counts(&self, day: Day, domain: Option<&str>) -> Result<Aggregate, ReadError> {
         let mut policies: HashMap<i64, Key> = HashMap::new();
         let mut counts: HashMap<i64, Counts> = HashMap::new();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT s.policy, s.successful, s.failed, p.domain, p.record, p.type, \
-             p.policy_domain, p.strings, p.mx_hosts \
-             FROM session s JOIN policy p ON p.id = s.policy \
-             WHERE s.day = ?1 AND (?2 IS NULL OR p.domain = ?2)",
-        )?;
+        let mut stmt = self.conn.prepare_cached(match domain {
+            None => sql::SESSIONS_OF_DAY,
+            Some(_) => sql::SESSIONS_OF_DOMAIN,
+        })?;
         let mut rows = stmt.query(params![day.0, domain])?;
         while let Some(r) = rows.next()? {
             let id: i64 = r.get(0)?;
@@ -624,12 +622,10 @@ impl TlsrptStore {
                 },
             );
         }
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT f.policy, f.result_type, f.sending_ip, f.receiving_mx, f.receiving_helo, \
-             f.receiving_ip, f.additional_info, f.reason_code, f.count \
-             FROM failure f JOIN policy p ON p.id = f.policy \
-             WHERE f.day = ?1 AND (?2 IS NULL OR p.domain = ?2)",
-        )?;
+        let mut stmt = self.conn.prepare_cached(match domain {
+            None => sql::FAILURES_OF_DAY,
+            Some(_) => sql::FAILURES_OF_DOMAIN,
+        })?;
         let mut rows = stmt.query(params![day.0, domain])?;
         while let Some(r) = rows.next()? {
             let id: i64 = r.get(0)?;
@@ -661,12 +657,7 @@ impl TlsrptStore {
     /// (day, domain) pairs with counts before `before` and no report yet, oldest first.
     pub fn unreported(&self, before: Day) -> Result<Vec<(Day, String)>, TlsrptStoreError> {
         let run = || -> rusqlite::Result<Vec<(Day, String)>> {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT DISTINCT s.day, p.domain FROM session s JOIN policy p ON p.id = s.policy \
-                 WHERE s.day < ?1 AND NOT EXISTS \
-                   (SELECT 1 FROM report r WHERE r.day = s.day AND r.domain = p.domain) \
-                 ORDER BY s.day, p.domain",
-            )?;
+            let mut stmt = self.conn.prepare_cached(sql::UNREPORTED)?;
             let rows = stmt.query_map([before.0], |r| Ok((Day(r.get(0)?), r.get(1)?)))?;
             rows.collect()
         };
@@ -678,13 +669,7 @@ impl TlsrptStore {
     pub fn record(&self, day: Day, domain: &str) -> Result<Option<String>, TlsrptStoreError> {
         let run = || -> rusqlite::Result<Option<String>> {
             self.conn
-                .prepare_cached(
-                    "SELECT p.record FROM session s JOIN policy p ON p.id = s.policy \
-                     WHERE s.day = ?1 AND p.domain = ?2 \
-                     GROUP BY p.record \
-                     ORDER BY max(s.seen) DESC, sum(s.successful) + sum(s.failed) DESC, \
-                        p.record LIMIT 1",
-                )?
+                .prepare_cached(sql::RECORD)?
                 .query_row(params![day.0, domain], |r| r.get(0))
                 .optional()
         };
@@ -726,9 +711,7 @@ impl TlsrptStore {
         let run = || -> Result<Option<StoredReport>, ReadError> {
             let head = self
                 .conn
-                .prepare_cached(
-                    "SELECT id, json, created FROM report WHERE day = ?1 AND domain = ?2",
-                )?
+                .prepare_cached(sql::REPORT)?
                 .query_row(params![day.0, domain], |r| {
                     Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
                 })
@@ -736,9 +719,7 @@ impl TlsrptStore {
             let Some((report_id, json, created)) = head else {
                 return Ok(None);
             };
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "{DELIVERY_SELECT} WHERE d.report = ?1 ORDER BY d.uri"
-            ))?;
+            let mut stmt = self.conn.prepare_cached(sql::DELIVERIES_OF_REPORT)?;
             let mut rows = stmt.query([&report_id])?;
             let mut deliveries = Vec::new();
             while let Some(row) = rows.next()? {
@@ -767,10 +748,7 @@ impl TlsrptStore {
     pub fn due(&self, now: i64, limit: usize) -> Result<Vec<Delivery>, TlsrptStoreError> {
         let run = || -> Result<Vec<Delivery>, ReadError> {
             let fetch = limit.saturating_add(self.in_flight.len());
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "{DELIVERY_SELECT} WHERE d.state IN ('pending', 'sending') AND d.next_try <= ?1 \
-                 ORDER BY d.next_try, r.created, d.report, d.uri LIMIT ?2"
-            ))?;
+            let mut stmt = self.conn.prepare_cached(sql::DUE)?;
             let mut rows = stmt.query(params![now, i64::try_from(fetch).unwrap_or(i64::MAX)])?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
@@ -881,10 +859,7 @@ impl TlsrptStore {
     /// Age in s of the oldest report with a delivery neither sent nor dropped (metrics).
     pub fn oldest_unsent(&self, now: i64) -> Result<Option<i64>, TlsrptStoreError> {
         self.conn
-            .prepare_cached(
-                "SELECT min(r.created) FROM report r WHERE EXISTS (SELECT 1 FROM delivery d \
-                 WHERE d.report = r.id AND d.state IN ('pending', 'sending'))",
-            )
+            .prepare_cached(sql::OLDEST_UNSENT)
             .and_then(|mut s| s.query_row([], |r| r.get::<_, Option<i64>>(0)))
             .map(|created| created.map(|c| now.saturating_sub(c).max(0)))
             .map_err(|e| self.sql(e))
@@ -926,18 +901,60 @@ impl TlsrptStore {
                     Ok(())
                 })
                 .map_err(|e| self.sql(e))?;
-            // Busy readers may keep part of the WAL: it is checkpointed later, and
-            // journal_size_limit trims it then.
+            // PASSIVE: never waits for a reader (`tlsrpt show`); what a reader still
+            // needs is checkpointed later, and journal_size_limit trims the WAL then.
             self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 .map_err(|e| self.sql(e))?;
         }
         Ok(n)
     }
 }
 
-const DELIVERY_SELECT: &str = "SELECT d.report, d.uri, r.day, r.domain, d.state, d.tries, \
-    d.first_try, d.next_try, d.last_error, d.sent FROM delivery d JOIN report r ON r.id = d.report";
+/// The reads, by name, so that a test can hold their query plans to an index search.
+mod sql {
+    pub const SESSIONS_OF_DAY: &str = "SELECT s.policy, s.successful, s.failed, p.domain, \
+        p.record, p.type, p.policy_domain, p.strings, p.mx_hosts \
+        FROM session s JOIN policy p ON p.id = s.policy WHERE s.day = ?1 AND ?2 IS NULL";
+    // One domain: its few policies first, then their rows of the day (CROSS JOIN keeps
+    // that order), so that building a day's reports is not quadratic in its domains.
+    pub const SESSIONS_OF_DOMAIN: &str = "SELECT s.policy, s.successful, s.failed, p.domain, \
+        p.record, p.type, p.policy_domain, p.strings, p.mx_hosts \
+        FROM policy p CROSS JOIN session s ON s.policy = p.id \
+        WHERE p.domain = ?2 AND s.day = ?1";
+    pub const FAILURES_OF_DAY: &str = "SELECT f.policy, f.result_type, f.sending_ip, \
+        f.receiving_mx, f.receiving_helo, f.receiving_ip, f.additional_info, f.reason_code, \
+        f.count FROM failure f WHERE f.day = ?1 AND ?2 IS NULL";
+    pub const FAILURES_OF_DOMAIN: &str = "SELECT f.policy, f.result_type, f.sending_ip, \
+        f.receiving_mx, f.receiving_helo, f.receiving_ip, f.additional_info, f.reason_code, \
+        f.count FROM policy p CROSS JOIN failure f ON f.policy = p.id \
+        WHERE p.domain = ?2 AND f.day = ?1";
+    pub const UNREPORTED: &str = "SELECT DISTINCT s.day, p.domain \
+        FROM session s JOIN policy p ON p.id = s.policy \
+        WHERE s.day < ?1 AND NOT EXISTS \
+            (SELECT 1 FROM report r WHERE r.day = s.day AND r.domain = p.domain) \
+        ORDER BY s.day, p.domain";
+    pub const RECORD: &str = "SELECT p.record FROM session s JOIN policy p ON p.id = s.policy \
+        WHERE s.day = ?1 AND p.domain = ?2 GROUP BY p.record \
+        ORDER BY max(s.seen) DESC, sum(s.successful) + sum(s.failed) DESC, p.record LIMIT 1";
+    pub const REPORT: &str = "SELECT id, json, created FROM report WHERE day = ?1 AND domain = ?2";
+    macro_rules! deliveries {
+        ($where:literal) => {
+            concat!(
+                "SELECT d.report, d.uri, r.day, r.domain, d.state, d.tries, d.first_try, \
+                 d.next_try, d.last_error, d.sent FROM delivery d JOIN report r ON r.id = d.report ",
+                $where
+            )
+        };
+    }
+    pub const DELIVERIES_OF_REPORT: &str = deliveries!("WHERE d.report = ?1 ORDER BY d.uri");
+    pub const DUE: &str = deliveries!(
+        "WHERE d.state IN ('pending', 'sending') AND d.next_try <= ?1 \
+         ORDER BY d.next_try, r.created, d.report, d.uri LIMIT ?2"
+    );
+    pub const OLDEST_UNSENT: &str = "SELECT min(r.created) \
+        FROM delivery d JOIN report r ON r.id = d.report WHERE d.state IN ('pending', 'sending')";
+}
 
 fn delivery(r: &rusqlite::Row<'_>) -> Result<Delivery, ReadError> {
     let report_id: String = r.get(0)?;
@@ -1168,6 +1185,14 @@ mod tests {
             all.merge(store.counts(d, None).unwrap());
         }
         all
+    }
+
+    // The contract: the collector hands the store to its writer thread.
+    #[test]
+    fn store_is_send() {
+        fn send<T: Send>() {}
+        send::<TlsrptStore>();
+        send::<TlsrptStoreError>();
     }
 
     // SPEC 8.2: every field of every key and count comes back as it went in.
@@ -1642,6 +1667,46 @@ mod tests {
         want.merge(a);
         assert_eq!(days(&store, (DAY.0..DAY.0 + 10).map(Day)), want);
         assert_eq!(store.prune(Day(DAY.0 + 8)).unwrap(), 0);
+    }
+
+    // The per-report reads search indexes, never scan a table: a day's reports over
+    // 10 000 domains must not cost 10 000 × the day's rows.
+    #[test]
+    fn per_report_reads_use_indexes() {
+        let (_dir, path) = temp();
+        let mut store = TlsrptStore::open(&path).unwrap();
+        store.add(&sample()).unwrap();
+        // (name, SQL, the first step searches one domain's policies)
+        for (name, q, by_domain) in [
+            ("SESSIONS_OF_DOMAIN", sql::SESSIONS_OF_DOMAIN, true),
+            ("FAILURES_OF_DOMAIN", sql::FAILURES_OF_DOMAIN, true),
+            ("RECORD", sql::RECORD, true),
+            ("REPORT", sql::REPORT, false),
+            ("DELIVERIES_OF_REPORT", sql::DELIVERIES_OF_REPORT, false),
+            ("DUE", sql::DUE, false),
+            ("OLDEST_UNSENT", sql::OLDEST_UNSENT, false),
+        ] {
+            let mut plan = store
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {q}"))
+                .unwrap();
+            let args = vec![1i64; plan.parameter_count()];
+            let steps: Vec<String> = plan
+                .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                steps.iter().all(|s| !s.starts_with("SCAN")),
+                "{name}: {steps:?}"
+            );
+            if by_domain {
+                assert!(
+                    steps[0].starts_with("SEARCH p ") && steps[0].contains("(domain=?)"),
+                    "{name}: {steps:?}"
+                );
+            }
+        }
     }
 
     fn arb_aggregate() -> impl Strategy<Value = Aggregate> {

@@ -297,7 +297,9 @@ impl<'de> Deserialize<'de> for SocketPath {
     }
 }
 
-/// `tlsrpt.keep_days`: 1 to 366 (SPEC 8.6: a bounded store, yet a year is allowed).
+/// `tlsrpt.keep_days`: 3 to 366 (SPEC 8.6: a bounded store, yet a year is allowed;
+/// at least 3 so that a report is not deleted during its day of retries, which can
+/// end two days after the day it covers).
 #[derive(Debug)]
 pub(super) struct KeepDays(pub(super) u32);
 
@@ -307,12 +309,12 @@ impl<'de> Deserialize<'de> for KeepDays {
         impl Visitor<'_> for V {
             type Value = KeepDays;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a whole number of days from 1 to 366")
+                f.write_str("a whole number of days from 3 to 366")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
                 match u32::try_from(v) {
-                    Ok(n) if (1..=366).contains(&n) => Ok(KeepDays(n)),
-                    _ => Err(E::custom(format!("must be from 1 to 366 days, not {v}"))),
+                    Ok(n) if (3..=366).contains(&n) => Ok(KeepDays(n)),
+                    _ => Err(E::custom(format!("must be from 3 to 366 days, not {v}"))),
                 }
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {

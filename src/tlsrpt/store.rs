@@ -481,7 +481,14 @@ impl TlsrptStore {
             }
         };
         let mut new_ids = Vec::new();
-        let result = self.add_in_tx(counts, seen, &mut new_ids);
+        let mut result = self.add_in_tx(counts, seen, &mut new_ids);
+        if is_foreign_key_failure(&result) {
+            // Another connection (the sender's prune, SPEC 8.6) deleted a policy this
+            // one remembered: forget the ids and look them up again.
+            self.ids = PolicyIds::default();
+            new_ids.clear();
+            result = self.add_in_tx(counts, seen, &mut new_ids);
+        }
         match result {
             Ok(()) => {
                 self.seen = Some(seen);
@@ -1031,6 +1038,14 @@ fn result_type(s: &str) -> Result<ResultType, ReadError> {
         .ok_or_else(|| ReadError::Damaged(format!("result type {s:?}")))
 }
 
+fn is_foreign_key_failure(r: &rusqlite::Result<()>) -> bool {
+    matches!(
+        r,
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+    )
+}
+
 /// (TLS-RPT domain, record, policy): what a `policy` row holds.
 type PolicyKey = (String, String, Policy);
 
@@ -1216,6 +1231,26 @@ mod tests {
         drop(store);
         let store = TlsrptStore::open(&path).unwrap();
         assert_eq!(days(&store, (DAY.0..DAY.0 + 3).map(Day)), a);
+    }
+
+    // SPEC 8.2, 8.6: the daemon's two connections, the collector's writer (adding,
+    // its policy ids remembered) and the sender (pruning, deleting the policies no kept
+    // day uses): a policy last seen on a pruned day and seen again later is counted.
+    #[test]
+    fn a_policy_pruned_by_another_connection_is_counted_when_seen_again() {
+        let (_dir, path) = temp();
+        let mut writer = TlsrptStore::open(&path).unwrap();
+        let one = |day: Day| {
+            let mut a = Aggregate::new();
+            a.add(day, golden("sts-success.json"));
+            a
+        };
+        writer.add(&one(DAY)).unwrap();
+        let mut pruner = TlsrptStore::open(&path).unwrap();
+        let later = Day(DAY.0 + 20);
+        assert!(pruner.prune(Day(later.0 - 14)).unwrap() > 0);
+        writer.add(&one(later)).unwrap();
+        assert_eq!(pruner.counts(later, None).unwrap(), one(later));
     }
 
     // SPEC 8.2: counts are added, never replaced; a policy is stored once.

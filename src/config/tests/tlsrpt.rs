@@ -170,8 +170,8 @@ fn bad_values_name_their_key() {
         ),
         ("delay = \"24h\"", "tlsrpt.delay", "at most \"23h\""),
         ("delay = 0", "tlsrpt.delay", "greater than 0"),
-        ("keep_days = 0", "tlsrpt.keep_days", "from 1 to 366"),
-        ("keep_days = 367", "tlsrpt.keep_days", "from 1 to 366"),
+        ("keep_days = 2", "tlsrpt.keep_days", "from 3 to 366"),
+        ("keep_days = 367", "tlsrpt.keep_days", "from 3 to 366"),
         ("max_details = 0", "tlsrpt.max_details", "at least 1"),
         (
             "http_timeout = \"soon\"",

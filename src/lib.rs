@@ -78,6 +78,8 @@
 
 // The modules in layers, top down: each imports only modules declared after it
 // (docs/ARCHITECTURE.md, "Layers"), so there is no cycle.
+// `mtastsd tlsrpt show|report|send` (SPEC 8)
+pub mod reports;
 // serve: wiring, reload, shutdown
 pub mod daemon;
 // `mtastsd check`

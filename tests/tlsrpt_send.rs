@@ -6,14 +6,13 @@
 
 mod support;
 
-use std::io::Read;
 use std::time::Duration;
 
 use mtastsd::tlsrpt::aggregate::{Aggregate, Day};
-use mtastsd::tlsrpt::datagram::parse;
 use mtastsd::tlsrpt::deliver::https_client;
 use mtastsd::tlsrpt::sender::{Sender, Settings, SETTLE_SECS};
 use mtastsd::tlsrpt::store::{DeliveryState, TlsrptStore};
+use support::tlsrpt::{counts, datagrams, gunzip};
 use support::{CertKind, Reply, World};
 
 const HOST: &str = "localhost";
@@ -32,38 +31,6 @@ fn settings(delay: Duration) -> Settings {
         http_timeout: Duration::from_secs(10),
         sendmail_timeout: Duration::from_secs(10),
     }
-}
-
-/// Success and failure datagrams of `domain`, as Postfix 3.10 writes them, whose
-/// `_smtp._tls` record sends reports to `rua`.
-fn datagrams(domain: &str, rua: &str, ok: usize, failed: usize) -> Vec<Vec<u8>> {
-    let policy = format!(
-        r#""policy-type":2,"policy-domain": "{domain}","policy-string":["version: STSv1","mode: enforce","mx: mx.{domain}","max_age: 604800"],"mx-host":["mx.{domain}"]"#
-    );
-    let head = format!(r#"{{"d": "{domain}","pr": "v=TLSRPTv1; rua={rua}","policies":[{{{policy}"#);
-    let success = format!(r#"{head},"t":0,"f":0}}]}}"#);
-    let failure = format!(
-        r#"{head},"failure-details":[{{"c":202,"s": "192.0.2.1","n": "mx.{domain}","h": "250-mx.{domain}\r\n250 STARTTLS","r": "198.51.100.7"}}],"t":1,"f":1}}]}}"#
-    );
-    std::iter::repeat_n(success.into_bytes(), ok)
-        .chain(std::iter::repeat_n(failure.into_bytes(), failed))
-        .collect()
-}
-
-fn counts(day: Day, datagrams: &[Vec<u8>]) -> Aggregate {
-    let mut a = Aggregate::new();
-    for d in datagrams {
-        a.add(day, parse(d).expect("a Postfix datagram"));
-    }
-    a
-}
-
-fn gunzip(gz: &[u8]) -> String {
-    let mut s = String::new();
-    flate2::read::GzDecoder::new(gz)
-        .read_to_string(&mut s)
-        .unwrap();
-    s
 }
 
 struct Setup {

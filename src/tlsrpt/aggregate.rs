@@ -221,6 +221,13 @@ impl Aggregate {
         v
     }
 
+    /// The entries of one day, in key order (domain, then record and policy).
+    pub fn report_entries_of_day(&self, day: Day) -> Vec<(&Key, &Counts)> {
+        let mut v: Vec<_> = self.entries.iter().filter(|(k, _)| k.day == day).collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
     /// The (day, domain) pairs that have counts, sorted: the reports to build.
     pub fn reports(&self) -> Vec<(Day, &str)> {
         let mut v: Vec<_> = self

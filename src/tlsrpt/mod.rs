@@ -12,6 +12,7 @@
 //! | `store.rs` | the SQLite file of the counts (8.2), the reports and their deliveries (8.4, never twice), pruned (8.6). Edge: disk |
 //! | `mail.rs` | the RFC 8460 §5.3 report mail (SPEC 8.4): multipart/report, CRLF, ASCII. Pure |
 //! | `deliver.rs` | one attempt to send a report (SPEC 8.4): HTTPS POST, sendmail(1), the RFC 8460 §5.5 back-off. Edge: network, processes |
+//! | `show.rs` | `mtastsd tlsrpt show`: a day's counts and its reports' deliveries, text or JSON. Pure |
 //! | `sender.rs` | the reports of the days that ended: built once, stored, delivered when due, retried for a day (SPEC 8.4), pruned (8.6). Edge: its own thread |
 
 pub mod aggregate;
@@ -23,6 +24,7 @@ pub mod mail;
 pub mod record;
 pub mod report;
 pub mod sender;
+pub mod show;
 pub mod store;
 
 pub use record::{is_tlsrpt_record, parse_record, select_record, Destination, TlsRpt, TlsRptError};

@@ -19,8 +19,17 @@ use std::time::Duration;
 use super::aggregate::Day;
 use super::deliver::{self, Destination, Outcome};
 use super::mail::{self, MailParts};
-use super::report::{self, Submitter};
-use super::store::{Delivery, NewReport, TlsrptStore, TlsrptStoreError};
+use super::report::{self, Report, ReportError, Submitter};
+use super::store::{Delivery, DeliveryState, NewReport, TlsrptStore, TlsrptStoreError};
+
+/// Why a report could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsrptError {
+    #[error(transparent)]
+    Store(#[from] TlsrptStoreError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
 
 /// What the sender needs of `[tlsrpt]` (the daemon fills it from the configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,38 +142,50 @@ impl Sender {
             if day < oldest {
                 continue;
             }
-            if self.plan_one(day, &domain, now)? {
+            let due = first_due(day, self.settings.delay, rand::random::<f64>(), now);
+            if self.plan_one(day, &domain, now, due)? {
                 planned += 1;
             }
         }
         Ok(planned)
     }
 
-    fn plan_one(&mut self, day: Day, domain: &str, now: i64) -> Result<bool, TlsrptStoreError> {
+    /// Build (day, domain)'s report, the same way the daemon and `mtastsd tlsrpt
+    /// report` do.
+    pub fn build(&self, day: Day, domain: &str, id: &str) -> Result<Report, TlsrptError> {
         let counts = self.store.counts(day, Some(domain))?;
-        let id = report_id(day, rand::random());
-        let built = report::build(
+        Ok(report::build(
             self.settings.submitter(),
-            &id,
+            id,
             day,
             domain,
             &counts,
             self.settings.max_details,
-        );
-        let report = match built {
+        )?)
+    }
+
+    fn plan_one(
+        &mut self,
+        day: Day,
+        domain: &str,
+        now: i64,
+        due: i64,
+    ) -> Result<bool, TlsrptStoreError> {
+        let id = report_id(day, rand::random());
+        let report = match self.build(day, domain, &id) {
+            Err(TlsrptError::Store(e)) => return Err(e),
             Ok(r) => r,
-            Err(e) => {
+            Err(TlsrptError::Report(e)) => {
                 log::warn!("TLS-RPT: no report for {domain} on {day}: {e}");
                 return Ok(false);
             }
         };
-        let uris = self.uris(day, domain)?;
+        let uris = self.rua(day, domain)?;
         if uris.is_empty() {
             log::warn!(
                 "TLS-RPT: {domain} on {day}: its _smtp._tls record names no mailto: or https: address; the report is kept, not sent"
             );
         }
-        let due = first_due(day, self.settings.delay, rand::random::<f64>(), now);
         let json = report.to_json();
         let stored = self.store.put_report(&NewReport {
             day,
@@ -186,7 +207,7 @@ impl Sender {
     }
 
     /// The `rua` URIs of the record the day's sessions saw last (SPEC 8.4).
-    fn uris(&self, day: Day, domain: &str) -> Result<Vec<String>, TlsrptStoreError> {
+    pub fn rua(&self, day: Day, domain: &str) -> Result<Vec<String>, TlsrptStoreError> {
         let Some(text) = self.store.record(day, domain)? else {
             return Ok(Vec::new());
         };
@@ -300,6 +321,51 @@ impl Sender {
                 self.store.mark_dropped(&d.id, why).map(|()| Fate::Dropped)
             }
         }
+    }
+
+    /// `mtastsd tlsrpt send`: build the reports of `day` that are not built yet, due
+    /// at once; the domains of the day.
+    pub fn plan_day(&mut self, day: Day, now: i64) -> Result<Vec<String>, TlsrptStoreError> {
+        let counts = self.store.counts(day, None)?;
+        let domains: Vec<String> = counts
+            .reports()
+            .into_iter()
+            .map(|(_, d)| d.to_owned())
+            .collect();
+        for domain in &domains {
+            if self.store.report(day, domain)?.is_none() {
+                self.plan_one(day, domain, now, now)?;
+            }
+        }
+        Ok(domains)
+    }
+
+    /// `mtastsd tlsrpt send`: attempt every delivery of `day`'s reports that is
+    /// neither sent nor given up, whenever it was due; (domain, URI, what became of
+    /// it) each. The same marks as the daemon's rounds, so nothing is sent twice.
+    pub async fn send_day(
+        &mut self,
+        day: Day,
+        now: i64,
+    ) -> Result<Vec<(String, String, &'static str)>, TlsrptStoreError> {
+        let mut out = Vec::new();
+        for domain in self.plan_day(day, now)? {
+            let Some(stored) = self.store.report(day, &domain)? else {
+                continue;
+            };
+            for d in stored.deliveries {
+                if matches!(d.state, DeliveryState::Sent | DeliveryState::Dropped) {
+                    continue;
+                }
+                let fate = match self.deliver_one(&d, now).await? {
+                    Fate::Sent => "sent",
+                    Fate::Retried => "failed, retried later",
+                    Fate::Dropped => "failed, given up",
+                };
+                out.push((domain.clone(), d.uri.clone(), fate));
+            }
+        }
+        Ok(out)
     }
 
     /// SPEC 8.6: forget the days older than `keep_days`.

@@ -12,6 +12,9 @@
 mod harness;
 mod support;
 
+#[path = "postfix310/e2e.rs"]
+mod e2e;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -548,6 +548,181 @@ default_destination_concurrency_failed_cohort_limit = 1000"
     drop(servers);
 }
 
+/// SPEC 8.1: the datagrams the real Postfix 3.10.13 sent in the test above (kept in
+/// tests/golden/tlsrpt/) parse to what the report needs; runs without the root.
+#[test]
+fn real_postfix_3_10_datagrams_parse_spec_8_1() {
+    use mtastsd::tlsrpt::datagram::{parse, PolicyType};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tlsrpt");
+    // (file, domain label, policy type, failed, (result type, reason) of the detail)
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        PolicyType,
+        bool,
+        Option<(&'a str, &'a str)>,
+    );
+    let rows: &[Row<'_>] = &[
+        (
+            "pf3.10.13-sts-success.json",
+            "ok",
+            PolicyType::Sts,
+            false,
+            None,
+        ),
+        (
+            "pf3.10.13-sts-starttls-not-supported.json",
+            "nostarttls",
+            PolicyType::Sts,
+            true,
+            Some(("starttls-not-supported", "")),
+        ),
+        (
+            "pf3.10.13-sts-certificate-host-mismatch.json",
+            "mismatch",
+            PolicyType::Sts,
+            true,
+            Some(("certificate-host-mismatch", "")),
+        ),
+        (
+            "pf3.10.13-sts-certificate-expired.json",
+            "expired",
+            PolicyType::Sts,
+            true,
+            Some(("certificate-expired", "")),
+        ),
+        (
+            "pf3.10.13-sts-unknown-ca.json",
+            "untrusted",
+            PolicyType::Sts,
+            true,
+            Some((
+                "validation-failure",
+                "unable_to_get_local_issuer_certificate",
+            )),
+        ),
+        (
+            "pf3.10.13-notfound-success.json",
+            "fetch404",
+            PolicyType::NoPolicyFound,
+            false,
+            None,
+        ),
+    ];
+    for &(file, label, policy_type, failed, detail) in rows {
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let d = parse(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let domain = format!("{label}.e2e.example");
+        assert_eq!(d.domain, domain, "{file}");
+        assert_eq!(d.record, tlsrpt_record(&domain), "{file}");
+        assert_eq!(d.policies.len(), 1, "{file}");
+        let p = &d.policies[0];
+        assert_eq!(p.policy.policy_type, policy_type, "{file}");
+        assert_eq!(p.policy.domain, domain, "{file}");
+        assert_eq!(p.failed, failed, "{file}");
+        match detail {
+            None => assert!(p.failures.is_empty(), "{file}"),
+            Some((result, reason)) => {
+                assert_eq!(p.failures.len(), 1, "{file}");
+                let f = &p.failures[0];
+                assert_eq!(f.result_type.as_str(), result, "{file}");
+                assert_eq!(f.sending_ip, "127.0.0.1", "{file}");
+                assert_eq!(f.receiving_mx, mx(&domain), "{file}");
+                // The name on the EHLO reply's first line, not the reply.
+                assert_eq!(f.receiving_helo, ehlo_name(&domain), "{file}");
+                assert!(f.receiving_ip.starts_with("127.0.31."), "{file}");
+                assert_eq!(f.reason_code, reason, "{file}");
+            }
+        }
+    }
+}
+
+/// The schema itself: the RFC 8460 §4.4 example shape passes, and each thing
+/// receivers' parsers break on (SPEC 8.4) or RFC 8460 forbids fails; runs without
+/// the root.
+#[test]
+fn the_rfc8460_schema_refuses_what_receivers_refuse() {
+    let v = schema_validator();
+    let good = json!({
+        "organization-name": "Company-X",
+        "date-range": {"start-datetime": "2016-04-01T00:00:00Z", "end-datetime": "2016-04-01T23:59:59Z"},
+        "contact-info": "sts-reporting@company-x.example",
+        "report-id": "5065427c-23d3-47ca-b6e0-946ea0e8c4be",
+        "policies": [{
+            "policy": {
+                "policy-type": "sts",
+                "policy-string": ["version: STSv1", "mode: testing", "mx: *.mail.company-y.example", "max_age: 86400"],
+                "policy-domain": "company-y.example",
+                "mx-host": ["*.mail.company-y.example"]
+            },
+            "summary": {"total-successful-session-count": 5326, "total-failure-session-count": 303},
+            "failure-details": [{
+                "result-type": "certificate-expired",
+                "sending-mta-ip": "2001:db8:abcd:0012::1",
+                "receiving-mx-hostname": "mx1.mail.company-y.example",
+                "failed-session-count": 100
+            }, {
+                "result-type": "starttls-not-supported",
+                "sending-mta-ip": "2001:db8:abcd:0013::1",
+                "receiving-mx-hostname": "mx2.mail.company-y.example",
+                "receiving-ip": "203.0.113.56",
+                "failed-session-count": 200,
+                "additional-information": "https://reports.company-x.example/report_info?id=5065427c-23d3#StarttlsNotSupported"
+            }, {
+                "result-type": "validation-failure",
+                "sending-mta-ip": "198.51.100.62",
+                "receiving-ip": "203.0.113.58",
+                "receiving-mx-hostname": "mx-backup.mail.company-y.example",
+                "failed-session-count": 3,
+                "failure-reason-code": "X509_V_ERR_PROXY_PATH_LENGTH_EXCEEDED"
+            }]
+        }]
+    });
+    assert_eq!(schema_errors(&v, &good), "");
+    type Edit = fn(&mut Value);
+    let bad: &[(&str, Edit)] = &[
+        ("contact-info null", |r| r["contact-info"] = Value::Null),
+        ("no policy-domain", |r| {
+            r["policies"][0]["policy"]
+                .as_object_mut()
+                .unwrap()
+                .remove("policy-domain");
+        }),
+        ("policy-type STS", |r| {
+            r["policies"][0]["policy"]["policy-type"] = json!("STS")
+        }),
+        ("mx-host a string", |r| {
+            r["policies"][0]["policy"]["mx-host"] = json!("*.mail.company-y.example")
+        }),
+        ("policies an object", |r| {
+            r["policies"] = r["policies"][0].clone()
+        }),
+        ("a date, not a date-time", |r| {
+            r["date-range"]["start-datetime"] = json!("2016-04-01")
+        }),
+        ("an unknown result-type", |r| {
+            r["policies"][0]["failure-details"][0]["result-type"] = json!("certificate-untrusted")
+        }),
+        ("an empty sending-mta-ip", |r| {
+            r["policies"][0]["failure-details"][0]["sending-mta-ip"] = json!("")
+        }),
+        ("a count as a string", |r| {
+            r["policies"][0]["summary"]["total-failure-session-count"] = json!("303")
+        }),
+        ("no failed-session-count", |r| {
+            r["policies"][0]["failure-details"][1]
+                .as_object_mut()
+                .unwrap()
+                .remove("failed-session-count");
+        }),
+    ];
+    for (what, edit) in bad {
+        let mut r = good.clone();
+        edit(&mut r);
+        assert!(!schema_errors(&v, &r).is_empty(), "{what}: accepted");
+    }
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -6,8 +6,10 @@
 //! has one fixed shape: `policy-domain` always (also for no-policy-found), a
 //! non-empty `contact-info` (never null), `policy-string` and `mx-host` always as
 //! arrays (possibly empty), `failure-details` always an array, and in each detail
-//! `sending-mta-ip`, `receiving-mx-hostname` and `receiving-ip` always present (empty
-//! when Postfix did not say).
+//! `receiving-mx-hostname` always present. `sending-mta-ip` and `receiving-ip` are
+//! left out when unknown (SPEC 8.3's detail of a policy fetch has neither): RFC 8460
+//! §4.4 makes them IP addresses, which `""` is not, and large senders' fetch-error
+//! details carry neither.
 
 use std::collections::BTreeMap;
 
@@ -103,13 +105,13 @@ pub struct Summary {
 pub struct FailureJson {
     #[serde(rename = "result-type")]
     pub result_type: &'static str,
-    #[serde(rename = "sending-mta-ip")]
+    #[serde(rename = "sending-mta-ip", skip_serializing_if = "String::is_empty")]
     pub sending_ip: String,
     #[serde(rename = "receiving-mx-hostname")]
     pub receiving_mx: String,
     #[serde(rename = "receiving-mx-helo", skip_serializing_if = "String::is_empty")]
     pub receiving_helo: String,
-    #[serde(rename = "receiving-ip")]
+    #[serde(rename = "receiving-ip", skip_serializing_if = "String::is_empty")]
     pub receiving_ip: String,
     #[serde(rename = "failed-session-count")]
     pub count: u64,
@@ -456,12 +458,12 @@ mod tests {
                     d,
                     &[
                         "result-type",
-                        "sending-mta-ip",
                         "receiving-mx-hostname",
-                        "receiving-ip",
                         "failed-session-count",
                     ],
                     &[
+                        "sending-mta-ip",
+                        "receiving-ip",
                         "receiving-mx-helo",
                         "additional-information",
                         "failure-reason-code",
@@ -610,7 +612,7 @@ mod tests {
             15
         );
         assert_eq!(r.uncapped_failures, 1);
-        // The empty-field rule: sending-mta-ip etc. present, helo absent.
+        // Postfix named no EHLO here: the optional field is left out.
         assert!(d[0].get("receiving-mx-helo").is_none());
     }
 
@@ -709,5 +711,30 @@ mod tests {
             .unwrap()
             .remove("policy-domain");
         check_rfc8460(&v);
+    }
+
+    // SPEC 8.3's detail knows no IP addresses: they are left out, never `""`
+    // (RFC 8460 §4.4 makes both IP addresses).
+    #[test]
+    fn a_policy_fetch_detail_has_no_empty_ips_spec_8_3() {
+        use crate::tlsrpt::findings::{relabel, Finding, FindingKind};
+        let a = relabel(counts(&[("nopol-success.json", 2)]), |_| {
+            Some(Finding::new(
+                FindingKind::FetchError,
+                "stage=http-status HTTP status 404",
+            ))
+        });
+        let r = build(WHO, ID, DAY, "nopol.example", &a, 100).unwrap();
+        let v: Value = serde_json::from_str(&r.to_json()).unwrap();
+        check_rfc8460(&v);
+        assert_eq!(
+            v["policies"][0]["failure-details"],
+            json!([{
+                "result-type": "sts-policy-fetch-error",
+                "receiving-mx-hostname": "mta-sts.nopol.example",
+                "failed-session-count": 2,
+                "failure-reason-code": "stage=http-status HTTP status 404"
+            }])
+        );
     }
 }

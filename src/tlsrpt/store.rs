@@ -540,20 +540,7 @@ impl TlsrptStore {
                 let id = match self.ids.get(&key.domain, &key.record, &key.policy) {
                     Some(id) => id,
                     None => {
-                        let strings = json_list(&key.policy.strings);
-                        let mx = json_list(&key.policy.mx_hosts);
-                        let p = params![
-                            key.domain,
-                            key.record,
-                            key.policy.policy_type.as_str(),
-                            key.policy.domain,
-                            strings,
-                            mx
-                        ];
-                        let id = match find.query_row(p, |r| r.get(0)).optional()? {
-                            Some(id) => id,
-                            None => insert.insert(p)?,
-                        };
+                        let id = policy_row(&mut find, &mut insert, key)?;
                         new_ids.push((
                             (key.domain.clone(), key.record.clone(), key.policy.clone()),
                             id,
@@ -1036,6 +1023,28 @@ fn result_type(s: &str) -> Result<ResultType, ReadError> {
         .copied()
         .find(|t| t.as_str() == s)
         .ok_or_else(|| ReadError::Damaged(format!("result type {s:?}")))
+}
+
+/// The id of `key`'s policy row, inserted when new.
+fn policy_row(
+    find: &mut rusqlite::CachedStatement<'_>,
+    insert: &mut rusqlite::CachedStatement<'_>,
+    key: &Key,
+) -> rusqlite::Result<i64> {
+    let strings = json_list(&key.policy.strings);
+    let mx = json_list(&key.policy.mx_hosts);
+    let p = params![
+        key.domain,
+        key.record,
+        key.policy.policy_type.as_str(),
+        key.policy.domain,
+        strings,
+        mx
+    ];
+    match find.query_row(p, |r| r.get(0)).optional()? {
+        Some(id) => Ok(id),
+        None => insert.insert(p),
+    }
 }
 
 fn is_foreign_key_failure(r: &rusqlite::Result<()>) -> bool {

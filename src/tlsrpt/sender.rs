@@ -187,6 +187,14 @@ impl Sender {
             );
         }
         let json = report.to_json();
+        // SPEC 8.4: validated against RFC 8460 §4.4 before it is stored to be sent.
+        let checked = serde_json::from_str(&json)
+            .map_err(|e| e.to_string())
+            .and_then(|v| report::validate(&v));
+        if let Err(e) = checked {
+            log::error!("TLS-RPT: the report for {domain} on {day} is not sent: {e}");
+            return Ok(false);
+        }
         let stored = self.store.put_report(&NewReport {
             day,
             domain,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use mtastsd::tlsrpt::aggregate::{Aggregate, Day};
 use mtastsd::tlsrpt::deliver::https_client;
 use mtastsd::tlsrpt::sender::{Sender, Settings, SETTLE_SECS};
-use mtastsd::tlsrpt::store::{DeliveryState, TlsrptStore};
+use mtastsd::tlsrpt::store::{DeliveryState, TlsrptStore, SENDING_LEASE};
 use support::tlsrpt::{counts, datagrams, gunzip};
 use support::{CertKind, Reply, World};
 
@@ -229,9 +229,13 @@ async fn a_send_interrupted_by_a_crash_is_resent_once_with_the_same_report_id() 
     }
     drop(sender);
     let mut sender = s.sender(Duration::ZERO);
+    // Held while the crashed attempt might still be running, then taken again.
     let r = sender.round(now + 1).await;
+    assert_eq!(r.sent, 0, "{r:?}");
+    let later = now + SENDING_LEASE;
+    let r = sender.round(later).await;
     assert_eq!(r.sent, 1, "{r:?}");
-    let r = sender.round(now + 2).await;
+    let r = sender.round(later + 1).await;
     assert_eq!(r.sent, 0);
     assert_eq!(s.world.https.requests(HOST), 1);
     let stored = sender

@@ -121,7 +121,9 @@ struct RawTlsrpt {
     delay: Option<Spanned<Dur<UNLIMITED>>>,
     keep_days: Option<KeepDays>,
     max_details: Option<AtLeastOne>,
-    http_timeout: Option<Dur<UNLIMITED>>,
+    /// At most 10 minutes: an attempt must end well within the store's hold on a
+    /// delivery being sent (`tlsrpt::store::SENDING_LEASE`).
+    http_timeout: Option<Dur<600>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

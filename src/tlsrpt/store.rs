@@ -257,11 +257,26 @@ impl DeliveryState {
     }
 }
 
+/// Distinct failure details stored per day and policy (SPEC 8.6: disk use is
+/// bounded); more are counted under their result type with [`FOLDED_REASON`]. Ten
+/// times the default report cap, so the report's own cap (largest counts) still
+/// chooses among real details.
+pub const MAX_STORED_DETAILS: i64 = 1000;
+/// The `failure-reason-code` of the details counted past [`MAX_STORED_DETAILS`].
+pub const FOLDED_REASON: &str = "more-distinct-failures-than-stored";
+
+/// How long (s) a delivery marked `sending` is held by the process that marked it;
+/// after that (a crash, a hung attempt) any process may take it again. Longer than
+/// any attempt: `tlsrpt.http_timeout` is at most 10 minutes, sendmail's deadline 1.
+pub const SENDING_LEASE: i64 = 1800;
+
 /// The SQLite file of SPEC 8.2/8.4. `Send`: it belongs to one thread at a time.
 pub struct TlsrptStore {
     conn: Connection,
     path: PathBuf,
     ids: PolicyIds,
+    /// The newest day this store added counts for: `ids` hold that day's policies.
+    ids_day: Option<Day>,
     /// The last `session.seen` written; read from the file at the first add.
     seen: Option<i64>,
     /// Deliveries this store marked `sending` and not yet finished: `due` leaves them
@@ -360,6 +375,7 @@ impl TlsrptStore {
             conn,
             path: path.to_path_buf(),
             ids: PolicyIds::default(),
+            ids_day: None,
             seen: None,
             in_flight: HashSet::new(),
         })
@@ -480,6 +496,14 @@ impl TlsrptStore {
                 max + 1
             }
         };
+        // The remembered policy ids are those of the newest day's adds: the sender's
+        // prune (SPEC 8.6, at least three days back) never deletes those, and the
+        // memory does not grow with every policy ever seen.
+        let newest = counts.iter().map(|(k, _)| k.day).max();
+        if newest > self.ids_day {
+            self.ids = PolicyIds::default();
+            self.ids_day = newest;
+        }
         let mut new_ids = Vec::new();
         let mut result = self.add_in_tx(counts, seen, &mut new_ids);
         if is_foreign_key_failure(&result) {
@@ -528,14 +552,6 @@ impl TlsrptStore {
                     THEN 9223372036854775807 ELSE failed + excluded.failed END, \
                  seen = excluded.seen",
             )?;
-            let mut failure = tx.prepare_cached(
-                "INSERT INTO failure(day, policy, result_type, sending_ip, receiving_mx, \
-                 receiving_helo, receiving_ip, additional_info, reason_code, count) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                 ON CONFLICT DO UPDATE SET \
-                 count = CASE WHEN count > 9223372036854775807 - excluded.count \
-                    THEN 9223372036854775807 ELSE count + excluded.count END",
-            )?;
             for (key, c) in counts.iter() {
                 let id = match self.ids.get(&key.domain, &key.record, &key.policy) {
                     Some(id) => id,
@@ -555,20 +571,7 @@ impl TlsrptStore {
                     sql_count(c.failed),
                     seen
                 ])?;
-                for (d, &n) in &c.failures {
-                    failure.execute(params![
-                        key.day.0,
-                        id,
-                        d.result_type.as_str(),
-                        d.sending_ip,
-                        d.receiving_mx,
-                        d.receiving_helo,
-                        d.receiving_ip,
-                        d.additional_info,
-                        d.reason_code,
-                        sql_count(n)
-                    ])?;
-                }
+                add_failures(&tx, key.day, id, c)?;
             }
         }
         tx.commit()
@@ -576,7 +579,13 @@ impl TlsrptStore {
 
     /// The counts of `day` (all domains, or one).
     pub fn counts(&self, day: Day, domain: Option<&str>) -> Result<Aggregate, TlsrptStoreError> {
-        self.read_counts(day, domain).map_err(|e| match e {
+        // One snapshot for the sessions and the failures read below: between two
+        // statements the collector's writer may commit (WAL readers see a commit at
+        // their next statement otherwise).
+        let snapshot = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
+        let read = self.read_counts(day, domain);
+        drop(snapshot);
+        read.map_err(|e| match e {
             ReadError::Sql(e) => self.sql(e),
             ReadError::Damaged(why) => self.damaged(why),
         })
@@ -760,6 +769,10 @@ impl TlsrptStore {
     /// Committed BEFORE an attempt: a crash mid-attempt leaves `sending`, which `due`
     /// returns again after a restart (one resend per crash, with the same report-id:
     /// exactly once cannot survive a crash between the send and this record of it).
+    ///
+    /// The mark holds the delivery for [`SENDING_LEASE`] (its `next_try`): another
+    /// process on the same file (`mtastsd tlsrpt send` beside the daemon) cannot
+    /// take it while the attempt may still be running, only after the lease ran out.
     pub fn mark_sending(&mut self, d: &DeliveryId, now: i64) -> Result<(), TlsrptStoreError> {
         if self.in_flight.contains(d) {
             return Err(self.state(d, "marked sending", "its attempt is already running"));
@@ -767,10 +780,14 @@ impl TlsrptStore {
         self.transition(
             d,
             "UPDATE delivery SET state = 'sending', tries = tries + 1, \
-             first_try = coalesce(first_try, ?3) \
-             WHERE report = ?1 AND uri = ?2 AND state IN ('pending', 'sending')",
-            params![d.report_id, d.uri, now],
-            ("marked sending", "it is sent, dropped, or unknown"),
+             first_try = coalesce(first_try, ?3), next_try = ?3 + ?4 \
+             WHERE report = ?1 AND uri = ?2 \
+             AND (state = 'pending' OR (state = 'sending' AND next_try <= ?3))",
+            params![d.report_id, d.uri, now, SENDING_LEASE],
+            (
+                "marked sending",
+                "it is sent, dropped, being sent by another process, or unknown",
+            ),
         )?;
         self.in_flight.insert(d.clone());
         Ok(())
@@ -1023,6 +1040,59 @@ fn result_type(s: &str) -> Result<ResultType, ReadError> {
         .copied()
         .find(|t| t.as_str() == s)
         .ok_or_else(|| ReadError::Damaged(format!("result type {s:?}")))
+}
+
+/// The failure details of one (day, policy), added; past [`MAX_STORED_DETAILS`]
+/// distinct rows, new ones are counted under their result type alone (SPEC 8.6:
+/// bounded on disk too, even when a hostile MX gives a new EHLO name each session).
+fn add_failures(tx: &Connection, day: Day, id: i64, c: &Counts) -> rusqlite::Result<()> {
+    let mut add = tx.prepare_cached(
+        "INSERT INTO failure(day, policy, result_type, sending_ip, receiving_mx, \
+         receiving_helo, receiving_ip, additional_info, reason_code, count) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT DO UPDATE SET \
+         count = CASE WHEN count > 9223372036854775807 - excluded.count \
+            THEN 9223372036854775807 ELSE count + excluded.count END",
+    )?;
+    let mut known = tx.prepare_cached(
+        "SELECT 1 FROM failure WHERE day = ?1 AND policy = ?2 AND result_type = ?3 \
+         AND sending_ip = ?4 AND receiving_mx = ?5 AND receiving_helo = ?6 \
+         AND receiving_ip = ?7 AND additional_info = ?8 AND reason_code = ?9",
+    )?;
+    let mut rows =
+        tx.prepare_cached("SELECT count(*) FROM failure WHERE day = ?1 AND policy = ?2")?;
+    for (d, &n) in &c.failures {
+        let fields = [
+            d.sending_ip.as_str(),
+            &d.receiving_mx,
+            &d.receiving_helo,
+            &d.receiving_ip,
+            &d.additional_info,
+            &d.reason_code,
+        ];
+        let [ip, mx, helo, rip, info, reason] = fields;
+        let kind = d.result_type.as_str();
+        let full = !known.exists(params![day.0, id, kind, ip, mx, helo, rip, info, reason])?
+            && rows.query_row(params![day.0, id], |r| r.get::<_, i64>(0))? >= MAX_STORED_DETAILS;
+        let [ip, mx, helo, rip, info, reason] = if full {
+            ["", "", "", "", "", FOLDED_REASON]
+        } else {
+            fields
+        };
+        add.execute(params![
+            day.0,
+            id,
+            kind,
+            ip,
+            mx,
+            helo,
+            rip,
+            info,
+            reason,
+            sql_count(n)
+        ])?;
+    }
+    Ok(())
 }
 
 /// The id of `key`'s policy row, inserted when new.
@@ -1377,6 +1447,71 @@ mod tests {
             due: 1_000,
             created: 900,
         }
+    }
+
+    // SPEC 8.4, never twice: `mtastsd tlsrpt send` and the daemon are two processes on
+    // one file; while one's attempt may be running, the other neither sees the
+    // delivery as due nor can mark it; after the lease (a crash), it can.
+    #[test]
+    fn a_delivery_being_sent_is_not_taken_by_another_process() {
+        let (_dir, path) = temp();
+        let mut daemon = TlsrptStore::open(&path).unwrap();
+        let uris = vec!["https://slow.example/".to_owned()];
+        assert!(daemon
+            .put_report(&new_report(DAY, "a.example", "r1", &uris))
+            .unwrap());
+        let d = daemon.due(1_000, 10).unwrap().remove(0);
+        daemon.mark_sending(&d.id, 1_000).unwrap();
+        let mut cli = TlsrptStore::open(&path).unwrap();
+        assert!(cli.due(1_001, 10).unwrap().is_empty());
+        assert!(cli.mark_sending(&d.id, 1_001).is_err());
+        let after = 1_000 + SENDING_LEASE;
+        assert_eq!(cli.due(after, 10).unwrap().len(), 1);
+        cli.mark_sending(&d.id, after).unwrap();
+    }
+
+    // SPEC 8.6: disk use is bounded. A hostile MX that answers each session with a
+    // new EHLO name adds at most MAX_STORED_DETAILS rows a day and policy; every
+    // failure is still counted.
+    #[test]
+    fn distinct_failure_details_are_bounded_on_disk_spec_8_6() {
+        let (_dir, path) = temp();
+        let mut store = TlsrptStore::open(&path).unwrap();
+        let text = String::from_utf8(
+            std::fs::read(format!(
+                "{}/tests/golden/tlsrpt/sts-failure.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let n = MAX_STORED_DETAILS as u64 + 250;
+        // Several adds, as the collector's seconds would make them.
+        for chunk in (0..n).collect::<Vec<_>>().chunks(300) {
+            let mut a = Aggregate::new();
+            for i in chunk {
+                let helo = format!("250-mx{i}.rpt.example");
+                let one = text.replace("250-mx.rpt.example", &helo);
+                a.add(DAY, parse(one.as_bytes()).unwrap());
+            }
+            store.add(&a).unwrap();
+        }
+        let rows: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM failure", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, MAX_STORED_DETAILS + 1, "the cap and one folded row");
+        let got = store.counts(DAY, None).unwrap();
+        let (_, c) = got.iter().next().unwrap();
+        assert_eq!(c.failed, n);
+        assert_eq!(c.failures.values().sum::<u64>(), n);
+        let folded: u64 = c
+            .failures
+            .iter()
+            .filter(|(d, _)| d.reason_code == FOLDED_REASON)
+            .map(|(_, n)| *n)
+            .sum();
+        assert_eq!(folded, 250);
     }
 
     // SPEC 8.4: one report per (day, domain), never a second.

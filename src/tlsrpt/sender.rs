@@ -112,6 +112,8 @@ pub struct Sender {
     settings: Settings,
     /// Set by [`Sender::join`] with `cache.backend = "redis"`.
     cluster: Option<Clustered>,
+    /// Set by [`Sender::build_none`]: a cluster's node without its Redis.
+    build_none: bool,
 }
 
 /// A node's part in the cluster's reports (`cluster.rs`).
@@ -154,7 +156,15 @@ impl Sender {
             client,
             settings,
             cluster: None,
+            build_none: false,
         }
+    }
+
+    /// A node of a cluster that is not joined (`mtastsd tlsrpt send`): only the
+    /// daemon builds a cluster's reports, under the lease and the claim; here the
+    /// reports already built are sent, and none is built.
+    pub fn build_none(&mut self) {
+        self.build_none = true;
     }
 
     /// Report as a node of a cluster (see the module doc): from now on a report is
@@ -406,6 +416,7 @@ impl Sender {
         // be a second report of the day. Those already built are still sent.
         for domain in &domains {
             if self.cluster.is_none()
+                && !self.build_none
                 && self.store.report(day, domain)?.is_none()
                 && self.store.reported_elsewhere(day, domain)?.is_none()
             {

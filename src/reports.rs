@@ -143,6 +143,9 @@ pub async fn send(config: &Config, day: Day, dry_run: bool) -> Result<Vec<Sent>,
         .map_err(|e| Failure::runtime(&e))?;
     let client = crate::tlsrpt::deliver::https_client(roots).map_err(|e| Failure::runtime(&e))?;
     let mut sender = Sender::open(&path, client, settings).map_err(|e| Failure::runtime(&e))?;
+    if config.redis.is_some() {
+        sender.build_none();
+    }
     let done = sender
         .send_day(day, unix_now())
         .await

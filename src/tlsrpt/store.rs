@@ -33,6 +33,10 @@
 //!   empty string is a field the datagram did not carry.
 //! - `report`: one per (day, domain) (SPEC 8.4), the JSON as built, so that a retry
 //!   sends the same bytes; `delivery`: one per (report, URI), its state and retries.
+//! - In a cluster (`tlsrpt/cluster.rs`), added to any file when it is opened for
+//!   writing (older versions ignore them, so `user_version` stays 1): `node`, the one
+//!   row of this store's node id, and `reported_elsewhere(day, domain, report_id)`,
+//!   the reports another node built, which this node therefore never builds.
 //!
 //! Counts are added in SQL (`UPSERT ... count = count + excluded.count`), saturating
 //! at 2^63 - 1 instead of [`Counts`]' 2^64 - 1 (SQLite's integers are signed): no
@@ -123,6 +127,16 @@ CREATE TABLE delivery(
     sent INTEGER,
     PRIMARY KEY(report, uri)) WITHOUT ROWID;
 CREATE INDEX delivery_due ON delivery(state, next_try);
+";
+
+/// The cluster's tables (see the module doc), created if absent by [`TlsrptStore::open`].
+const CLUSTER_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS node(id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reported_elsewhere(
+    day INTEGER NOT NULL,
+    domain TEXT NOT NULL,
+    report_id TEXT NOT NULL,
+    PRIMARY KEY(day, domain)) WITHOUT ROWID;
 ";
 
 /// What went wrong, naming the file; a `Display` never repeats its source.
@@ -335,6 +349,7 @@ impl TlsrptStore {
         } else {
             store.set_wal()?;
         }
+        store.conn.execute_batch(CLUSTER_SCHEMA).map_err(sql)?;
         store
             .conn
             .execute_batch(&format!(
@@ -876,6 +891,99 @@ impl TlsrptStore {
             .map_err(|e| self.sql(e))
     }
 
+    /// This store's id in a cluster (`tlsrpt/cluster.rs`), made once: random, after
+    /// the host's name for the reader of a log. It belongs to the counts in this
+    /// file: a restart keeps it, a new file gets a new one.
+    pub fn node_id(&mut self) -> Result<String, TlsrptStoreError> {
+        let run = |conn: &mut Connection| -> rusqlite::Result<String> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id = tx
+                .query_row("SELECT id FROM node LIMIT 1", [], |r| r.get::<_, String>(0))
+                .optional()?;
+            let id = match id {
+                Some(id) => id,
+                None => {
+                    let id = format!("{}/{:016x}", host_name(), rand::random::<u64>());
+                    tx.execute("INSERT INTO node(id) VALUES (?1)", [&id])?;
+                    id
+                }
+            };
+            tx.commit()?;
+            Ok(id)
+        };
+        run(&mut self.conn).map_err(|e| self.sql(e))
+    }
+
+    /// The (day, domain)s from `from` on whose counts changed in adds after `seen`
+    /// (`session.seen`), and the last add's `seen` as of the same read: the next call
+    /// with it returns only what changed after this one.
+    pub fn changed_since(
+        &self,
+        from: Day,
+        seen: i64,
+    ) -> Result<(Vec<(Day, String)>, i64), TlsrptStoreError> {
+        let run = || -> rusqlite::Result<(Vec<(Day, String)>, i64)> {
+            // One read transaction: both answers from the same snapshot.
+            let tx = self.conn.unchecked_transaction()?;
+            let last: i64 = tx
+                .prepare_cached(sql::LAST_SEEN)?
+                .query_row([from.0], |r| r.get(0))?;
+            let changed = tx
+                .prepare_cached(sql::CHANGED)?
+                .query_map(params![from.0, seen], |r| Ok((Day(r.get(0)?), r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.finish()?;
+            Ok((changed, last.max(seen)))
+        };
+        run().map_err(|e| self.sql(e))
+    }
+
+    /// Another node built (day, domain)'s report (`tlsrpt/cluster.rs`): this node
+    /// never builds it.
+    pub fn mark_reported_elsewhere(
+        &mut self,
+        day: Day,
+        domain: &str,
+        report_id: &str,
+    ) -> Result<(), TlsrptStoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO reported_elsewhere(day, domain, report_id) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![day.0, domain, report_id]))
+            .map(|_| ())
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The report-id of (day, domain)'s report when another node built it.
+    pub fn reported_elsewhere(
+        &self,
+        day: Day,
+        domain: &str,
+    ) -> Result<Option<String>, TlsrptStoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT report_id FROM reported_elsewhere WHERE day = ?1 AND domain = ?2",
+            )
+            .and_then(|mut s| s.query_row(params![day.0, domain], |r| r.get(0)).optional())
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The domains of `day` whose report is built, here or elsewhere.
+    pub fn reported(&self, day: Day) -> Result<HashSet<String>, TlsrptStoreError> {
+        let run = || -> rusqlite::Result<HashSet<String>> {
+            self.conn
+                .prepare_cached(
+                    "SELECT domain FROM report WHERE day = ?1 \
+                     UNION SELECT domain FROM reported_elsewhere WHERE day = ?1",
+                )?
+                .query_map([day.0], |r| r.get(0))?
+                .collect()
+        };
+        run().map_err(|e| self.sql(e))
+    }
+
     /// SPEC 8.6: delete the counts, reports and deliveries of days before `keep_from`
     /// (and the policies no count uses any more); the number of rows deleted. Then
     /// the freed pages go back to the file system (see the module doc).
@@ -886,6 +994,7 @@ impl TlsrptStore {
             for sql in [
                 "DELETE FROM delivery WHERE report IN (SELECT id FROM report WHERE day < ?1)",
                 "DELETE FROM report WHERE day < ?1",
+                "DELETE FROM reported_elsewhere WHERE day < ?1",
                 "DELETE FROM failure WHERE day < ?1",
                 "DELETE FROM session WHERE day < ?1",
             ] {
@@ -944,7 +1053,14 @@ mod sql {
         FROM session s JOIN policy p ON p.id = s.policy \
         WHERE s.day < ?1 AND NOT EXISTS \
             (SELECT 1 FROM report r WHERE r.day = s.day AND r.domain = p.domain) \
+        AND NOT EXISTS (SELECT 1 FROM reported_elsewhere e \
+            WHERE e.day = s.day AND e.domain = p.domain) \
         ORDER BY s.day, p.domain";
+    // The session rows of `day >= ?1`: a search of the primary key's day prefix.
+    pub const LAST_SEEN: &str = "SELECT coalesce(max(seen), 0) FROM session WHERE day >= ?1";
+    pub const CHANGED: &str = "SELECT DISTINCT s.day, p.domain \
+        FROM session s JOIN policy p ON p.id = s.policy \
+        WHERE s.day >= ?1 AND s.seen > ?2 ORDER BY s.day, p.domain";
     pub const RECORD: &str = "SELECT p.record FROM session s JOIN policy p ON p.id = s.policy \
         WHERE s.day = ?1 AND p.domain = ?2 GROUP BY p.record \
         ORDER BY max(s.seen) DESC, sum(s.successful) + sum(s.failed) DESC, p.record LIMIT 1";
@@ -1008,6 +1124,22 @@ impl From<rusqlite::types::FromSqlError> for ReadError {
 }
 
 /// SQLite integers are signed: a count beyond stays at the largest.
+/// The host's name, reduced to the characters a node id may hold.
+fn host_name() -> String {
+    let name: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "node".to_owned()
+    } else {
+        name
+    }
+}
+
 fn sql_count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }

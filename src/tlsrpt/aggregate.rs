@@ -283,10 +283,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn day_edges() {
+        for (n, text) in [
+            (-719_528, "0000-01-01"),
+            (-719_163, "0000-12-31"),
+            (2_932_896, "9999-12-31"),
+        ] {
+            assert_eq!(Day(n).to_string(), text);
+            assert_eq!(Day::parse(text), Some(Day(n)));
+        }
+        assert_eq!(Day::parse(&Day(-719_529).to_string()), None);
+    }
+
     proptest! {
         #[test]
+        // Years 0000 to 9999 print as four digits and parse back; others do not parse.
         fn day_round_trip(n in -1_000_000i64..1_000_000) {
-            prop_assert_eq!(Day::parse(&Day(n).to_string()), if (-719_162..2_932_897).contains(&n) { Some(Day(n)) } else { None });
+            prop_assert_eq!(Day::parse(&Day(n).to_string()), if (-719_528..2_932_897).contains(&n) { Some(Day(n)) } else { None });
         }
     }
 

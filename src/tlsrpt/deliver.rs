@@ -312,7 +312,11 @@ mod tests {
 
     #[test]
     fn address_check() {
-        for ok in ["a@b.c", "tlsrpt+x@example.com", "first.last@mail.example.net"] {
+        for ok in [
+            "a@b.c",
+            "tlsrpt+x@example.com",
+            "first.last@mail.example.net",
+        ] {
             assert_eq!(check_address(ok), Ok(()), "{ok}");
         }
         for bad in [

@@ -378,9 +378,6 @@ impl Daemon {
         for t in self.tasks {
             let _ = t.await;
         }
-        if let Some(sender) = self.sender {
-            let _ = tokio::task::spawn_blocking(move || sender.stop()).await;
-        }
         if let Some(collector) = self.tlsrpt {
             // Joins two threads and stores the last second's counts: off the
             // runtime's thread.
@@ -399,6 +396,11 @@ impl Daemon {
                     log::error!("{}; the cache was not saved", chain(&e))
                 }
             }
+        }
+        // Last: a report delivery in flight may take its deadline; the counts and the
+        // cache are safe by now.
+        if let Some(sender) = self.sender {
+            let _ = tokio::task::spawn_blocking(move || sender.stop(SENDER_STOP_WAIT)).await;
         }
     }
 }
@@ -568,6 +570,10 @@ pub fn tlsrpt_settings(t: &crate::config::TlsrptConfig) -> sender::Settings {
         sendmail_timeout: SENDMAIL_TIMEOUT,
     }
 }
+
+/// How long shutdown waits for a report delivery in flight (SPEC 7.3: the stop is
+/// prompt; the delivery is taken up again after a restart).
+const SENDER_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// How long one sendmail run may take before it is killed and retried later.
 const SENDMAIL_TIMEOUT: Duration = Duration::from_secs(60);

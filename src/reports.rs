@@ -136,6 +136,15 @@ pub async fn send(config: &Config, day: Day, dry_run: bool) -> Result<Vec<Sent>,
         ));
     }
     settings.send = true;
+    // SPEC 8.4: a report covers a whole UTC day, and only one is ever stored for it:
+    // built before the day is over, it would leave the rest of the day out.
+    let settled = Day::from_unix(unix_now() - sender::SETTLE_SECS);
+    if day >= settled {
+        return Err(Failure::config(format!(
+            "{day} has not ended (a report covers a whole UTC day, and is built {} minutes after it)",
+            sender::SETTLE_SECS / 60
+        )));
+    }
     if dry_run {
         return dry(&path, settings, day);
     }

@@ -163,6 +163,21 @@ async fn report_previews_then_shows_what_send_sent_exactly_spec_8_4() {
     assert_eq!(shown.matches(": sent 20").count(), 2, "{shown}");
 }
 
+/// SPEC 8.4: one report per whole UTC day: today's cannot be sent yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_that_has_not_ended_is_not_sent() {
+    let s = setup(SENDER).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let today = Day::from_unix(now).to_string();
+    let (code, _, err) = run(&["tlsrpt", "send", "--day", &today, "-c", &s.config]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("has not ended"), "{err}");
+    assert_eq!(s.world.https.requests(HOST), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_need_who_sends_them_and_say_so() {
     let s = setup("").await;

@@ -468,11 +468,17 @@ impl RawTlsrpt {
     }
 }
 
+/// Not empty, and printable ASCII: the value goes into the report mail's header and
+/// text (RFC 8460 §5.3), which mtastsd writes in ASCII only.
 fn non_empty(key: &str, v: Option<Spanned<String>>) -> Result<Option<Spanned<String>>, Late> {
     match v {
         Some(v) if v.get_ref().trim().is_empty() => {
             Err((v.span(), format!("{key} must not be empty")))
         }
+        Some(v) if !v.get_ref().bytes().all(|b| (b' '..=b'~').contains(&b)) => Err((
+            v.span(),
+            format!("{key}: only printable ASCII characters (it goes into mail headers)"),
+        )),
         other => Ok(other),
     }
 }
@@ -510,7 +516,12 @@ fn from(
             .filter(|c| address_domain(c.get_ref()).is_some())
             .map(|c| strip_mailto(c.get_ref()).to_owned()));
     };
-    if address_domain(f.get_ref()).is_none() || strip_mailto(f.get_ref()) != f.get_ref() {
+    let plain = f
+        .get_ref()
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b",;<>()\"\\:[]".contains(&b))
+        && !f.get_ref().starts_with('-');
+    if !plain || address_domain(f.get_ref()).is_none() || strip_mailto(f.get_ref()) != f.get_ref() {
         return Err((
             f.span(),
             format!(

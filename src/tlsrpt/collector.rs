@@ -177,6 +177,7 @@ impl Collector {
             stop: Arc::clone(&stop),
             stats: Arc::clone(&stats),
             tx,
+            writer_gone: std::cell::Cell::new(None),
         };
         // If this fails, the sender is dropped with `receive` and the writer ends.
         let receiver = std::thread::Builder::new()
@@ -235,6 +236,8 @@ struct Receive {
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
     tx: mpsc::Sender<Aggregate>,
+    /// When the loss of the writer thread was last logged.
+    writer_gone: std::cell::Cell<Option<Instant>>,
 }
 
 impl Receive {
@@ -334,8 +337,22 @@ impl Receive {
     fn flush(&self, counts: &mut Aggregate) {
         if !counts.is_empty() {
             // The writer ends only after this thread (it waits for the channel to
-            // close), so the send cannot fail while counts matter.
-            let _ = self.tx.send(std::mem::take(counts));
+            // close), so the send fails only if the writer died (a panic): say so
+            // loudly, once a minute, with what is lost.
+            if let Err(lost) = self.tx.send(std::mem::take(counts)) {
+                let now = Instant::now();
+                let due = self
+                    .writer_gone
+                    .get()
+                    .is_none_or(|t| now.duration_since(t) >= LOG_EVERY);
+                if due {
+                    self.writer_gone.set(Some(now));
+                    log::error!(
+                        "TLS-RPT: the thread that stores the counts has stopped; {} session(s) of the last second lost; restart mtastsd",
+                        sessions(&lost.0)
+                    );
+                }
+            }
         }
     }
 

@@ -81,9 +81,11 @@ impl Settings {
 /// previews at once (their counts stay for `mtastsd tlsrpt show`).
 pub const PLAN_DAYS: i64 = 2;
 
-/// Commits after each day ends before its report is built: the collector's last
-/// commit of the day lands within a second or two; a minute leaves room.
-pub const SETTLE_SECS: i64 = 60;
+/// Time after each day ends before its report is built: the collector's last
+/// commit of the day lands within a second or two, but a store that failed for a
+/// while across midnight catches up later (its counts are kept and retried); ten
+/// minutes leave room, and reports wait hours for their random delay anyway.
+pub const SETTLE_SECS: i64 = 600;
 
 /// A report-id (RFC 8460 §4.4: unique): the day and 64 random bits, letters, digits
 /// and one dot, so it is also a valid msg-id left part and file name unique-id
@@ -114,6 +116,10 @@ pub struct Sender {
     cluster: Option<Clustered>,
     /// Set by [`Sender::build_none`]: a cluster's node without its Redis.
     build_none: bool,
+    /// Reports that failed RFC 8460 §4.4's check (logged once each).
+    refused: HashSet<(Day, String)>,
+    /// Set when the daemon stops: no further attempt starts.
+    stopping: Option<Arc<AtomicBool>>,
 }
 
 /// A node's part in the cluster's reports (`cluster.rs`).
@@ -157,6 +163,8 @@ impl Sender {
             settings,
             cluster: None,
             build_none: false,
+            refused: HashSet::new(),
+            stopping: None,
         }
     }
 
@@ -280,7 +288,10 @@ impl Sender {
             .map_err(|e| e.to_string())
             .and_then(|v| report::validate(&v));
         if let Err(e) = checked {
-            log::error!("TLS-RPT: the report for {domain} on {day} is not sent: {e}");
+            // Logged once: the next rounds would build the same report again.
+            if self.refused.insert((day, domain.to_owned())) {
+                log::error!("TLS-RPT: the report for {domain} on {day} is not sent: {e}");
+            }
             return Ok(false);
         }
         let stored = self.store.put_report(&NewReport {
@@ -312,6 +323,13 @@ impl Sender {
     pub async fn deliver_due(&mut self, now: i64) -> Result<Round, TlsrptStoreError> {
         let mut round = Round::default();
         for d in self.store.due(now, 100)? {
+            if self
+                .stopping
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
+            {
+                break;
+            }
             match self.deliver_one(&d, now).await? {
                 Fate::Sent => round.sent += 1,
                 Fate::Retried => round.retried += 1,
@@ -774,12 +792,26 @@ impl Sender {
 pub type Connect = Box<dyn FnOnce() -> BoxFuture<'static, Option<Arc<dyn TlsrptCluster>>> + Send>;
 
 /// The `rua` URIs of a `_smtp._tls` record text (none for a record that does not parse).
+/// The `rua` URIs a report goes to: at most this many. RFC 8460 sets no limit, but
+/// each is an attempt (with retries) of the sender's, and a record that lists
+/// hundreds would hold every other domain's reports up.
+pub const MAX_RUA: usize = 5;
+
 fn rua_of(domain: &str, record: Option<&str>) -> Vec<String> {
     let Some(text) = record else {
         return Vec::new();
     };
     match super::record::parse_record(text.as_bytes()) {
-        Ok(record) => record.rua,
+        Ok(mut record) => {
+            if record.rua.len() > MAX_RUA {
+                log::warn!(
+                    "TLS-RPT: {domain}: its record lists {} report addresses; the first {MAX_RUA} get the report",
+                    record.rua.len()
+                );
+                record.rua.truncate(MAX_RUA);
+            }
+            record.rua
+        }
         Err(e) => {
             log::warn!("TLS-RPT: {domain}: its record as Postfix saw it: {e}");
             Vec::new()
@@ -815,11 +847,21 @@ pub struct SenderThread {
 }
 
 impl SenderThread {
-    /// Stop after the round in progress (an attempt in flight ends within its
-    /// deadline; a delivery cut short resumes after a restart) and wait for it.
-    pub fn stop(self) {
+    /// Stop: no attempt starts after this; one in flight is waited for up to
+    /// `wait` (its delivery stays marked `sending` otherwise, and is taken again
+    /// after [`super::store::SENDING_LEASE`] by the next start: at most a resend with
+    /// the same report-id, never a lost report).
+    pub fn stop(self, wait: Duration) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
+        let until = Instant::now() + wait;
+        while !self.thread.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.thread.is_finished() {
+            let _ = self.thread.join();
+        } else {
+            log::warn!("TLS-RPT: a report delivery was still running at stop; it is attempted again after a restart");
+        }
     }
 }
 
@@ -837,6 +879,7 @@ pub fn spawn_clustered(sender: Sender, connect: Connect) -> std::io::Result<Send
 fn spawn_with(mut sender: Sender, connect: Option<Connect>) -> std::io::Result<SenderThread> {
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
+    sender.stopping = Some(Arc::clone(&stop));
     let thread = std::thread::Builder::new()
         .name("tlsrpt-sender".into())
         .spawn(move || {

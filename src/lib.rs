@@ -57,6 +57,7 @@
 //! | [`tlsrpt::findings`], `cache::resolve` | 8.3 a failed policy fetch kept per domain (`PolicyCache::finding`), Postfix's `no-policy-found` counts relabelled with it on their way to the store |
 //! | [`tlsrpt::store`] | 8.2 the SQLite file of the counts (WAL, at most a second lost), 8.4 the reports and their deliveries (never twice), 8.6 pruning |
 //! | [`tlsrpt::sender`], [`tlsrpt::deliver`], [`tlsrpt::mail`] | 8.4 the reports of ended days built once, due at a random delay, sent over `https:` (POST, gzip) or `mailto:` (sendmail, RFC 8460 §5.3 message), retried for a day; 8.6 pruning |
+//! | [`tlsrpt::cluster`], `cache::redis` (`redis/reports.rs`) | 8.2, 8.4 with 5.10: each node's totals pushed to Redis, one report per day and domain for the whole cluster (lease, claim) |
 //! | [`reports`], [`tlsrpt::show`] | `mtastsd tlsrpt show\|report\|send` over the store |
 //! | [`tlsrpt::collector`] | 8.1 the datagram socket (bound, stale file replaced, never a non-socket), its receive thread, malformed and oversized datagrams counted and logged once a minute; 8.2 the counts handed every second to the store on a writer thread; `daemon` wires it to `[tlsrpt]` |
 //! | [`check::lint`], [`check::advice`], [`check::render`] | `check`: policy lint by line, verdict and what to publish, text output |

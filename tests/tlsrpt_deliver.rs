@@ -181,7 +181,9 @@ async fn sendmail_gets_argv_and_the_message() {
     let got = sendmail(
         &argv,
         "tlsrpt@mail.example",
-        "a,b!c@rpt.example",
+        // A decoded `rua` keeps its `!` (RFC 8460 §3 percent-encodes it); a comma
+        // would make sendmail read a list, and is refused (deliver::check_address).
+        "a.b!c@rpt.example",
         &message,
         Duration::from_secs(30),
     )
@@ -189,7 +191,7 @@ async fn sendmail_gets_argv_and_the_message() {
     assert_eq!(got, Outcome::Sent);
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
-        "-f\ntlsrpt@mail.example\n--\na,b!c@rpt.example\n"
+        "-f\ntlsrpt@mail.example\n--\na.b!c@rpt.example\n"
     );
     assert_eq!(std::fs::read(&msg).unwrap(), message);
 }

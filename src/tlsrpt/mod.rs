@@ -9,7 +9,7 @@
 //! | `findings.rs` | SPEC 8.3: `no-policy-found` counts of a domain whose policy mtastsd could not fetch, parse or authenticate, relabelled as the failed `sts` policy. Pure |
 //! | `report.rs` | the RFC 8460 §4.4 report of one UTC day and domain (SPEC 8.4), its mailto file name and subject. Pure |
 //! | `collector.rs` | Postfix's datagrams off the unix socket (SPEC 8.1) into per-second counts, handed to the store on a writer thread (8.2). Edge: a socket, two threads |
-//! | `store.rs` | the SQLite file of the counts (8.2), the reports and their deliveries (8.4, never twice), pruned (8.6). Edge: disk |
+//! | `store.rs` | the SQLite file: opening, its schema, pruning (8.6); `store/counts.rs` the counts (8.2), `store/outbox.rs` the reports and their deliveries (8.4, never twice), `store/cluster.rs` this node's id and what it pushed. Edge: disk |
 //! | `mail.rs` | the RFC 8460 §5.3 report mail (SPEC 8.4): multipart/report, CRLF, ASCII. Pure |
 //! | `deliver.rs` | one attempt to send a report (SPEC 8.4): HTTPS POST, sendmail(1), the RFC 8460 §5.5 back-off. Edge: network, processes |
 //! | `show.rs` | `mtastsd tlsrpt show`: a day's counts and its reports' deliveries, text or JSON. Pure |

@@ -1,4 +1,4 @@
-//! Command line (clap derive): `serve`, `query`, `check`, `check-config`.
+//! Command line (clap derive): `serve`, `query`, `check`, `tlsrpt`, `check-config`.
 
 use std::path::PathBuf;
 
@@ -90,10 +90,60 @@ pub enum Command {
         #[arg(long, hide = true, default_value_t = 25)]
         smtp_port: u16,
     },
+    /// TLS-RPT (RFC 8460): what Postfix reported to mtastsd, and the daily reports.
+    ///
+    /// Reads the store <state_dir>/tlsrpt.sqlite that `serve` fills when the
+    /// configuration has a [tlsrpt] table; safe while the daemon runs.
+    Tlsrpt {
+        #[command(subcommand)]
+        command: TlsrptCommand,
+        /// Configuration file (for state_dir and [tlsrpt]); built-in defaults if
+        /// the default file does not exist.
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+    },
     /// Validate a configuration file and exit: 0 when valid, 2 with the problem otherwise.
     CheckConfig {
         #[arg(value_name = "FILE")]
         config: PathBuf,
+    },
+}
+
+/// The packaged configuration file, read by `tlsrpt` unless --config says otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/mtastsd/mtastsd.toml";
+
+#[derive(Debug, Subcommand)]
+pub enum TlsrptCommand {
+    /// The sessions counted on a UTC day, per domain and policy, with their failure
+    /// details, and what became of the day's reports.
+    Show {
+        /// Only this recipient domain.
+        domain: Option<String>,
+        /// The UTC day, YYYY-MM-DD (default: today).
+        #[arg(long, value_name = "DAY")]
+        day: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The report of DOMAIN for a UTC day, exactly as sent (RFC 8460 §4.4 JSON); before
+    /// it is built, a preview (with another report-id).
+    Report {
+        domain: String,
+        /// The UTC day, YYYY-MM-DD (default: yesterday).
+        #[arg(long, value_name = "DAY")]
+        day: Option<String>,
+    },
+    /// Build a UTC day's reports now and send every one not yet sent or given up,
+    /// without waiting for the random delay. A report already sent is never sent
+    /// again.
+    Send {
+        /// The UTC day, YYYY-MM-DD (default: yesterday).
+        #[arg(long, value_name = "DAY")]
+        day: Option<String>,
+        /// Only say where each report would go.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::FutureExt;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -22,6 +23,7 @@ use crate::resolver::https::{FetchSetupError, HttpsFetcher};
 use crate::resolver::Resolvers;
 use crate::server::{self, AcceptEnded, Limits};
 use crate::tlsrpt::aggregate::Aggregate;
+use crate::tlsrpt::cluster::TlsrptCluster;
 use crate::tlsrpt::collector::{self, Collector, CollectorError};
 use crate::tlsrpt::findings;
 use crate::tlsrpt::sender;
@@ -376,9 +378,6 @@ impl Daemon {
         for t in self.tasks {
             let _ = t.await;
         }
-        if let Some(sender) = self.sender {
-            let _ = tokio::task::spawn_blocking(move || sender.stop()).await;
-        }
         if let Some(collector) = self.tlsrpt {
             // Joins two threads and stores the last second's counts: off the
             // runtime's thread.
@@ -397,6 +396,11 @@ impl Daemon {
                     log::error!("{}; the cache was not saved", chain(&e))
                 }
             }
+        }
+        // Last: a report delivery in flight may take its deadline; the counts and the
+        // cache are safe by now.
+        if let Some(sender) = self.sender {
+            let _ = tokio::task::spawn_blocking(move || sender.stop(SENDER_STOP_WAIT)).await;
         }
     }
 }
@@ -507,7 +511,9 @@ fn start_tlsrpt(
 }
 
 /// SPEC 8.4, 8.6: with `[tlsrpt]`, the report sender's thread on its own connection
-/// to the store: it sends when `send = true`, and prunes old days either way.
+/// to the store: it sends when `send = true`, and prunes old days either way. With
+/// `cache.backend = "redis"` it reports for the cluster (`tlsrpt/cluster.rs`), on
+/// its own connection to Redis, made on its thread.
 fn start_sender(config: &Config) -> Result<Option<sender::SenderThread>, StartError> {
     let (Some(t), Some(dir)) = (&config.tlsrpt, &config.cache.state_dir) else {
         return Ok(None);
@@ -516,7 +522,11 @@ fn start_sender(config: &Config) -> Result<Option<sender::SenderThread>, StartEr
     let client = crate::tlsrpt::deliver::https_client(roots)?;
     let settings = tlsrpt_settings(t);
     let sender = sender::Sender::open(&sender::store_path(dir), client, settings)?;
-    let thread = sender::spawn(sender).map_err(StartError::Thread)?;
+    let thread = match &config.redis {
+        None => sender::spawn(sender),
+        Some(redis) => sender::spawn_clustered(sender, tlsrpt_cluster(redis.clone())),
+    }
+    .map_err(StartError::Thread)?;
     if t.send {
         log::info!("TLS-RPT: sending the daily reports");
     } else {
@@ -525,6 +535,22 @@ fn start_sender(config: &Config) -> Result<Option<sender::SenderThread>, StartEr
         );
     }
     Ok(Some(thread))
+}
+
+/// How the report sender reaches the cluster's Redis (on its own thread).
+fn tlsrpt_cluster(redis: RedisConfig) -> sender::Connect {
+    Box::new(move || {
+        async move {
+            match RedisCluster::connect(&redis).await {
+                Ok(c) => Some(Arc::new(c) as Arc<dyn TlsrptCluster>),
+                Err(e) => {
+                    log::error!("TLS-RPT: {}", chain(&e));
+                    None
+                }
+            }
+        }
+        .boxed()
+    })
 }
 
 /// The report sender's settings from `[tlsrpt]` (the daemon's and `mtastsd tlsrpt`'s).
@@ -544,6 +570,10 @@ pub fn tlsrpt_settings(t: &crate::config::TlsrptConfig) -> sender::Settings {
         sendmail_timeout: SENDMAIL_TIMEOUT,
     }
 }
+
+/// How long shutdown waits for a report delivery in flight (SPEC 7.3: the stop is
+/// prompt; the delivery is taken up again after a restart).
+const SENDER_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// How long one sendmail run may take before it is killed and retried later.
 const SENDMAIL_TIMEOUT: Duration = Duration::from_secs(60);

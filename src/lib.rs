@@ -54,15 +54,20 @@
 //! | [`cli`] | 7.1 the command line (clap): `serve`, `query`, `check`, `check-config`; `main.rs` dispatches |
 //! | [`check`], [`tlsrpt::record`] | 7.1 `check`: audit of a domain's MTA-STS and TLS-RPT (RFC 8460 §3) |
 //! | [`tlsrpt::datagram`], [`tlsrpt::aggregate`], [`tlsrpt::report`] | 8.1 a libtlsrpt datagram parsed and bounded, 8.2 the counts per UTC day, domain, record and policy (add, merge), 8.4 the RFC 8460 §4.4 report, its file name and subject, 8.6 the detail cap |
+//! | [`tlsrpt::findings`], `cache::resolve` | 8.3 a failed policy fetch kept per domain (`PolicyCache::finding`), Postfix's `no-policy-found` counts relabelled with it on their way to the store |
+//! | [`tlsrpt::store`] | 8.2 the SQLite file of the counts (WAL, at most a second lost), 8.4 the reports and their deliveries (never twice), 8.6 pruning |
+//! | [`tlsrpt::sender`], [`tlsrpt::deliver`], [`tlsrpt::mail`] | 8.4 the reports of ended days built once, due at a random delay, sent over `https:` (POST, gzip) or `mailto:` (sendmail, RFC 8460 §5.3 message), retried for a day; 8.6 pruning |
+//! | [`reports`], [`tlsrpt::show`] | `mtastsd tlsrpt show\|report\|send` over the store |
 //! | [`tlsrpt::collector`] | 8.1 the datagram socket (bound, stale file replaced, never a non-socket), its receive thread, malformed and oversized datagrams counted and logged once a minute; 8.2 the counts handed every second to the store on a writer thread; `daemon` wires it to `[tlsrpt]` |
 //! | [`check::lint`], [`check::advice`], [`check::render`] | `check`: policy lint by line, verdict and what to publish, text output |
 //! | [`check::tls`], [`check::smtp`] | `check`: TLS probe of the policy host, STARTTLS probe of each MX host (RFC 8461 §3.3, §4.2) |
 //!
-//! Pure modules (no I/O): `socketmap` (but `socketmap::connection`), `mta_sts`, `resolver::wire`, `tlsrpt` (but `tlsrpt::collector`), `postfix`, `dane`, `overrides`,
+//! Pure modules (no I/O): `socketmap` (but `socketmap::connection`), `mta_sts`, `resolver::wire`, `tlsrpt` (but `tlsrpt::collector`, `store`, `deliver`, `sender`), `postfix`, `dane`, `overrides`,
 //! `config` (parsing), `check::lint`, `check::advice`, `check::render`.
 //! The edges: `resolver` (network), `check::tls` and `check::smtp` (probes),
 //! `cache::redis` (the cluster's Redis, optional), `cache::store` (disk), `listen`,
-//! `socketmap::connection`, `server`, `metrics` and `tlsrpt::collector` (sockets).
+//! `socketmap::connection`, `server`, `metrics` and `tlsrpt::collector` (sockets),
+//! `tlsrpt::store` (disk), `tlsrpt::deliver` and `tlsrpt::sender` (network, sendmail).
 //!
 //! The answer path touches none of the edges for a cached domain: `server` →
 //! `socketmap` → `answer` → `cache` (in-memory: `PolicyCache::cached` lends the LRU entry's
@@ -74,10 +79,14 @@
 //! Resolutions (MTA-STS and DANE: DNS, HTTPS, parsing) run on
 //! [`daemon::ResolverThreads`], one per core at nice +10, so that they never queue
 //! a cached answer behind them. With `[tlsrpt]`, two more threads collect Postfix's
-//! TLS-RPT datagrams ([`tlsrpt::collector`]): one receives, one stores.
+//! TLS-RPT datagrams ([`tlsrpt::collector`]): one receives, one stores; a third
+//! builds, sends and prunes the reports ([`tlsrpt::sender`], its own store connection
+//! and runtime).
 
 // The modules in layers, top down: each imports only modules declared after it
 // (docs/ARCHITECTURE.md, "Layers"), so there is no cycle.
+// `mtastsd tlsrpt show|report|send` (SPEC 8)
+pub mod reports;
 // serve: wiring, reload, shutdown
 pub mod daemon;
 // `mtastsd check`

@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use mtastsd::answer::checks_dane;
 use mtastsd::cache::SystemClock;
-use mtastsd::cli::{Cli, Command};
+use mtastsd::cli::{Cli, Command, TlsrptCommand, DEFAULT_CONFIG};
 use mtastsd::config::{Config, ListenAddr, LogTarget, DEFAULT_PROFILE};
 use mtastsd::daemon::{self, Daemon, Reload};
 use mtastsd::logging::chain;
@@ -61,6 +61,7 @@ fn main() -> ExitCode {
             json,
             smtp_port,
         }),
+        Command::Tlsrpt { command, config } => tlsrpt(&config, command),
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
@@ -68,6 +69,54 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(EXIT_CONFIG, &e),
         },
+    }
+}
+
+/// `mtastsd tlsrpt ...`: the packaged configuration file when it exists, else the
+/// built-in defaults (whose state_dir is the packaged one too).
+fn tlsrpt(config_path: &Path, command: TlsrptCommand) -> ExitCode {
+    let config = if config_path == Path::new(DEFAULT_CONFIG) && !config_path.exists() {
+        Ok(Config::default())
+    } else {
+        Config::load(config_path)
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_CONFIG, &e),
+    };
+    mtastsd::logging::init(LogTarget::Stderr, log::LevelFilter::Warn);
+    let result = match command {
+        TlsrptCommand::Show { domain, day, json } => mtastsd::reports::day_or(day.as_deref(), 0)
+            .and_then(|day| {
+                let view = mtastsd::reports::show(&config, day, domain.as_deref())?;
+                print_report(&view, json);
+                Ok(())
+            }),
+        TlsrptCommand::Report { domain, day } => mtastsd::reports::day_or(day.as_deref(), 1)
+            .and_then(|day| mtastsd::reports::report(&config, day, &domain))
+            .map(|(json, stored)| {
+                if !stored {
+                    eprintln!("mtastsd: not built yet: a preview, its report-id will differ");
+                }
+                println!("{json}");
+            }),
+        TlsrptCommand::Send { day, dry_run } => mtastsd::reports::day_or(day.as_deref(), 1)
+            .and_then(|day| runtime().block_on(mtastsd::reports::send(&config, day, dry_run)))
+            .map(|sent| {
+                if sent.is_empty() {
+                    println!("nothing to send");
+                }
+                for s in sent {
+                    println!("{}: {}: {}", s.domain, s.uri, s.what);
+                }
+            }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("mtastsd: {}", f.message);
+            ExitCode::from(if f.config { EXIT_CONFIG } else { EXIT_RUNTIME })
+        }
     }
 }
 

@@ -136,6 +136,19 @@ pub fn tlsrpt_oldest_unsent(seconds: i64) {
     gauge!("mtastsd_tlsrpt_oldest_unsent_report_seconds").set(seconds as f64);
 }
 
+/// A round of pushing this node's TLS-RPT counts to the cluster ended (`outcome`
+/// ok or error; SPEC 8.2 with 5.10).
+pub fn tlsrpt_push(ok: bool) {
+    counter!("mtastsd_tlsrpt_pushes_total", "outcome" => if ok { "ok" } else { "error" })
+        .increment(1);
+}
+
+/// A node's TLS-RPT value, heartbeat or listed domain read from the cluster was
+/// ignored (SPEC 5.10's checks; `reason`: invalid, too_large, signature).
+pub fn tlsrpt_shared_rejected(reason: &'static str) {
+    counter!("mtastsd_tlsrpt_shared_values_rejected_total", "reason" => reason).increment(1);
+}
+
 /// Install the process-wide recorder. Idempotent: a second daemon in the same
 /// process (tests) shares the first one's.
 pub fn install() -> &'static PrometheusHandle {

@@ -4,13 +4,19 @@
 //! - its `postmap -q` takes the answers of a `tlsrpt = true` profile as they are;
 //! - a delivery through it to an MX whose certificate names another host fails
 //!   (the policy is enforced with the attributes attached) and Postfix hands the
-//!   failure, with our policy details, to its TLSRPT socket.
+//!   failure, with our policy details, to its TLSRPT socket;
+//! - end to end (postfix310/e2e.rs, SPEC 8.1–8.5): its chrooted smtp(8) delivers to
+//!   MX hosts that succeed and fail in each way, mtastsd collects the datagrams, and
+//!   the reports built from its store are exact and pass RFC 8460 §4.4's schema.
 //!
 //! Skipped with a message where the root does not exist; under CI=true that is a
 //! failure. The tests need root (chroot) and share the one root: they take a lock.
 
 mod harness;
 mod support;
+
+#[path = "postfix310/e2e.rs"]
+mod e2e;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

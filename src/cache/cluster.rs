@@ -300,6 +300,9 @@ impl PolicyCache {
                         e.set_policy(None);
                         e.checked = checked;
                         e.quiet_until = until;
+                        // Shared "no policy" is published for a domain without an
+                        // `_mta-sts` record: no fetch failure to report (SPEC 8.3).
+                        e.clear_finding();
                     }
                 });
                 // SPEC 5.10: beside a usable policy, "no policy" disagrees with it: a

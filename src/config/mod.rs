@@ -275,7 +275,7 @@ pub struct TlsrptConfig {
     /// long (SPEC 8.4: spread, so that receivers are not flooded at midnight).
     /// Default 4 h, at most 23 h.
     pub delay: Duration,
-    /// Days of counts and reports kept (SPEC 8.6). Default 14, 1 to 366.
+    /// Days of counts and reports kept (SPEC 8.6). Default 14, 3 to 366.
     pub keep_days: u32,
     /// Failure details in one report policy (SPEC 8.6: the largest counts kept, the
     /// rest summed). Default 100.

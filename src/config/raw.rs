@@ -121,7 +121,9 @@ struct RawTlsrpt {
     delay: Option<Spanned<Dur<UNLIMITED>>>,
     keep_days: Option<KeepDays>,
     max_details: Option<AtLeastOne>,
-    http_timeout: Option<Dur<UNLIMITED>>,
+    /// At most 10 minutes: an attempt must end well within the store's hold on a
+    /// delivery being sent (`tlsrpt::store::SENDING_LEASE`).
+    http_timeout: Option<Dur<600>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -410,71 +412,12 @@ impl RawTlsrpt {
             ));
         }
         let d = TlsrptConfig::default();
-        let non_empty = |key: &str, v: Option<Spanned<String>>| -> Result<_, Late> {
-            match v {
-                Some(v) if v.get_ref().trim().is_empty() => {
-                    Err((v.span(), format!("{key} must not be empty")))
-                }
-                other => Ok(other),
-            }
-        };
         let organization_name = non_empty("organization_name", self.organization_name)?;
         let contact_info = non_empty("contact_info", self.contact_info)?;
-        let submitter = match self.submitter {
-            Some(s) => Some(
-                crate::overrides::parse_domain(s.get_ref())
-                    .ok()
-                    .filter(|d| d.contains('.'))
-                    .ok_or_else(|| {
-                        (
-                            s.span(),
-                            format!(
-                                "{:?} is not a domain name like \"mail.example.com\"",
-                                s.get_ref()
-                            ),
-                        )
-                    })?,
-            ),
-            None => contact_info
-                .as_ref()
-                .and_then(|c| address_domain(c.get_ref())),
-        };
-        let from = match self.from {
-            Some(f) => {
-                if address_domain(f.get_ref()).is_none() || strip_mailto(f.get_ref()) != f.get_ref()
-                {
-                    return Err((
-                        f.span(),
-                        format!(
-                            "{:?} is not an email address like \"tlsrpt@mail.example.com\"",
-                            f.get_ref()
-                        ),
-                    ));
-                }
-                Some(f.into_inner())
-            }
-            None => contact_info
-                .as_ref()
-                .filter(|c| address_domain(c.get_ref()).is_some())
-                .map(|c| strip_mailto(c.get_ref()).to_owned()),
-        };
+        let submitter = submitter(self.submitter, contact_info.as_ref())?;
+        let from = from(self.from, contact_info.as_ref())?;
         let sendmail = match self.sendmail {
-            Some(argv) => {
-                let span = argv.span();
-                let argv = argv.into_inner();
-                if argv.first().is_none_or(|p| !p.starts_with('/')) {
-                    return Err((
-                        span,
-                        "expected a command as a list, its program an absolute path, \
-                         e.g. [\"/usr/sbin/sendmail\", \"-i\"]"
-                            .to_owned(),
-                    ));
-                }
-                if argv.iter().any(|a| a.contains('\0')) {
-                    return Err((span, "an argument contains a NUL byte".to_owned()));
-                }
-                argv
-            }
+            Some(argv) => sendmail(argv)?,
             None => d.sendmail,
         };
         let delay = match self.delay {
@@ -523,6 +466,88 @@ impl RawTlsrpt {
             http_timeout: self.http_timeout.map_or(d.http_timeout, |t| t.0),
         })
     }
+}
+
+/// Not empty, and printable ASCII: the value goes into the report mail's header and
+/// text (RFC 8460 §5.3), which mtastsd writes in ASCII only.
+fn non_empty(key: &str, v: Option<Spanned<String>>) -> Result<Option<Spanned<String>>, Late> {
+    match v {
+        Some(v) if v.get_ref().trim().is_empty() => {
+            Err((v.span(), format!("{key} must not be empty")))
+        }
+        Some(v) if !v.get_ref().bytes().all(|b| (b' '..=b'~').contains(&b)) => Err((
+            v.span(),
+            format!("{key}: only printable ASCII characters (it goes into mail headers)"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// `tlsrpt.submitter`, else the domain of `contact_info` when it is an address.
+fn submitter(
+    given: Option<Spanned<String>>,
+    contact_info: Option<&Spanned<String>>,
+) -> Result<Option<String>, Late> {
+    let Some(s) = given else {
+        return Ok(contact_info.and_then(|c| address_domain(c.get_ref())));
+    };
+    crate::overrides::parse_domain(s.get_ref())
+        .ok()
+        .filter(|d| d.contains('.'))
+        .map(Some)
+        .ok_or_else(|| {
+            (
+                s.span(),
+                format!(
+                    "{:?} is not a domain name like \"mail.example.com\"",
+                    s.get_ref()
+                ),
+            )
+        })
+}
+
+/// `tlsrpt.from`, else `contact_info` when it is an address.
+fn from(
+    given: Option<Spanned<String>>,
+    contact_info: Option<&Spanned<String>>,
+) -> Result<Option<String>, Late> {
+    let Some(f) = given else {
+        return Ok(contact_info
+            .filter(|c| address_domain(c.get_ref()).is_some())
+            .map(|c| strip_mailto(c.get_ref()).to_owned()));
+    };
+    let plain = f
+        .get_ref()
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b",;<>()\"\\:[]".contains(&b))
+        && !f.get_ref().starts_with('-');
+    if !plain || address_domain(f.get_ref()).is_none() || strip_mailto(f.get_ref()) != f.get_ref() {
+        return Err((
+            f.span(),
+            format!(
+                "{:?} is not an email address like \"tlsrpt@mail.example.com\"",
+                f.get_ref()
+            ),
+        ));
+    }
+    Ok(Some(f.into_inner()))
+}
+
+fn sendmail(argv: Spanned<Vec<String>>) -> Result<Vec<String>, Late> {
+    let span = argv.span();
+    let argv = argv.into_inner();
+    if argv.first().is_none_or(|p| !p.starts_with('/')) {
+        return Err((
+            span,
+            "expected a command as a list, its program an absolute path, \
+             e.g. [\"/usr/sbin/sendmail\", \"-i\"]"
+                .to_owned(),
+        ));
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err((span, "an argument contains a NUL byte".to_owned()));
+    }
+    Ok(argv)
 }
 
 impl RawLog {

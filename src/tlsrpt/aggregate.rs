@@ -9,7 +9,7 @@ use super::datagram::{Datagram, FailureDetail, Policy};
 
 /// A UTC day (RFC 8460 §4.1: a report covers one whole UTC day), as days since
 /// 1970-01-01.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Day(pub i64);
 
 const SECS_PER_DAY: i64 = 86_400;
@@ -158,15 +158,21 @@ impl Aggregate {
     /// takes the datagram by value: the collector calls this per datagram, and its
     /// strings move into a new key instead of being copied.
     pub fn add(&mut self, day: Day, datagram: Datagram) {
+        self.add_n(day, datagram, 1);
+    }
+
+    /// Count `n` sessions that sent the very same datagram (the collector parses
+    /// each distinct datagram of a second once: most repeat byte for byte).
+    pub fn add_n(&mut self, day: Day, datagram: Datagram, n: u64) {
         let Datagram {
             mut domain,
             mut record,
             policies,
         } = datagram;
-        let n = policies.len();
+        let policy_count = policies.len();
         for (i, result) in policies.into_iter().enumerate() {
             // Postfix sends one policy per datagram: the last one takes the strings.
-            let last = i + 1 == n;
+            let last = i + 1 == policy_count;
             let take = |s: &mut String| if last { std::mem::take(s) } else { s.clone() };
             let key = Key {
                 day,
@@ -176,13 +182,13 @@ impl Aggregate {
             };
             let counts = self.entries.entry(key).or_default();
             if result.failed {
-                counts.failed = counts.failed.saturating_add(1);
+                counts.failed = counts.failed.saturating_add(n);
             } else {
-                counts.successful = counts.successful.saturating_add(1);
+                counts.successful = counts.successful.saturating_add(n);
             }
             for detail in result.failures {
                 let c = counts.failures.entry(detail).or_default();
-                *c = c.saturating_add(1);
+                *c = c.saturating_add(n);
             }
         }
     }
@@ -217,6 +223,13 @@ impl Aggregate {
             .iter()
             .filter(|(k, _)| k.day == day && k.domain == domain)
             .collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
+    /// The entries of one day, in key order (domain, then record and policy).
+    pub fn report_entries_of_day(&self, day: Day) -> Vec<(&Key, &Counts)> {
+        let mut v: Vec<_> = self.entries.iter().filter(|(k, _)| k.day == day).collect();
         v.sort_unstable_by(|a, b| a.0.cmp(b.0));
         v
     }
@@ -270,10 +283,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn day_edges() {
+        for (n, text) in [
+            (-719_528, "0000-01-01"),
+            (-719_163, "0000-12-31"),
+            (2_932_896, "9999-12-31"),
+        ] {
+            assert_eq!(Day(n).to_string(), text);
+            assert_eq!(Day::parse(text), Some(Day(n)));
+        }
+        assert_eq!(Day::parse(&Day(-719_529).to_string()), None);
+    }
+
     proptest! {
         #[test]
+        // Years 0000 to 9999 print as four digits and parse back; others do not parse.
         fn day_round_trip(n in -1_000_000i64..1_000_000) {
-            prop_assert_eq!(Day::parse(&Day(n).to_string()), if (-719_162..2_932_897).contains(&n) { Some(Day(n)) } else { None });
+            prop_assert_eq!(Day::parse(&Day(n).to_string()), if (-719_528..2_932_897).contains(&n) { Some(Day(n)) } else { None });
         }
     }
 

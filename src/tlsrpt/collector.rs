@@ -15,6 +15,7 @@
 //! is the sink's; a `kill -9` loses at most that second. A sink that fails keeps its
 //! counts and is retried every second.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -176,6 +177,7 @@ impl Collector {
             stop: Arc::clone(&stop),
             stats: Arc::clone(&stats),
             tx,
+            writer_gone: std::cell::Cell::new(None),
         };
         // If this fails, the sender is dropped with `receive` and the writer ends.
         let receiver = std::thread::Builder::new()
@@ -234,6 +236,8 @@ struct Receive {
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
     tx: mpsc::Sender<Aggregate>,
+    /// When the loss of the writer thread was last logged.
+    writer_gone: std::cell::Cell<Option<Instant>>,
 }
 
 impl Receive {
@@ -241,6 +245,7 @@ impl Receive {
         let fd = self.socket.as_raw_fd();
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut counts = Aggregate::new();
+        let mut seen = Seen::default();
         let mut dropped = DroppedLog::default();
         let mut last_flush = Instant::now();
         let mut last_error: Option<Instant> = None;
@@ -256,7 +261,10 @@ impl Receive {
             // socket's, open for as long as `self.socket` lives.
             let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
             if let Ok(len) = usize::try_from(n) {
-                self.one(&buf, len, &mut counts, &mut dropped);
+                if seen.is_full() || seen.is_other_day(unix_now()) {
+                    self.settle(&mut seen, &mut counts, &mut dropped);
+                }
+                self.one(&buf, len, &mut seen, &mut dropped);
             } else {
                 let e = io::Error::last_os_error();
                 match e.kind() {
@@ -277,39 +285,51 @@ impl Receive {
                 }
             }
             if last_flush.elapsed() >= FLUSH_EVERY {
+                self.settle(&mut seen, &mut counts, &mut dropped);
                 self.flush(&mut counts);
                 dropped.log_if_due(false);
                 last_flush = Instant::now();
             }
         }
+        self.settle(&mut seen, &mut counts, &mut dropped);
         self.flush(&mut counts);
         dropped.log_if_due(true);
     }
 
-    /// One datagram of true length `len` (the first `RECV_BUFFER` bytes in `buf`).
-    fn one(&self, buf: &[u8], len: usize, counts: &mut Aggregate, dropped: &mut DroppedLog) {
+    /// One datagram of true length `len` (the first `RECV_BUFFER` bytes in `buf`):
+    /// counted among the second's distinct datagrams, parsed at [`Receive::settle`].
+    fn one(&self, buf: &[u8], len: usize, seen: &mut Seen, dropped: &mut DroppedLog) {
+        if len > buf.len() {
+            let e = Malformed::TooLarge(len);
+            self.stats.truncated.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::get().tlsrpt_truncated.increment(1);
+            dropped.note(&e, buf, true, 1);
+            return;
+        }
+        seen.note(Day::from_unix(unix_now()), &buf[..len]);
+    }
+
+    /// Parse each distinct datagram once and count it as often as it came.
+    fn settle(&self, seen: &mut Seen, counts: &mut Aggregate, dropped: &mut DroppedLog) {
         let metrics = crate::metrics::get();
-        let bytes = &buf[..len.min(buf.len())];
-        let result = if len > buf.len() {
-            Err(Malformed::TooLarge(len))
-        } else {
-            datagram::parse(bytes)
-        };
-        match result {
-            Ok(d) => {
-                counts.add(Day::from_unix(unix_now()), d);
-                self.stats.ok.fetch_add(1, Ordering::Relaxed);
-                metrics.tlsrpt_ok.increment(1);
-            }
-            Err(e @ Malformed::TooLarge(_)) => {
-                self.stats.truncated.fetch_add(1, Ordering::Relaxed);
-                metrics.tlsrpt_truncated.increment(1);
-                dropped.note(&e, bytes, true);
-            }
-            Err(e) => {
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                metrics.tlsrpt_malformed.increment(1);
-                dropped.note(&e, bytes, false);
+        let day = seen.day;
+        for (bytes, n) in seen.take() {
+            match datagram::parse(&bytes) {
+                Ok(d) => {
+                    counts.add_n(day, d, n);
+                    self.stats.ok.fetch_add(n, Ordering::Relaxed);
+                    metrics.tlsrpt_ok.increment(n);
+                }
+                Err(e @ Malformed::TooLarge(_)) => {
+                    self.stats.truncated.fetch_add(n, Ordering::Relaxed);
+                    metrics.tlsrpt_truncated.increment(n);
+                    dropped.note(&e, &bytes, true, n);
+                }
+                Err(e) => {
+                    self.stats.malformed.fetch_add(n, Ordering::Relaxed);
+                    metrics.tlsrpt_malformed.increment(n);
+                    dropped.note(&e, &bytes, false, n);
+                }
             }
         }
     }
@@ -317,8 +337,22 @@ impl Receive {
     fn flush(&self, counts: &mut Aggregate) {
         if !counts.is_empty() {
             // The writer ends only after this thread (it waits for the channel to
-            // close), so the send cannot fail while counts matter.
-            let _ = self.tx.send(std::mem::take(counts));
+            // close), so the send fails only if the writer died (a panic): say so
+            // loudly, once a minute, with what is lost.
+            if let Err(lost) = self.tx.send(std::mem::take(counts)) {
+                let now = Instant::now();
+                let due = self
+                    .writer_gone
+                    .get()
+                    .is_none_or(|t| now.duration_since(t) >= LOG_EVERY);
+                if due {
+                    self.writer_gone.set(Some(now));
+                    log::error!(
+                        "TLS-RPT: the thread that stores the counts has stopped; {} session(s) of the last second lost; restart mtastsd",
+                        sessions(&lost.0)
+                    );
+                }
+            }
         }
     }
 
@@ -337,6 +371,50 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The distinct datagrams received since the last [`Receive::settle`], by their
+/// bytes, with how often each came. Postfix sends the same bytes for every session
+/// to a domain that ends the same way (successes carry no addresses), so a busy
+/// second is a few distinct datagrams repeated: each is parsed and counted once,
+/// which keeps the receive loop ahead of libtlsrpt (SPEC 8.1). Bounded: at
+/// [`Seen::MAX_DISTINCT`] datagrams or [`Seen::MAX_BYTES`] it is settled early.
+#[derive(Default)]
+struct Seen {
+    day: Day,
+    by_bytes: HashMap<Box<[u8]>, u64>,
+    bytes: usize,
+}
+
+impl Seen {
+    const MAX_DISTINCT: usize = 4096;
+    const MAX_BYTES: usize = 8 << 20;
+
+    fn note(&mut self, day: Day, bytes: &[u8]) {
+        if self.by_bytes.is_empty() {
+            self.day = day;
+        }
+        if let Some(n) = self.by_bytes.get_mut(bytes) {
+            *n += 1;
+        } else {
+            self.bytes += bytes.len();
+            self.by_bytes.insert(bytes.into(), 1);
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.by_bytes.len() >= Self::MAX_DISTINCT || self.bytes >= Self::MAX_BYTES
+    }
+
+    /// A datagram received at `now` belongs to another UTC day than those held.
+    fn is_other_day(&self, now: i64) -> bool {
+        !self.by_bytes.is_empty() && Day::from_unix(now) != self.day
+    }
+
+    fn take(&mut self) -> HashMap<Box<[u8]>, u64> {
+        self.bytes = 0;
+        std::mem::take(&mut self.by_bytes)
+    }
+}
+
 /// SPEC 8.1, 7.6: dropped datagrams, logged at most once a [`LOG_EVERY`] with how many
 /// since the last line and the latest one's reason and first bytes.
 #[derive(Default)]
@@ -348,11 +426,11 @@ struct DroppedLog {
 }
 
 impl DroppedLog {
-    fn note(&mut self, why: &Malformed, bytes: &[u8], truncated: bool) {
+    fn note(&mut self, why: &Malformed, bytes: &[u8], truncated: bool, n: u64) {
         if truncated {
-            self.truncated += 1;
+            self.truncated += n;
         } else {
-            self.malformed += 1;
+            self.malformed += n;
         }
         let sample = bytes[..bytes.len().min(SAMPLE)].escape_ascii().to_string();
         self.latest = Some((why.to_string(), sample));
@@ -630,6 +708,28 @@ mod tests {
 
     /// Stop hands over what the kernel still queued: a blocking sender that sent N
     /// finds N counted.
+    #[test]
+    fn more_distinct_datagrams_than_a_second_holds_are_all_counted() {
+        // Past Seen::MAX_DISTINCT: the held datagrams are settled early, none lost;
+        // repeated garbage is counted as often as it came.
+        let tmp = tempfile::tempdir().unwrap();
+        let (c, stored, path) = start(tmp.path());
+        let tx = sender();
+        let text = String::from_utf8(golden("sts-failure.json")).unwrap();
+        let n = Seen::MAX_DISTINCT as u64 + 904;
+        for i in 0..n {
+            let one = text.replace("rpt.example", &format!("d{i}.example"));
+            tx.send_to(one.as_bytes(), &path).unwrap();
+        }
+        for _ in 0..3 {
+            tx.send_to(b"{garbage", &path).unwrap();
+        }
+        let stats = c.stats();
+        c.stop();
+        assert_eq!((stats.ok(), stats.malformed()), (n, 3));
+        assert_eq!(stored.sessions(), n);
+    }
+
     #[test]
     fn a_flood_is_counted_exactly() {
         let tmp = tempfile::tempdir().unwrap();

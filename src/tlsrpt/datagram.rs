@@ -316,12 +316,15 @@ fn detail(raw: RawDetail) -> Result<FailureDetail, Malformed> {
     let result_type = ResultType::from_code(raw.c).ok_or(Malformed::FailureCode(raw.c))?;
     let opt = |what, s: Option<String>| bounded(what, s.unwrap_or_default());
     let helo = helo_name(raw.h.as_deref().unwrap_or_default());
+    // The report's addresses are IP addresses (RFC 8460 §4.4): anything else from
+    // the socket is left out rather than passed on to the domain owner.
+    let ip = |s: Option<String>| s.filter(|v| v.parse::<std::net::IpAddr>().is_ok());
     Ok(FailureDetail {
         result_type,
-        sending_ip: opt("s", raw.s)?,
+        sending_ip: opt("s", ip(raw.s))?,
         receiving_mx: opt("n", raw.n)?,
         receiving_helo: bounded("h", helo.to_owned())?,
-        receiving_ip: opt("r", raw.r)?,
+        receiving_ip: opt("r", ip(raw.r))?,
         additional_info: opt("a", raw.a)?,
         reason_code: opt("f", raw.f)?,
     })
@@ -554,6 +557,22 @@ mod tests {
         format!(
             r#"{{"d": "a.example","pr": "v=TLSRPTv1;rua=mailto:r@a.example","policies":[{policy}]}}"#
         )
+    }
+
+    // RFC 8460 §4.4: the report's addresses are IP addresses; a detail whose `s` or
+    // `r` is not one is kept without it.
+    #[test]
+    fn addresses_that_are_not_ip_addresses_are_left_out() {
+        let d = parse(
+            one(r#"{"policy-type":2,"failure-details":[{"c":202,"s": "<b>x</b>","n": "mx.a.example","r": "2001:db8::25"}],"t":1,"f":1}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        let f = &d.policies[0].failures[0];
+        assert_eq!(
+            (f.sending_ip.as_str(), f.receiving_ip.as_str()),
+            ("", "2001:db8::25")
+        );
     }
 
     // SPEC 8.1: what is not a datagram is an error, never a panic.

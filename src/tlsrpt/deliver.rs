@@ -212,12 +212,20 @@ pub async fn sendmail(
 /// An address for sendmail's argv: non-empty, not an option, no whitespace or
 /// control characters (which Postfix would split on or refuse).
 fn check_address(addr: &str) -> Result<(), &'static str> {
+    let (local, domain) = addr.rsplit_once('@').unwrap_or_default();
     if addr.is_empty() {
         Err("empty")
     } else if addr.starts_with('-') {
         Err("begins with '-'")
     } else if addr.chars().any(|c| c.is_control() || c.is_whitespace()) {
         Err("contains whitespace or control characters")
+    } else if addr.contains([',', ';', '<', '>', '(', ')', '"', '\\', ':', '[', ']']) {
+        // sendmail(1) reads a recipient argument as an address list: one `rua`
+        // (a `%2C` decodes to a comma) must not become several recipients.
+        Err("is not one plain address (list or route characters)")
+    } else if local.is_empty() || local.contains('@') || !domain.contains('.') {
+        // Also keeps a `rua` from naming a local mailbox (`root@localhost`).
+        Err("is not one address at a domain name with a dot")
     } else {
         Ok(())
     }
@@ -304,7 +312,11 @@ mod tests {
 
     #[test]
     fn address_check() {
-        for ok in ["a@b.c", "tlsrpt+x@example.com", "\"q\"@b.c"] {
+        for ok in [
+            "a@b.c",
+            "tlsrpt+x@example.com",
+            "first.last@mail.example.net",
+        ] {
             assert_eq!(check_address(ok), Ok(()), "{ok}");
         }
         for bad in [
@@ -316,6 +328,14 @@ mod tests {
             "a\r@b",
             "a\t@b",
             "a\u{7f}@b",
+            // One rua, one recipient: a decoded %2C must not make a list.
+            "a@b.example,victim@c.example",
+            "a@b.example;c@d.example",
+            "Name <a@b.example>",
+            "@relay.example:a@b.example",
+            "root@localhost",
+            "a@@b.example",
+            "no-at-sign.example",
         ] {
             assert!(check_address(bad).is_err(), "{bad:?}");
         }

@@ -57,9 +57,8 @@ const B64_LINE: usize = 76;
 /// RFC 5322 §2.1.1: lines SHOULD be at most 78 characters.
 const FOLD_AT: usize = 78;
 
-/// The RFC 8460 §5.3 message, CRLF line ends.
-pub fn message(p: &MailParts<'_>) -> Result<Vec<u8>, MailError> {
-    let subject = report::subject(p.submitter, p.domain, p.report_id)?;
+/// What goes into a header or a quoted parameter is printable ASCII, and fits.
+fn check_fields(p: &MailParts<'_>) -> Result<(), MailError> {
     check_addr("from", p.from)?;
     check_addr("to", p.to)?;
     check_text("date", p.date)?;
@@ -81,6 +80,13 @@ pub fn message(p: &MailParts<'_>) -> Result<Vec<u8>, MailError> {
             why: "longer than 900 characters",
         });
     }
+    Ok(())
+}
+
+/// The RFC 8460 §5.3 message, CRLF line ends.
+pub fn message(p: &MailParts<'_>) -> Result<Vec<u8>, MailError> {
+    let subject = report::subject(p.submitter, p.domain, p.report_id)?;
+    check_fields(p)?;
 
     let text = fold_words(
         &format!(

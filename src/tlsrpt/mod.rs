@@ -12,9 +12,12 @@
 //! | `store.rs` | the SQLite file of the counts (8.2), the reports and their deliveries (8.4, never twice), pruned (8.6). Edge: disk |
 //! | `mail.rs` | the RFC 8460 §5.3 report mail (SPEC 8.4): multipart/report, CRLF, ASCII. Pure |
 //! | `deliver.rs` | one attempt to send a report (SPEC 8.4): HTTPS POST, sendmail(1), the RFC 8460 §5.5 back-off. Edge: network, processes |
-//! | `sender.rs` | the reports of the days that ended: built once, stored, delivered when due, retried for a day (SPEC 8.4), pruned (8.6). Edge: its own thread |
+//! | `show.rs` | `mtastsd tlsrpt show`: a day's counts and its reports' deliveries, text or JSON. Pure |
+//! | `sender.rs` | the reports of the days that ended: built once, stored, delivered when due, retried for a day (SPEC 8.4), pruned (8.6); in a cluster, pushes this node's counts and builds a report only under the lease and the marker. Edge: its own thread |
+//! | `cluster.rs` | SPEC 8.2/8.4 with 5.10's Redis: the shared values (one node's totals per day and domain), their checks, the merge, the wait for every node's final push; the `TlsrptCluster` trait (Redis in `cache::redis`). Pure |
 
 pub mod aggregate;
+pub mod cluster;
 pub mod collector;
 pub mod datagram;
 pub mod deliver;
@@ -23,6 +26,7 @@ pub mod mail;
 pub mod record;
 pub mod report;
 pub mod sender;
+pub mod show;
 pub mod store;
 
 pub use record::{is_tlsrpt_record, parse_record, select_record, Destination, TlsRpt, TlsRptError};

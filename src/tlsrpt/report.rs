@@ -6,12 +6,15 @@
 //! has one fixed shape: `policy-domain` always (also for no-policy-found), a
 //! non-empty `contact-info` (never null), `policy-string` and `mx-host` always as
 //! arrays (possibly empty), `failure-details` always an array, and in each detail
-//! `sending-mta-ip`, `receiving-mx-hostname` and `receiving-ip` always present (empty
-//! when Postfix did not say).
+//! `receiving-mx-hostname` always present. `sending-mta-ip` and `receiving-ip` are
+//! left out when unknown (SPEC 8.3's detail of a policy fetch has neither): RFC 8460
+//! §4.4 makes them IP addresses, which `""` is not, and large senders' fetch-error
+//! details carry neither.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use serde_json::Value;
 
 use super::aggregate::{cap, Aggregate, Day};
 use super::datagram::{FailureDetail, Policy};
@@ -103,13 +106,13 @@ pub struct Summary {
 pub struct FailureJson {
     #[serde(rename = "result-type")]
     pub result_type: &'static str,
-    #[serde(rename = "sending-mta-ip")]
+    #[serde(rename = "sending-mta-ip", skip_serializing_if = "String::is_empty")]
     pub sending_ip: String,
     #[serde(rename = "receiving-mx-hostname")]
     pub receiving_mx: String,
     #[serde(rename = "receiving-mx-helo", skip_serializing_if = "String::is_empty")]
     pub receiving_helo: String,
-    #[serde(rename = "receiving-ip")]
+    #[serde(rename = "receiving-ip", skip_serializing_if = "String::is_empty")]
     pub receiving_ip: String,
     #[serde(rename = "failed-session-count")]
     pub count: u64,
@@ -241,6 +244,183 @@ fn capped_policies(
     (reports, uncapped_failures)
 }
 
+/// RFC 8460 §4.4 checked on the JSON as it will be sent (SPEC 8.4: validated before
+/// sending): every required field present with its type, no null, no unknown field,
+/// the enumerations, the date format, addresses that are IP addresses. The first
+/// problem found, with where it is.
+pub fn validate(r: &Value) -> Result<(), String> {
+    let top = obj(
+        r,
+        &[
+            "organization-name",
+            "date-range",
+            "contact-info",
+            "report-id",
+            "policies",
+        ],
+        &[],
+        "report",
+    )?;
+    non_empty(&top["organization-name"], "organization-name")?;
+    non_empty(&top["contact-info"], "contact-info")?;
+    non_empty(&top["report-id"], "report-id")?;
+    let dr = obj(
+        &top["date-range"],
+        &["start-datetime", "end-datetime"],
+        &[],
+        "date-range",
+    )?;
+    date(&dr["start-datetime"], "start-datetime")?;
+    date(&dr["end-datetime"], "end-datetime")?;
+    let ps = top["policies"]
+        .as_array()
+        .filter(|p| !p.is_empty())
+        .ok_or("policies: not a non-empty array")?;
+    for p in ps {
+        validate_policy(p)?;
+    }
+    Ok(())
+}
+
+fn validate_policy(p: &Value) -> Result<(), String> {
+    let p = obj(
+        p,
+        &["policy", "summary"],
+        &["failure-details"],
+        "policies[]",
+    )?;
+    let pol = obj(
+        &p["policy"],
+        &["policy-type", "policy-domain"],
+        &["policy-string", "mx-host"],
+        "policy",
+    )?;
+    let t = string(&pol["policy-type"], "policy-type")?;
+    if !["tlsa", "sts", "no-policy-found"].contains(&t) {
+        return Err(format!("policy-type {t:?}"));
+    }
+    non_empty(&pol["policy-domain"], "policy-domain")?;
+    for k in ["policy-string", "mx-host"] {
+        if let Some(v) = pol.get(k) {
+            for s in v.as_array().ok_or(format!("{k}: not an array"))? {
+                string(s, k)?;
+            }
+        }
+    }
+    let s = obj(
+        &p["summary"],
+        &[
+            "total-successful-session-count",
+            "total-failure-session-count",
+        ],
+        &[],
+        "summary",
+    )?;
+    count(&s["total-successful-session-count"], "summary")?;
+    count(&s["total-failure-session-count"], "summary")?;
+    let details = match p.get("failure-details") {
+        None => &[][..],
+        Some(v) => v.as_array().ok_or("failure-details: not an array")?,
+    };
+    details.iter().try_for_each(validate_detail)
+}
+
+fn validate_detail(d: &Value) -> Result<(), String> {
+    let d = obj(
+        d,
+        &[
+            "result-type",
+            "receiving-mx-hostname",
+            "failed-session-count",
+        ],
+        &[
+            "sending-mta-ip",
+            "receiving-ip",
+            "receiving-mx-helo",
+            "additional-information",
+            "failure-reason-code",
+        ],
+        "failure-details[]",
+    )?;
+    let rt = string(&d["result-type"], "result-type")?;
+    let known = (200..400)
+        .filter_map(super::datagram::ResultType::from_code)
+        .any(|r| r.as_str() == rt);
+    if !known {
+        return Err(format!("result-type {rt:?}"));
+    }
+    count(&d["failed-session-count"], "failed-session-count")?;
+    for k in [
+        "receiving-mx-hostname",
+        "receiving-mx-helo",
+        "additional-information",
+        "failure-reason-code",
+    ] {
+        if let Some(v) = d.get(k) {
+            string(v, k)?;
+        }
+    }
+    for k in ["sending-mta-ip", "receiving-ip"] {
+        if let Some(v) = d.get(k) {
+            let ip = string(v, k)?;
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(format!("{k}: {ip:?} is not an IP address"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn obj<'a>(
+    v: &'a Value,
+    req: &[&str],
+    opt: &[&str],
+    at: &str,
+) -> Result<&'a serde_json::Map<String, Value>, String> {
+    let o = v.as_object().ok_or(format!("{at}: not an object"))?;
+    if let Some(k) = req.iter().find(|k| !o.contains_key(**k)) {
+        return Err(format!("{at}: {k} missing"));
+    }
+    if let Some(k) = o
+        .keys()
+        .find(|k| !req.contains(&k.as_str()) && !opt.contains(&k.as_str()))
+    {
+        return Err(format!("{at}: unknown {k}"));
+    }
+    Ok(o)
+}
+
+fn string<'a>(v: &'a Value, at: &str) -> Result<&'a str, String> {
+    v.as_str().ok_or(format!("{at}: not a string"))
+}
+
+fn non_empty(v: &Value, at: &str) -> Result<(), String> {
+    match string(v, at)?.trim() {
+        "" => Err(format!("{at}: empty")),
+        _ => Ok(()),
+    }
+}
+
+fn count(v: &Value, at: &str) -> Result<(), String> {
+    v.as_u64()
+        .map(|_| ())
+        .ok_or(format!("{at}: not a non-negative integer"))
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, as the report writes it.
+fn date(v: &Value, at: &str) -> Result<(), String> {
+    let s = string(v, at)?;
+    let ok = s.len() == 20
+        && s.get(10..11) == Some("T")
+        && s.ends_with('Z')
+        && s.get(..10).and_then(Day::parse).is_some();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{at}: {s:?} is not an RFC 3339 UTC time"))
+    }
+}
+
 /// A dot-atom of letters, digits, `-` and `_`: valid as the left part of the
 /// subject's msg-id (RFC 5322 §3.6.4) and free of what file names and headers would
 /// need quoted.
@@ -338,155 +518,9 @@ mod tests {
         a
     }
 
-    /// RFC 8460 §4.4 as a checker (jsonschema is not available offline here): every
-    /// required field present with its type, no null, no unknown field, the
-    /// enumerations and the date format.
     fn check_rfc8460(r: &Value) {
-        fn obj<'a>(
-            v: &'a Value,
-            req: &[&str],
-            opt: &[&str],
-            at: &str,
-        ) -> &'a serde_json::Map<String, Value> {
-            let o = v
-                .as_object()
-                .unwrap_or_else(|| panic!("{at}: not an object"));
-            for k in req {
-                assert!(o.contains_key(*k), "{at}: {k} missing");
-            }
-            for k in o.keys() {
-                assert!(
-                    req.contains(&k.as_str()) || opt.contains(&k.as_str()),
-                    "{at}: unknown {k}"
-                );
-            }
-            o
-        }
-        fn string(v: &Value, at: &str) -> String {
-            v.as_str()
-                .unwrap_or_else(|| panic!("{at}: not a string"))
-                .to_owned()
-        }
-        fn strings(v: &Value, at: &str) {
-            for s in v.as_array().unwrap_or_else(|| panic!("{at}: not an array")) {
-                string(s, at);
-            }
-        }
-        fn count(v: &Value, at: &str) {
-            assert!(v.as_u64().is_some(), "{at}: not a non-negative integer");
-        }
-        let date = |s: String, at: &str| {
-            let b = s.as_bytes();
-            assert!(
-                b.len() == 20
-                    && &s[10..11] == "T"
-                    && s.ends_with('Z')
-                    && Day::parse(&s[..10]).is_some(),
-                "{at}: {s} not RFC 3339 UTC"
-            );
-        };
-        let top = obj(
-            r,
-            &[
-                "organization-name",
-                "date-range",
-                "contact-info",
-                "report-id",
-                "policies",
-            ],
-            &[],
-            "report",
-        );
-        string(&top["organization-name"], "organization-name");
-        assert!(!string(&top["contact-info"], "contact-info").is_empty());
-        string(&top["report-id"], "report-id");
-        let dr = obj(
-            &top["date-range"],
-            &["start-datetime", "end-datetime"],
-            &[],
-            "date-range",
-        );
-        date(string(&dr["start-datetime"], "start"), "start-datetime");
-        date(string(&dr["end-datetime"], "end"), "end-datetime");
-        let ps = top["policies"].as_array().expect("policies: an array");
-        assert!(!ps.is_empty());
-        for p in ps {
-            let p = obj(
-                p,
-                &["policy", "summary"],
-                &["failure-details"],
-                "policies[]",
-            );
-            let pol = obj(
-                &p["policy"],
-                &["policy-type", "policy-domain"],
-                &["policy-string", "mx-host"],
-                "policy",
-            );
-            let t = string(&pol["policy-type"], "policy-type");
-            assert!(
-                ["tlsa", "sts", "no-policy-found"].contains(&t.as_str()),
-                "{t}"
-            );
-            assert!(!string(&pol["policy-domain"], "policy-domain").is_empty());
-            if let Some(v) = pol.get("policy-string") {
-                strings(v, "policy-string");
-            }
-            if let Some(v) = pol.get("mx-host") {
-                strings(v, "mx-host");
-            }
-            let s = obj(
-                &p["summary"],
-                &[
-                    "total-successful-session-count",
-                    "total-failure-session-count",
-                ],
-                &[],
-                "summary",
-            );
-            count(&s["total-successful-session-count"], "summary");
-            count(&s["total-failure-session-count"], "summary");
-            for d in p
-                .get("failure-details")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let d = obj(
-                    d,
-                    &[
-                        "result-type",
-                        "sending-mta-ip",
-                        "receiving-mx-hostname",
-                        "receiving-ip",
-                        "failed-session-count",
-                    ],
-                    &[
-                        "receiving-mx-helo",
-                        "additional-information",
-                        "failure-reason-code",
-                    ],
-                    "failure-details[]",
-                );
-                let rt = string(&d["result-type"], "result-type");
-                let known = (200..400)
-                    .filter_map(crate::tlsrpt::datagram::ResultType::from_code)
-                    .any(|r| r.as_str() == rt);
-                assert!(known, "result-type {rt}");
-                count(&d["failed-session-count"], "failed-session-count");
-                for k in [
-                    "sending-mta-ip",
-                    "receiving-mx-hostname",
-                    "receiving-ip",
-                    "receiving-mx-helo",
-                    "additional-information",
-                    "failure-reason-code",
-                ] {
-                    if let Some(v) = d.get(k) {
-                        string(v, k);
-                    }
-                }
-            }
+        if let Err(e) = validate(r) {
+            panic!("{e}");
         }
     }
 
@@ -610,7 +644,7 @@ mod tests {
             15
         );
         assert_eq!(r.uncapped_failures, 1);
-        // The empty-field rule: sending-mta-ip etc. present, helo absent.
+        // Postfix named no EHLO here: the optional field is left out.
         assert!(d[0].get("receiving-mx-helo").is_none());
     }
 
@@ -709,5 +743,30 @@ mod tests {
             .unwrap()
             .remove("policy-domain");
         check_rfc8460(&v);
+    }
+
+    // SPEC 8.3's detail knows no IP addresses: they are left out, never `""`
+    // (RFC 8460 §4.4 makes both IP addresses).
+    #[test]
+    fn a_policy_fetch_detail_has_no_empty_ips_spec_8_3() {
+        use crate::tlsrpt::findings::{relabel, Finding, FindingKind};
+        let a = relabel(counts(&[("nopol-success.json", 2)]), |_| {
+            Some(Finding::new(
+                FindingKind::FetchError,
+                "stage=http-status HTTP status 404",
+            ))
+        });
+        let r = build(WHO, ID, DAY, "nopol.example", &a, 100).unwrap();
+        let v: Value = serde_json::from_str(&r.to_json()).unwrap();
+        check_rfc8460(&v);
+        assert_eq!(
+            v["policies"][0]["failure-details"],
+            json!([{
+                "result-type": "sts-policy-fetch-error",
+                "receiving-mx-hostname": "mta-sts.nopol.example",
+                "failed-session-count": 2,
+                "failure-reason-code": "stage=http-status HTTP status 404"
+            }])
+        );
     }
 }

@@ -10,17 +10,37 @@
 //! It runs on its own thread with its own store connection (SQLite's WAL lets the
 //! collector's writer commit meanwhile) and a current-thread runtime for the HTTPS
 //! client and sendmail: nothing here shares a thread with the socketmap.
+//!
+//! In a cluster ([`Sender::join`], `cluster.rs` has the design) the same thread
+//! pushes this node's counts every [`cluster::PUSH_INTERVAL`], and a report is
+//! built only by the node holding its lease, from every node's counts, and stored
+//! and delivered only when its claim on Redis succeeded; without Redis nothing is
+//! built. Pushing does not depend on `send`: a collect-only node still gives its
+//! counts to the node that reports.
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::aggregate::Day;
+use futures_util::future::BoxFuture;
+
+use super::aggregate::{Aggregate, Day};
+use super::cluster::{self, SharedError, TlsrptCluster};
 use super::deliver::{self, Destination, Outcome};
 use super::mail::{self, MailParts};
-use super::report::{self, Submitter};
-use super::store::{Delivery, NewReport, TlsrptStore, TlsrptStoreError};
+use super::report::{self, Report, ReportError, Submitter};
+use super::store::{Delivery, DeliveryState, NewReport, TlsrptStore, TlsrptStoreError};
+
+/// Why a report could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsrptError {
+    #[error(transparent)]
+    Store(#[from] TlsrptStoreError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
 
 /// What the sender needs of `[tlsrpt]` (the daemon fills it from the configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,9 +81,11 @@ impl Settings {
 /// previews at once (their counts stay for `mtastsd tlsrpt show`).
 pub const PLAN_DAYS: i64 = 2;
 
-/// Commits after each day ends before its report is built: the collector's last
-/// commit of the day lands within a second or two; a minute leaves room.
-pub const SETTLE_SECS: i64 = 60;
+/// Time after each day ends before its report is built: the collector's last
+/// commit of the day lands within a second or two, but a store that failed for a
+/// while across midnight catches up later (its counts are kept and retried); ten
+/// minutes leave room, and reports wait hours for their random delay anyway.
+pub const SETTLE_SECS: i64 = 600;
 
 /// A report-id (RFC 8460 §4.4: unique): the day and 64 random bits, letters, digits
 /// and one dot, so it is also a valid msg-id left part and file name unique-id
@@ -90,6 +112,38 @@ pub struct Sender {
     store: TlsrptStore,
     client: reqwest::Client,
     settings: Settings,
+    /// Set by [`Sender::join`] with `cache.backend = "redis"`.
+    cluster: Option<Clustered>,
+    /// Set by [`Sender::build_none`]: a cluster's node without its Redis.
+    build_none: bool,
+    /// Reports that failed RFC 8460 §4.4's check (logged once each).
+    refused: HashSet<(Day, String)>,
+    /// Set when the daemon stops: no further attempt starts.
+    stopping: Option<Arc<AtomicBool>>,
+}
+
+/// A node's part in the cluster's reports (`cluster.rs`).
+struct Clustered {
+    shared: Arc<dyn TlsrptCluster>,
+    /// This store's node id.
+    node: String,
+    /// The store's `seen` as of the last push round that succeeded; 0 pushes every
+    /// count of today and yesterday.
+    pushed: i64,
+    /// Days whose wait for other nodes, the end of that wait, or whose loss, was
+    /// logged (once each).
+    logged_wait: HashSet<Day>,
+    logged_gave_up: HashSet<Day>,
+    logged_lost: HashSet<Day>,
+}
+
+/// Why a cluster round stopped.
+#[derive(Debug, thiserror::Error)]
+enum ClusterRoundError {
+    #[error(transparent)]
+    Store(#[from] TlsrptStoreError),
+    #[error(transparent)]
+    Shared(#[from] SharedError),
 }
 
 /// What one round did, for logs and tests.
@@ -107,7 +161,39 @@ impl Sender {
             store,
             client,
             settings,
+            cluster: None,
+            build_none: false,
+            refused: HashSet::new(),
+            stopping: None,
         }
+    }
+
+    /// A node of a cluster that is not joined (`mtastsd tlsrpt send`): only the
+    /// daemon builds a cluster's reports, under the lease and the claim; here the
+    /// reports already built are sent, and none is built.
+    pub fn build_none(&mut self) {
+        self.build_none = true;
+    }
+
+    /// Report as a node of a cluster (see the module doc): from now on a report is
+    /// built only under the lease and the claim on `shared`.
+    pub fn join(&mut self, shared: Arc<dyn TlsrptCluster>) -> Result<(), TlsrptStoreError> {
+        let node = self.store.node_id()?;
+        log::info!("TLS-RPT: reporting for the cluster as node {node}");
+        self.cluster = Some(Clustered {
+            shared,
+            node,
+            pushed: 0,
+            logged_wait: HashSet::new(),
+            logged_gave_up: HashSet::new(),
+            logged_lost: HashSet::new(),
+        });
+        Ok(())
+    }
+
+    /// This node's id in the cluster, once joined.
+    pub fn node_id(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.node.as_str())
     }
 
     /// Open the store at `path` for a sender.
@@ -124,8 +210,12 @@ impl Sender {
     }
 
     /// Build and store the reports of the days that ended (SPEC 8.4), at most
-    /// [`PLAN_DAYS`] back; the number stored.
+    /// [`PLAN_DAYS`] back; the number stored. A single node's: once joined to a
+    /// cluster nothing is built here, see [`Sender::plan_cluster`].
     pub fn plan(&mut self, now: i64) -> Result<usize, TlsrptStoreError> {
+        if self.cluster.is_some() {
+            return Ok(0);
+        }
         let settled = Day::from_unix(now - SETTLE_SECS);
         let oldest = Day(settled.0 - PLAN_DAYS);
         let mut planned = 0;
@@ -133,45 +223,83 @@ impl Sender {
             if day < oldest {
                 continue;
             }
-            if self.plan_one(day, &domain, now)? {
+            let due = first_due(day, self.settings.delay, rand::random::<f64>(), now);
+            if self.plan_one(day, &domain, now, due)? {
                 planned += 1;
             }
         }
         Ok(planned)
     }
 
-    fn plan_one(&mut self, day: Day, domain: &str, now: i64) -> Result<bool, TlsrptStoreError> {
+    /// Build (day, domain)'s report, the same way the daemon and `mtastsd tlsrpt
+    /// report` do.
+    pub fn build(&self, day: Day, domain: &str, id: &str) -> Result<Report, TlsrptError> {
         let counts = self.store.counts(day, Some(domain))?;
-        let id = report_id(day, rand::random());
-        let built = report::build(
+        Ok(report::build(
             self.settings.submitter(),
-            &id,
+            id,
             day,
             domain,
             &counts,
             self.settings.max_details,
-        );
-        let report = match built {
+        )?)
+    }
+
+    fn plan_one(
+        &mut self,
+        day: Day,
+        domain: &str,
+        now: i64,
+        due: i64,
+    ) -> Result<bool, TlsrptStoreError> {
+        let id = report_id(day, rand::random());
+        let report = match self.build(day, domain, &id) {
+            Err(TlsrptError::Store(e)) => return Err(e),
             Ok(r) => r,
-            Err(e) => {
+            Err(TlsrptError::Report(e)) => {
                 log::warn!("TLS-RPT: no report for {domain} on {day}: {e}");
                 return Ok(false);
             }
         };
-        let uris = self.uris(day, domain)?;
+        let uris = self.rua(day, domain)?;
+        self.store_report(day, domain, &id, &report, &uris, now, due)
+    }
+
+    /// Keep a built report with one delivery per URI (SPEC 8.4).
+    #[allow(clippy::too_many_arguments)]
+    fn store_report(
+        &mut self,
+        day: Day,
+        domain: &str,
+        id: &str,
+        report: &Report,
+        uris: &[String],
+        now: i64,
+        due: i64,
+    ) -> Result<bool, TlsrptStoreError> {
         if uris.is_empty() {
             log::warn!(
                 "TLS-RPT: {domain} on {day}: its _smtp._tls record names no mailto: or https: address; the report is kept, not sent"
             );
         }
-        let due = first_due(day, self.settings.delay, rand::random::<f64>(), now);
         let json = report.to_json();
+        // SPEC 8.4: validated against RFC 8460 §4.4 before it is stored to be sent.
+        let checked = serde_json::from_str(&json)
+            .map_err(|e| e.to_string())
+            .and_then(|v| report::validate(&v));
+        if let Err(e) = checked {
+            // Logged once: the next rounds would build the same report again.
+            if self.refused.insert((day, domain.to_owned())) {
+                log::error!("TLS-RPT: the report for {domain} on {day} is not sent: {e}");
+            }
+            return Ok(false);
+        }
         let stored = self.store.put_report(&NewReport {
             day,
             domain,
-            report_id: &id,
+            report_id: id,
             json: &json,
-            uris: &uris,
+            uris,
             due,
             created: now,
         })?;
@@ -186,17 +314,8 @@ impl Sender {
     }
 
     /// The `rua` URIs of the record the day's sessions saw last (SPEC 8.4).
-    fn uris(&self, day: Day, domain: &str) -> Result<Vec<String>, TlsrptStoreError> {
-        let Some(text) = self.store.record(day, domain)? else {
-            return Ok(Vec::new());
-        };
-        Ok(match super::record::parse_record(text.as_bytes()) {
-            Ok(record) => record.rua,
-            Err(e) => {
-                log::warn!("TLS-RPT: {domain}: its record as Postfix saw it: {e}");
-                Vec::new()
-            }
-        })
+    pub fn rua(&self, day: Day, domain: &str) -> Result<Vec<String>, TlsrptStoreError> {
+        Ok(rua_of(domain, self.store.record(day, domain)?.as_deref()))
     }
 
     /// Attempt the deliveries due at `now`, one after another (reports are few: one
@@ -204,6 +323,13 @@ impl Sender {
     pub async fn deliver_due(&mut self, now: i64) -> Result<Round, TlsrptStoreError> {
         let mut round = Round::default();
         for d in self.store.due(now, 100)? {
+            if self
+                .stopping
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
+            {
+                break;
+            }
             match self.deliver_one(&d, now).await? {
                 Fate::Sent => round.sent += 1,
                 Fate::Retried => round.retried += 1,
@@ -302,6 +428,58 @@ impl Sender {
         }
     }
 
+    /// `mtastsd tlsrpt send`: build the reports of `day` that are not built yet, due
+    /// at once; the domains of the day.
+    pub fn plan_day(&mut self, day: Day, now: i64) -> Result<Vec<String>, TlsrptStoreError> {
+        let counts = self.store.counts(day, None)?;
+        let domains: Vec<String> = counts
+            .reports()
+            .into_iter()
+            .map(|(_, d)| d.to_owned())
+            .collect();
+        // In a cluster, reports are built by the daemons under the lease and the
+        // claim (`cluster.rs`): one built here from this node's counts alone could
+        // be a second report of the day. Those already built are still sent.
+        for domain in &domains {
+            if self.cluster.is_none()
+                && !self.build_none
+                && self.store.report(day, domain)?.is_none()
+                && self.store.reported_elsewhere(day, domain)?.is_none()
+            {
+                self.plan_one(day, domain, now, now)?;
+            }
+        }
+        Ok(domains)
+    }
+
+    /// `mtastsd tlsrpt send`: attempt every delivery of `day`'s reports that is
+    /// neither sent nor given up, whenever it was due; (domain, URI, what became of
+    /// it) each. The same marks as the daemon's rounds, so nothing is sent twice.
+    pub async fn send_day(
+        &mut self,
+        day: Day,
+        now: i64,
+    ) -> Result<Vec<(String, String, &'static str)>, TlsrptStoreError> {
+        let mut out = Vec::new();
+        for domain in self.plan_day(day, now)? {
+            let Some(stored) = self.store.report(day, &domain)? else {
+                continue;
+            };
+            for d in stored.deliveries {
+                if matches!(d.state, DeliveryState::Sent | DeliveryState::Dropped) {
+                    continue;
+                }
+                let fate = match self.deliver_one(&d, now).await? {
+                    Fate::Sent => "sent",
+                    Fate::Retried => "failed, retried later",
+                    Fate::Dropped => "failed, given up",
+                };
+                out.push((domain.clone(), d.uri.clone(), fate));
+            }
+        }
+        Ok(out)
+    }
+
     /// SPEC 8.6: forget the days older than `keep_days`.
     pub fn prune(&mut self, now: i64) -> Result<usize, TlsrptStoreError> {
         let keep_from = Day(Day::from_unix(now).0 - i64::from(self.settings.keep_days));
@@ -325,9 +503,13 @@ impl Sender {
     }
 
     async fn send_round(&mut self, now: i64, round: &mut Round) {
-        match self.plan(now) {
-            Ok(n) => round.planned = n,
-            Err(e) => log::error!("TLS-RPT: building reports: {e}"),
+        if self.cluster.is_some() {
+            round.planned = self.plan_cluster(now).await;
+        } else {
+            match self.plan(now) {
+                Ok(n) => round.planned = n,
+                Err(e) => log::error!("TLS-RPT: building reports: {e}"),
+            }
         }
         match self.deliver_due(now).await {
             Ok(r) => {
@@ -336,6 +518,303 @@ impl Sender {
                 round.dropped = r.dropped;
             }
             Err(e) => log::error!("TLS-RPT: sending reports: {e}"),
+        }
+    }
+}
+
+/// The cluster's part (`cluster.rs`).
+impl Sender {
+    /// Push this node's counts that changed since the last push that succeeded (all
+    /// of today and yesterday after a start, or when Redis lost them), then its
+    /// heartbeat; the number of (day, domain) values pushed. Nothing is marked
+    /// pushed unless all of it went through: a failed round is repeated whole, with
+    /// the newer totals.
+    pub async fn push(&mut self, now: i64) -> Result<usize, TlsrptStoreError> {
+        if self.cluster.is_none() {
+            return Ok(0);
+        }
+        match self.push_round(now).await {
+            Ok(n) => {
+                crate::metrics::tlsrpt_push(true);
+                Ok(n)
+            }
+            Err(ClusterRoundError::Store(e)) => {
+                crate::metrics::tlsrpt_push(false);
+                Err(e)
+            }
+            Err(ClusterRoundError::Shared(e)) => {
+                crate::metrics::tlsrpt_push(false);
+                // The shared cache logs its own failures (at most once a minute).
+                log::debug!("TLS-RPT: counts not pushed: {e}");
+                Ok(0)
+            }
+        }
+    }
+
+    async fn push_round(&mut self, now: i64) -> Result<usize, ClusterRoundError> {
+        let Some(c) = self.cluster.as_mut() else {
+            return Ok(0);
+        };
+        if !c.shared.has_heartbeat(&c.node).await? {
+            // A first push, or a Redis that lost its data: everything recent again.
+            c.pushed = 0;
+        }
+        let from = Day(Day::from_unix(now).0 - 1);
+        let (changed, last) = self.store.changed_since(from, c.pushed)?;
+        let mut by_day: BTreeMap<Day, Vec<String>> = BTreeMap::new();
+        for (day, domain) in changed {
+            by_day.entry(day).or_default().push(domain);
+        }
+        let mut values = Vec::new();
+        for (day, domains) in by_day {
+            // One read of the day: cheaper than one per domain on a busy node.
+            let counts = self.store.counts(day, None)?;
+            for domain in domains {
+                let value = cluster::encode(&counts, day, &domain);
+                values.push((day, domain, value));
+            }
+        }
+        if !values.is_empty() {
+            c.shared.push(&c.node, &values).await?;
+        }
+        let beat = cluster::encode_heartbeat(cluster::heartbeat(now, now));
+        c.shared.set_heartbeat(&c.node, &beat).await?;
+        c.pushed = last;
+        Ok(values.len())
+    }
+
+    /// SPEC 8.4 in a cluster: build the reports of the days that ended, each by one
+    /// node, from every node's counts; the number built here. Errors are logged: the
+    /// next round tries again.
+    pub async fn plan_cluster(&mut self, now: i64) -> usize {
+        let mut planned = 0;
+        match self.plan_cluster_days(now, &mut planned).await {
+            Ok(()) => {}
+            Err(ClusterRoundError::Store(e)) => log::error!("TLS-RPT: building reports: {e}"),
+            Err(ClusterRoundError::Shared(e)) => log::warn!(
+                "TLS-RPT: reports wait for the shared cache, never sent from one node's counts alone: {e}"
+            ),
+        }
+        planned
+    }
+
+    async fn plan_cluster_days(
+        &mut self,
+        now: i64,
+        planned: &mut usize,
+    ) -> Result<(), ClusterRoundError> {
+        let Some(c) = self.cluster.as_ref() else {
+            return Ok(());
+        };
+        let (shared, me) = (Arc::clone(&c.shared), c.node.clone());
+        let settled = Day::from_unix(now - SETTLE_SECS);
+        let oldest = Day(settled.0 - PLAN_DAYS);
+        let mut local: BTreeMap<Day, BTreeSet<String>> = BTreeMap::new();
+        for (day, domain) in self.store.unreported(settled)? {
+            local.entry(day).or_default().insert(domain);
+        }
+        self.log_lost(&local, oldest);
+        let beats = shared.heartbeats().await?;
+        for day in (oldest.0..settled.0).map(Day) {
+            let mut candidates = local.remove(&day).unwrap_or_default();
+            for domain in shared.domains(day).await? {
+                if cluster::is_domain(&domain) {
+                    candidates.insert(domain);
+                } else {
+                    crate::metrics::tlsrpt_shared_rejected("invalid");
+                }
+            }
+            let reported = self.store.reported(day)?;
+            candidates.retain(|d| !reported.contains(d));
+            if candidates.is_empty() {
+                continue;
+            }
+            let (waiting, rejected) = cluster::waiting_for(&me, day, &beats);
+            for (node, why) in rejected {
+                crate::metrics::tlsrpt_shared_rejected(why);
+                log::debug!("TLS-RPT: heartbeat of node {node} ignored ({why})");
+            }
+            if !waiting.is_empty() && !self.waited(day, now, &waiting, candidates.len()) {
+                continue;
+            }
+            for domain in candidates {
+                if self
+                    .plan_cluster_one(&*shared, &me, day, &domain, now)
+                    .await?
+                {
+                    *planned += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `day`'s reports go now although `waiting` have not pushed the day:
+    /// only after [`cluster::WAIT_LIMIT`]. Logged once per day.
+    fn waited(&mut self, day: Day, now: i64, waiting: &[String], reports: usize) -> bool {
+        let limit = day.end_unix() + 1 + cluster::WAIT_LIMIT;
+        let give_up = now >= limit;
+        let Some(c) = self.cluster.as_mut() else {
+            return false;
+        };
+        if give_up {
+            if c.logged_gave_up.insert(day) {
+                log::warn!(
+                    "TLS-RPT: {reports} report(s) of {day} built without the counts of node(s) {}, which have not pushed that day for {} h",
+                    waiting.join(", "),
+                    cluster::WAIT_LIMIT / 3600
+                );
+            }
+        } else if c.logged_wait.insert(day) {
+            log::info!(
+                "TLS-RPT: {reports} report(s) of {day} wait for the counts of node(s) {} (at most until {} s after the day)",
+                waiting.join(", "),
+                cluster::WAIT_LIMIT
+            );
+        }
+        give_up
+    }
+
+    /// Local counts of days the sender no longer plans that no node reported: say so
+    /// once, loudly (the module doc of `cluster.rs`: never a partial report).
+    fn log_lost(&mut self, local: &BTreeMap<Day, BTreeSet<String>>, oldest: Day) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        for (day, domains) in local.range(..oldest) {
+            if c.logged_lost.insert(*day) {
+                log::error!(
+                    "TLS-RPT: {} report(s) of {day} were never built: the shared cache was unreachable until the day left the {PLAN_DAYS} days reports are built for",
+                    domains.len()
+                );
+            }
+        }
+    }
+
+    /// One (day, domain): reported elsewhere, or another node's to build, or built
+    /// here from the merge and stored only once our claim holds.
+    async fn plan_cluster_one(
+        &mut self,
+        shared: &dyn TlsrptCluster,
+        me: &str,
+        day: Day,
+        domain: &str,
+        now: i64,
+    ) -> Result<bool, ClusterRoundError> {
+        if let Some(id) = shared.sent(day, domain).await? {
+            self.store.mark_reported_elsewhere(day, domain, &id)?;
+            return Ok(false);
+        }
+        if !shared.lease(day, domain, me).await? {
+            return Ok(false);
+        }
+        let built = self.build_and_claim(shared, me, day, domain, now).await;
+        // The claim decides; the lease only spared the others the work. If this
+        // fails the lease runs out by itself.
+        let _ = shared.release(day, domain, me).await;
+        built
+    }
+
+    async fn build_and_claim(
+        &mut self,
+        shared: &dyn TlsrptCluster,
+        me: &str,
+        day: Day,
+        domain: &str,
+        now: i64,
+    ) -> Result<bool, ClusterRoundError> {
+        // The lease may have come free because its holder just built the report.
+        if let Some(id) = shared.sent(day, domain).await? {
+            self.store.mark_reported_elsewhere(day, domain, &id)?;
+            return Ok(false);
+        }
+        let values = shared.values(day, domain).await?;
+        let local = self.store.counts(day, Some(domain))?;
+        let (counts, rejected) = cluster::merge(me, day, domain, local, &values);
+        for (node, why) in rejected {
+            crate::metrics::tlsrpt_shared_rejected(why);
+            log::debug!("TLS-RPT: counts of node {node} for {domain} on {day} ignored ({why})");
+        }
+        if counts.is_empty() {
+            // Listed by a node, with no counts left to read (expired or rejected).
+            return Ok(false);
+        }
+        let record = match self.store.record(day, domain)? {
+            Some(r) => Some(r),
+            None => cluster::record_of(&counts, day, domain),
+        };
+        let id = report_id(day, rand::random());
+        let report = match self.build_from(day, domain, &id, &counts) {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("TLS-RPT: no report for {domain} on {day}: {e}");
+                return Ok(false);
+            }
+        };
+        let owner = shared.claim(day, domain, &id).await?;
+        if owner != id {
+            self.store.mark_reported_elsewhere(day, domain, &owner)?;
+            return Ok(false);
+        }
+        let uris = rua_of(domain, record.as_deref());
+        let due = first_due(day, self.settings.delay, rand::random::<f64>(), now);
+        self.store_report(day, domain, &id, &report, &uris, now, due)
+            .inspect_err(|e| {
+                log::error!(
+                    "TLS-RPT: report {id} for {domain} on {day} is claimed by this node but could not be stored, and will not be sent: {e}"
+                )
+            })
+            .map_err(Into::into)
+    }
+
+    fn build_from(
+        &self,
+        day: Day,
+        domain: &str,
+        id: &str,
+        counts: &Aggregate,
+    ) -> Result<Report, ReportError> {
+        report::build(
+            self.settings.submitter(),
+            id,
+            day,
+            domain,
+            counts,
+            self.settings.max_details,
+        )
+    }
+}
+
+/// The runtime-bound half of joining a cluster: connecting to Redis happens on the
+/// sender's own thread and runtime (its connection's tasks run there, never on the
+/// socketmap's thread). `None` when it cannot be used; the sender then builds no
+/// report at all rather than a single node's.
+pub type Connect = Box<dyn FnOnce() -> BoxFuture<'static, Option<Arc<dyn TlsrptCluster>>> + Send>;
+
+/// The `rua` URIs of a `_smtp._tls` record text (none for a record that does not parse).
+/// The `rua` URIs a report goes to: at most this many. RFC 8460 sets no limit, but
+/// each is an attempt (with retries) of the sender's, and a record that lists
+/// hundreds would hold every other domain's reports up.
+pub const MAX_RUA: usize = 5;
+
+fn rua_of(domain: &str, record: Option<&str>) -> Vec<String> {
+    let Some(text) = record else {
+        return Vec::new();
+    };
+    match super::record::parse_record(text.as_bytes()) {
+        Ok(mut record) => {
+            if record.rua.len() > MAX_RUA {
+                log::warn!(
+                    "TLS-RPT: {domain}: its record lists {} report addresses; the first {MAX_RUA} get the report",
+                    record.rua.len()
+                );
+                record.rua.truncate(MAX_RUA);
+            }
+            record.rua
+        }
+        Err(e) => {
+            log::warn!("TLS-RPT: {domain}: its record as Postfix saw it: {e}");
+            Vec::new()
         }
     }
 }
@@ -368,18 +847,39 @@ pub struct SenderThread {
 }
 
 impl SenderThread {
-    /// Stop after the round in progress (an attempt in flight ends within its
-    /// deadline; a delivery cut short resumes after a restart) and wait for it.
-    pub fn stop(self) {
+    /// Stop: no attempt starts after this; one in flight is waited for up to
+    /// `wait` (its delivery stays marked `sending` otherwise, and is taken again
+    /// after [`super::store::SENDING_LEASE`] by the next start: at most a resend with
+    /// the same report-id, never a lost report).
+    pub fn stop(self, wait: Duration) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
+        let until = Instant::now() + wait;
+        while !self.thread.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.thread.is_finished() {
+            let _ = self.thread.join();
+        } else {
+            log::warn!("TLS-RPT: a report delivery was still running at stop; it is attempted again after a restart");
+        }
     }
 }
 
 /// The sender's thread: a round every [`ROUND_INTERVAL`] until stopped.
-pub fn spawn(mut sender: Sender) -> std::io::Result<SenderThread> {
+pub fn spawn(sender: Sender) -> std::io::Result<SenderThread> {
+    spawn_with(sender, None)
+}
+
+/// [`spawn`], as a node of a cluster: it first joins through `connect`, then pushes
+/// every [`cluster::PUSH_INTERVAL`] beside its rounds.
+pub fn spawn_clustered(sender: Sender, connect: Connect) -> std::io::Result<SenderThread> {
+    spawn_with(sender, Some(connect))
+}
+
+fn spawn_with(mut sender: Sender, connect: Option<Connect>) -> std::io::Result<SenderThread> {
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
+    sender.stopping = Some(Arc::clone(&stop));
     let thread = std::thread::Builder::new()
         .name("tlsrpt-sender".into())
         .spawn(move || {
@@ -393,14 +893,39 @@ pub fn spawn(mut sender: Sender) -> std::io::Result<SenderThread> {
                     return;
                 }
             };
-            while !stopped.load(Ordering::Relaxed) {
-                rt.block_on(sender.round(unix_now()));
-                // Sleep in short steps so that a stop is prompt.
-                let mut slept = Duration::ZERO;
-                while slept < ROUND_INTERVAL && !stopped.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(200));
-                    slept += Duration::from_millis(200);
+            let clustered = connect.is_some();
+            if let Some(connect) = connect {
+                let joined = match rt.block_on(connect()) {
+                    Some(shared) => sender.join(shared).map_err(|e| e.to_string()),
+                    None => Err("the shared cache cannot be used".to_owned()),
+                };
+                if let Err(e) = joined {
+                    // Never a single node's report in a cluster: it could double
+                    // another node's.
+                    log::error!("TLS-RPT: cannot report for the cluster ({e}); no report is built, old days are still pruned");
+                    sender.settings.send = false;
                 }
+            }
+            let push_every = if clustered && sender.cluster.is_some() {
+                cluster::PUSH_INTERVAL
+            } else {
+                Duration::MAX
+            };
+            let mut last_round: Option<Instant> = None;
+            let mut last_push: Option<Instant> = None;
+            while !stopped.load(Ordering::Relaxed) {
+                if last_push.is_none_or(|t| t.elapsed() >= push_every) {
+                    last_push = Some(Instant::now());
+                    if let Err(e) = rt.block_on(sender.push(unix_now())) {
+                        log::error!("TLS-RPT: reading the counts to push: {e}");
+                    }
+                }
+                if last_round.is_none_or(|t| t.elapsed() >= ROUND_INTERVAL) {
+                    last_round = Some(Instant::now());
+                    rt.block_on(sender.round(unix_now()));
+                }
+                // Sleep in short steps so that a stop is prompt.
+                std::thread::sleep(Duration::from_millis(200));
             }
         })?;
     Ok(SenderThread { stop, thread })

@@ -33,6 +33,10 @@
 //!   empty string is a field the datagram did not carry.
 //! - `report`: one per (day, domain) (SPEC 8.4), the JSON as built, so that a retry
 //!   sends the same bytes; `delivery`: one per (report, URI), its state and retries.
+//! - In a cluster (`tlsrpt/cluster.rs`), added to any file when it is opened for
+//!   writing (older versions ignore them, so `user_version` stays 1): `node`, the one
+//!   row of this store's node id, and `reported_elsewhere(day, domain, report_id)`,
+//!   the reports another node built, which this node therefore never builds.
 //!
 //! Counts are added in SQL (`UPSERT ... count = count + excluded.count`), saturating
 //! at 2^63 - 1 instead of [`Counts`]' 2^64 - 1 (SQLite's integers are signed): no
@@ -123,6 +127,16 @@ CREATE TABLE delivery(
     sent INTEGER,
     PRIMARY KEY(report, uri)) WITHOUT ROWID;
 CREATE INDEX delivery_due ON delivery(state, next_try);
+";
+
+/// The cluster's tables (see the module doc), created if absent by [`TlsrptStore::open`].
+const CLUSTER_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS node(id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reported_elsewhere(
+    day INTEGER NOT NULL,
+    domain TEXT NOT NULL,
+    report_id TEXT NOT NULL,
+    PRIMARY KEY(day, domain)) WITHOUT ROWID;
 ";
 
 /// What went wrong, naming the file; a `Display` never repeats its source.
@@ -257,11 +271,26 @@ impl DeliveryState {
     }
 }
 
+/// Distinct failure details stored per day and policy (SPEC 8.6: disk use is
+/// bounded); more are counted under their result type with [`FOLDED_REASON`]. Ten
+/// times the default report cap, so the report's own cap (largest counts) still
+/// chooses among real details.
+pub const MAX_STORED_DETAILS: i64 = 1000;
+/// The `failure-reason-code` of the details counted past [`MAX_STORED_DETAILS`].
+pub const FOLDED_REASON: &str = "more-distinct-failures-than-stored";
+
+/// How long (s) a delivery marked `sending` is held by the process that marked it;
+/// after that (a crash, a hung attempt) any process may take it again. Longer than
+/// any attempt: `tlsrpt.http_timeout` is at most 10 minutes, sendmail's deadline 1.
+pub const SENDING_LEASE: i64 = 1800;
+
 /// The SQLite file of SPEC 8.2/8.4. `Send`: it belongs to one thread at a time.
 pub struct TlsrptStore {
     conn: Connection,
     path: PathBuf,
     ids: PolicyIds,
+    /// The newest day this store added counts for: `ids` hold that day's policies.
+    ids_day: Option<Day>,
     /// The last `session.seen` written; read from the file at the first add.
     seen: Option<i64>,
     /// Deliveries this store marked `sending` and not yet finished: `due` leaves them
@@ -320,6 +349,7 @@ impl TlsrptStore {
         } else {
             store.set_wal()?;
         }
+        store.conn.execute_batch(CLUSTER_SCHEMA).map_err(sql)?;
         store
             .conn
             .execute_batch(&format!(
@@ -360,6 +390,7 @@ impl TlsrptStore {
             conn,
             path: path.to_path_buf(),
             ids: PolicyIds::default(),
+            ids_day: None,
             seen: None,
             in_flight: HashSet::new(),
         })
@@ -480,6 +511,14 @@ impl TlsrptStore {
                 max + 1
             }
         };
+        // The remembered policy ids are those of the newest day's adds: the sender's
+        // prune (SPEC 8.6, at least three days back) never deletes those, and the
+        // memory does not grow with every policy ever seen.
+        let newest = counts.iter().map(|(k, _)| k.day).max();
+        if newest > self.ids_day {
+            self.ids = PolicyIds::default();
+            self.ids_day = newest;
+        }
         let mut new_ids = Vec::new();
         let mut result = self.add_in_tx(counts, seen, &mut new_ids);
         if is_foreign_key_failure(&result) {
@@ -528,32 +567,11 @@ impl TlsrptStore {
                     THEN 9223372036854775807 ELSE failed + excluded.failed END, \
                  seen = excluded.seen",
             )?;
-            let mut failure = tx.prepare_cached(
-                "INSERT INTO failure(day, policy, result_type, sending_ip, receiving_mx, \
-                 receiving_helo, receiving_ip, additional_info, reason_code, count) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                 ON CONFLICT DO UPDATE SET \
-                 count = CASE WHEN count > 9223372036854775807 - excluded.count \
-                    THEN 9223372036854775807 ELSE count + excluded.count END",
-            )?;
             for (key, c) in counts.iter() {
                 let id = match self.ids.get(&key.domain, &key.record, &key.policy) {
                     Some(id) => id,
                     None => {
-                        let strings = json_list(&key.policy.strings);
-                        let mx = json_list(&key.policy.mx_hosts);
-                        let p = params![
-                            key.domain,
-                            key.record,
-                            key.policy.policy_type.as_str(),
-                            key.policy.domain,
-                            strings,
-                            mx
-                        ];
-                        let id = match find.query_row(p, |r| r.get(0)).optional()? {
-                            Some(id) => id,
-                            None => insert.insert(p)?,
-                        };
+                        let id = policy_row(&mut find, &mut insert, key)?;
                         new_ids.push((
                             (key.domain.clone(), key.record.clone(), key.policy.clone()),
                             id,
@@ -568,20 +586,7 @@ impl TlsrptStore {
                     sql_count(c.failed),
                     seen
                 ])?;
-                for (d, &n) in &c.failures {
-                    failure.execute(params![
-                        key.day.0,
-                        id,
-                        d.result_type.as_str(),
-                        d.sending_ip,
-                        d.receiving_mx,
-                        d.receiving_helo,
-                        d.receiving_ip,
-                        d.additional_info,
-                        d.reason_code,
-                        sql_count(n)
-                    ])?;
-                }
+                add_failures(&tx, key.day, id, c)?;
             }
         }
         tx.commit()
@@ -589,7 +594,13 @@ impl TlsrptStore {
 
     /// The counts of `day` (all domains, or one).
     pub fn counts(&self, day: Day, domain: Option<&str>) -> Result<Aggregate, TlsrptStoreError> {
-        self.read_counts(day, domain).map_err(|e| match e {
+        // One snapshot for the sessions and the failures read below: between two
+        // statements the collector's writer may commit (WAL readers see a commit at
+        // their next statement otherwise).
+        let snapshot = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
+        let read = self.read_counts(day, domain);
+        drop(snapshot);
+        read.map_err(|e| match e {
             ReadError::Sql(e) => self.sql(e),
             ReadError::Damaged(why) => self.damaged(why),
         })
@@ -773,6 +784,10 @@ impl TlsrptStore {
     /// Committed BEFORE an attempt: a crash mid-attempt leaves `sending`, which `due`
     /// returns again after a restart (one resend per crash, with the same report-id:
     /// exactly once cannot survive a crash between the send and this record of it).
+    ///
+    /// The mark holds the delivery for [`SENDING_LEASE`] (its `next_try`): another
+    /// process on the same file (`mtastsd tlsrpt send` beside the daemon) cannot
+    /// take it while the attempt may still be running, only after the lease ran out.
     pub fn mark_sending(&mut self, d: &DeliveryId, now: i64) -> Result<(), TlsrptStoreError> {
         if self.in_flight.contains(d) {
             return Err(self.state(d, "marked sending", "its attempt is already running"));
@@ -780,10 +795,14 @@ impl TlsrptStore {
         self.transition(
             d,
             "UPDATE delivery SET state = 'sending', tries = tries + 1, \
-             first_try = coalesce(first_try, ?3) \
-             WHERE report = ?1 AND uri = ?2 AND state IN ('pending', 'sending')",
-            params![d.report_id, d.uri, now],
-            ("marked sending", "it is sent, dropped, or unknown"),
+             first_try = coalesce(first_try, ?3), next_try = ?3 + ?4 \
+             WHERE report = ?1 AND uri = ?2 \
+             AND (state = 'pending' OR (state = 'sending' AND next_try <= ?3))",
+            params![d.report_id, d.uri, now, SENDING_LEASE],
+            (
+                "marked sending",
+                "it is sent, dropped, being sent by another process, or unknown",
+            ),
         )?;
         self.in_flight.insert(d.clone());
         Ok(())
@@ -872,6 +891,99 @@ impl TlsrptStore {
             .map_err(|e| self.sql(e))
     }
 
+    /// This store's id in a cluster (`tlsrpt/cluster.rs`), made once: random, after
+    /// the host's name for the reader of a log. It belongs to the counts in this
+    /// file: a restart keeps it, a new file gets a new one.
+    pub fn node_id(&mut self) -> Result<String, TlsrptStoreError> {
+        let run = |conn: &mut Connection| -> rusqlite::Result<String> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id = tx
+                .query_row("SELECT id FROM node LIMIT 1", [], |r| r.get::<_, String>(0))
+                .optional()?;
+            let id = match id {
+                Some(id) => id,
+                None => {
+                    let id = format!("{}/{:016x}", host_name(), rand::random::<u64>());
+                    tx.execute("INSERT INTO node(id) VALUES (?1)", [&id])?;
+                    id
+                }
+            };
+            tx.commit()?;
+            Ok(id)
+        };
+        run(&mut self.conn).map_err(|e| self.sql(e))
+    }
+
+    /// The (day, domain)s from `from` on whose counts changed in adds after `seen`
+    /// (`session.seen`), and the last add's `seen` as of the same read: the next call
+    /// with it returns only what changed after this one.
+    pub fn changed_since(
+        &self,
+        from: Day,
+        seen: i64,
+    ) -> Result<(Vec<(Day, String)>, i64), TlsrptStoreError> {
+        let run = || -> rusqlite::Result<(Vec<(Day, String)>, i64)> {
+            // One read transaction: both answers from the same snapshot.
+            let tx = self.conn.unchecked_transaction()?;
+            let last: i64 = tx
+                .prepare_cached(sql::LAST_SEEN)?
+                .query_row([from.0], |r| r.get(0))?;
+            let changed = tx
+                .prepare_cached(sql::CHANGED)?
+                .query_map(params![from.0, seen], |r| Ok((Day(r.get(0)?), r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.finish()?;
+            Ok((changed, last.max(seen)))
+        };
+        run().map_err(|e| self.sql(e))
+    }
+
+    /// Another node built (day, domain)'s report (`tlsrpt/cluster.rs`): this node
+    /// never builds it.
+    pub fn mark_reported_elsewhere(
+        &mut self,
+        day: Day,
+        domain: &str,
+        report_id: &str,
+    ) -> Result<(), TlsrptStoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO reported_elsewhere(day, domain, report_id) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![day.0, domain, report_id]))
+            .map(|_| ())
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The report-id of (day, domain)'s report when another node built it.
+    pub fn reported_elsewhere(
+        &self,
+        day: Day,
+        domain: &str,
+    ) -> Result<Option<String>, TlsrptStoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT report_id FROM reported_elsewhere WHERE day = ?1 AND domain = ?2",
+            )
+            .and_then(|mut s| s.query_row(params![day.0, domain], |r| r.get(0)).optional())
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The domains of `day` whose report is built, here or elsewhere.
+    pub fn reported(&self, day: Day) -> Result<HashSet<String>, TlsrptStoreError> {
+        let run = || -> rusqlite::Result<HashSet<String>> {
+            self.conn
+                .prepare_cached(
+                    "SELECT domain FROM report WHERE day = ?1 \
+                     UNION SELECT domain FROM reported_elsewhere WHERE day = ?1",
+                )?
+                .query_map([day.0], |r| r.get(0))?
+                .collect()
+        };
+        run().map_err(|e| self.sql(e))
+    }
+
     /// SPEC 8.6: delete the counts, reports and deliveries of days before `keep_from`
     /// (and the policies no count uses any more); the number of rows deleted. Then
     /// the freed pages go back to the file system (see the module doc).
@@ -882,6 +994,7 @@ impl TlsrptStore {
             for sql in [
                 "DELETE FROM delivery WHERE report IN (SELECT id FROM report WHERE day < ?1)",
                 "DELETE FROM report WHERE day < ?1",
+                "DELETE FROM reported_elsewhere WHERE day < ?1",
                 "DELETE FROM failure WHERE day < ?1",
                 "DELETE FROM session WHERE day < ?1",
             ] {
@@ -940,7 +1053,14 @@ mod sql {
         FROM session s JOIN policy p ON p.id = s.policy \
         WHERE s.day < ?1 AND NOT EXISTS \
             (SELECT 1 FROM report r WHERE r.day = s.day AND r.domain = p.domain) \
+        AND NOT EXISTS (SELECT 1 FROM reported_elsewhere e \
+            WHERE e.day = s.day AND e.domain = p.domain) \
         ORDER BY s.day, p.domain";
+    // The session rows of `day >= ?1`: a search of the primary key's day prefix.
+    pub const LAST_SEEN: &str = "SELECT coalesce(max(seen), 0) FROM session WHERE day >= ?1";
+    pub const CHANGED: &str = "SELECT DISTINCT s.day, p.domain \
+        FROM session s JOIN policy p ON p.id = s.policy \
+        WHERE s.day >= ?1 AND s.seen > ?2 ORDER BY s.day, p.domain";
     pub const RECORD: &str = "SELECT p.record FROM session s JOIN policy p ON p.id = s.policy \
         WHERE s.day = ?1 AND p.domain = ?2 GROUP BY p.record \
         ORDER BY max(s.seen) DESC, sum(s.successful) + sum(s.failed) DESC, p.record LIMIT 1";
@@ -1004,6 +1124,22 @@ impl From<rusqlite::types::FromSqlError> for ReadError {
 }
 
 /// SQLite integers are signed: a count beyond stays at the largest.
+/// The host's name, reduced to the characters a node id may hold.
+fn host_name() -> String {
+    let name: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "node".to_owned()
+    } else {
+        name
+    }
+}
+
 fn sql_count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -1036,6 +1172,81 @@ fn result_type(s: &str) -> Result<ResultType, ReadError> {
         .copied()
         .find(|t| t.as_str() == s)
         .ok_or_else(|| ReadError::Damaged(format!("result type {s:?}")))
+}
+
+/// The failure details of one (day, policy), added; past [`MAX_STORED_DETAILS`]
+/// distinct rows, new ones are counted under their result type alone (SPEC 8.6:
+/// bounded on disk too, even when a hostile MX gives a new EHLO name each session).
+fn add_failures(tx: &Connection, day: Day, id: i64, c: &Counts) -> rusqlite::Result<()> {
+    let mut add = tx.prepare_cached(
+        "INSERT INTO failure(day, policy, result_type, sending_ip, receiving_mx, \
+         receiving_helo, receiving_ip, additional_info, reason_code, count) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT DO UPDATE SET \
+         count = CASE WHEN count > 9223372036854775807 - excluded.count \
+            THEN 9223372036854775807 ELSE count + excluded.count END",
+    )?;
+    let mut known = tx.prepare_cached(
+        "SELECT 1 FROM failure WHERE day = ?1 AND policy = ?2 AND result_type = ?3 \
+         AND sending_ip = ?4 AND receiving_mx = ?5 AND receiving_helo = ?6 \
+         AND receiving_ip = ?7 AND additional_info = ?8 AND reason_code = ?9",
+    )?;
+    let mut rows =
+        tx.prepare_cached("SELECT count(*) FROM failure WHERE day = ?1 AND policy = ?2")?;
+    for (d, &n) in &c.failures {
+        let fields = [
+            d.sending_ip.as_str(),
+            &d.receiving_mx,
+            &d.receiving_helo,
+            &d.receiving_ip,
+            &d.additional_info,
+            &d.reason_code,
+        ];
+        let [ip, mx, helo, rip, info, reason] = fields;
+        let kind = d.result_type.as_str();
+        let full = !known.exists(params![day.0, id, kind, ip, mx, helo, rip, info, reason])?
+            && rows.query_row(params![day.0, id], |r| r.get::<_, i64>(0))? >= MAX_STORED_DETAILS;
+        let [ip, mx, helo, rip, info, reason] = if full {
+            ["", "", "", "", "", FOLDED_REASON]
+        } else {
+            fields
+        };
+        add.execute(params![
+            day.0,
+            id,
+            kind,
+            ip,
+            mx,
+            helo,
+            rip,
+            info,
+            reason,
+            sql_count(n)
+        ])?;
+    }
+    Ok(())
+}
+
+/// The id of `key`'s policy row, inserted when new.
+fn policy_row(
+    find: &mut rusqlite::CachedStatement<'_>,
+    insert: &mut rusqlite::CachedStatement<'_>,
+    key: &Key,
+) -> rusqlite::Result<i64> {
+    let strings = json_list(&key.policy.strings);
+    let mx = json_list(&key.policy.mx_hosts);
+    let p = params![
+        key.domain,
+        key.record,
+        key.policy.policy_type.as_str(),
+        key.policy.domain,
+        strings,
+        mx
+    ];
+    match find.query_row(p, |r| r.get(0)).optional()? {
+        Some(id) => Ok(id),
+        None => insert.insert(p),
+    }
 }
 
 fn is_foreign_key_failure(r: &rusqlite::Result<()>) -> bool {
@@ -1368,6 +1579,71 @@ mod tests {
             due: 1_000,
             created: 900,
         }
+    }
+
+    // SPEC 8.4, never twice: `mtastsd tlsrpt send` and the daemon are two processes on
+    // one file; while one's attempt may be running, the other neither sees the
+    // delivery as due nor can mark it; after the lease (a crash), it can.
+    #[test]
+    fn a_delivery_being_sent_is_not_taken_by_another_process() {
+        let (_dir, path) = temp();
+        let mut daemon = TlsrptStore::open(&path).unwrap();
+        let uris = vec!["https://slow.example/".to_owned()];
+        assert!(daemon
+            .put_report(&new_report(DAY, "a.example", "r1", &uris))
+            .unwrap());
+        let d = daemon.due(1_000, 10).unwrap().remove(0);
+        daemon.mark_sending(&d.id, 1_000).unwrap();
+        let mut cli = TlsrptStore::open(&path).unwrap();
+        assert!(cli.due(1_001, 10).unwrap().is_empty());
+        assert!(cli.mark_sending(&d.id, 1_001).is_err());
+        let after = 1_000 + SENDING_LEASE;
+        assert_eq!(cli.due(after, 10).unwrap().len(), 1);
+        cli.mark_sending(&d.id, after).unwrap();
+    }
+
+    // SPEC 8.6: disk use is bounded. A hostile MX that answers each session with a
+    // new EHLO name adds at most MAX_STORED_DETAILS rows a day and policy; every
+    // failure is still counted.
+    #[test]
+    fn distinct_failure_details_are_bounded_on_disk_spec_8_6() {
+        let (_dir, path) = temp();
+        let mut store = TlsrptStore::open(&path).unwrap();
+        let text = String::from_utf8(
+            std::fs::read(format!(
+                "{}/tests/golden/tlsrpt/sts-failure.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let n = MAX_STORED_DETAILS as u64 + 250;
+        // Several adds, as the collector's seconds would make them.
+        for chunk in (0..n).collect::<Vec<_>>().chunks(300) {
+            let mut a = Aggregate::new();
+            for i in chunk {
+                let helo = format!("250-mx{i}.rpt.example");
+                let one = text.replace("250-mx.rpt.example", &helo);
+                a.add(DAY, parse(one.as_bytes()).unwrap());
+            }
+            store.add(&a).unwrap();
+        }
+        let rows: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM failure", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, MAX_STORED_DETAILS + 1, "the cap and one folded row");
+        let got = store.counts(DAY, None).unwrap();
+        let (_, c) = got.iter().next().unwrap();
+        assert_eq!(c.failed, n);
+        assert_eq!(c.failures.values().sum::<u64>(), n);
+        let folded: u64 = c
+            .failures
+            .iter()
+            .filter(|(d, _)| d.reason_code == FOLDED_REASON)
+            .map(|(_, n)| *n)
+            .sum();
+        assert_eq!(folded, 250);
     }
 
     // SPEC 8.4: one report per (day, domain), never a second.

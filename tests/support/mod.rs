@@ -22,6 +22,7 @@ pub mod client;
 pub mod dns;
 pub mod https;
 pub mod smtp;
+pub mod tlsrpt;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
-//! A real SMTP server with STARTTLS (RFC 3207) on 127.0.0.1:ephemeral, for the MX
-//! probes of `mtastsd check`. The client's SNI after STARTTLS picks the certificate
-//! (so one server stands in for every MX host of a test); what the server offers
-//! before TLS is one setting for the whole server.
+//! A real SMTP server with STARTTLS (RFC 3207) on 127.0.0.1:ephemeral (or an address
+//! of the test's choosing), for the MX probes of `mtastsd check` and, accepting mail,
+//! as the MX hosts a real Postfix delivers to. The client's SNI after STARTTLS picks
+//! the certificate (so one server stands in for every MX host of a test); what the
+//! server offers before TLS is one setting for the whole server.
 //!
 //! Certificates are either a [`CertKind`] from the world's [`TestCa`] or, for dates the
 //! kinds do not cover (expiring soon), a leaf from this server's own CA, whose root a
@@ -54,10 +55,20 @@ pub enum Leaf {
 struct State {
     behaviour: Behaviour,
     leaves: HashMap<String, Leaf>,
-    /// SNI names seen in handshakes, in order.
+    /// SNI names seen in handshakes (the default host's for none), in order.
     handshakes: Vec<String>,
     /// Commands received (before and after TLS), in order.
     commands: Vec<String>,
+    /// Take MAIL, RCPT and DATA (after TLS, or without when STARTTLS is not
+    /// offered) instead of answering 502.
+    accept_mail: bool,
+    /// The name on the first line of the EHLO reply.
+    ehlo_name: String,
+    /// Messages taken with DATA: whether over TLS, and the message text.
+    messages: Vec<(bool, String)>,
+    /// The host whose certificate a client without SNI gets (none: the handshake
+    /// is refused).
+    default_host: Option<String>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -80,14 +91,19 @@ impl std::fmt::Debug for Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let sni = hello.server_name()?.to_ascii_lowercase();
-        let leaf = {
+        let (sni, leaf) = {
             let mut st = lock(&self.state);
+            let sni = match hello.server_name() {
+                Some(name) => name.to_ascii_lowercase(),
+                None => st.default_host.clone()?,
+            };
             st.handshakes.push(sni.clone());
-            st.leaves
+            let leaf = st
+                .leaves
                 .get(&sni)
                 .copied()
-                .unwrap_or(Leaf::Kind(CertKind::Valid))
+                .unwrap_or(Leaf::Kind(CertKind::Valid));
+            (sni, leaf)
         };
         Some(match leaf {
             Leaf::Kind(kind) => self.ca.certified_key(&sni, kind),
@@ -155,11 +171,21 @@ impl Drop for SmtpServer {
 impl SmtpServer {
     /// Listen on 127.0.0.1:0, offering STARTTLS with `CertKind::Valid` for any name.
     pub async fn start(ca: Arc<TestCa>) -> SmtpServer {
+        Self::start_at(ca, ([127, 0, 0, 1], 0).into()).await
+    }
+
+    /// Listen on `addr` (a loopback address of its own lets several servers, each
+    /// with its behaviour, share the one port a Postfix `smtp_tcp_port` names).
+    pub async fn start_at(ca: Arc<TestCa>, addr: std::net::SocketAddr) -> SmtpServer {
         let state: Shared = Arc::new(Mutex::new(State {
             behaviour: Behaviour::Starttls,
             leaves: HashMap::new(),
             handshakes: Vec::new(),
             commands: Vec::new(),
+            accept_mail: false,
+            ehlo_name: "mx.test".into(),
+            messages: Vec::new(),
+            default_host: None,
         }));
         let own = Arc::new(own_ca());
         let config = rustls::ServerConfig::builder_with_provider(provider())
@@ -172,9 +198,9 @@ impl SmtpServer {
                 own: own.clone(),
             }));
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        let listener = TcpListener::bind(addr)
             .await
-            .expect("bind SMTP");
+            .unwrap_or_else(|e| panic!("bind SMTP on {addr}: {e}"));
         let port = listener.local_addr().expect("SMTP addr").port();
         let task = tokio::spawn(accept_loop(listener, acceptor, state.clone()));
         SmtpServer {
@@ -213,6 +239,27 @@ impl SmtpServer {
     /// SMTP commands received so far.
     pub fn commands(&self) -> Vec<String> {
         lock(&self.state).commands.clone()
+    }
+
+    /// Take mail (MAIL, RCPT, DATA answered 250/354) instead of refusing it.
+    pub fn accept_mail(&self) {
+        lock(&self.state).accept_mail = true;
+    }
+
+    /// The name the EHLO reply starts with (default `mx.test`).
+    pub fn set_ehlo_name(&self, name: &str) {
+        lock(&self.state).ehlo_name = name.to_string();
+    }
+
+    /// The certificate of `host` for clients that send no SNI (as Postfix at
+    /// `smtp_tls_security_level = may` without `smtp_tls_servername`).
+    pub fn set_default_host(&self, host: &str) {
+        lock(&self.state).default_host = Some(host.to_ascii_lowercase());
+    }
+
+    /// Messages taken so far: (over TLS, text).
+    pub fn messages(&self) -> Vec<(bool, String)> {
+        lock(&self.state).messages.clone()
     }
 }
 
@@ -274,28 +321,55 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(false);
         }
         let cmd = line.trim_end().to_string();
-        lock(state).commands.push(cmd.clone());
+        let (accept, ehlo_name) = {
+            let mut st = lock(state);
+            st.commands.push(cmd.clone());
+            (st.accept_mail, st.ehlo_name.clone())
+        };
         let verb = cmd
             .split_ascii_whitespace()
             .next()
             .unwrap_or("")
             .to_ascii_uppercase();
         let offer = plain && behaviour != Behaviour::NoStarttls;
-        let reply: &[u8] = match verb.as_str() {
-            "EHLO" if offer => b"250-mx.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n",
-            "EHLO" => b"250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+        // Mail is taken over TLS, or in the clear from a server that offers no
+        // STARTTLS (as such a server would).
+        let mail = accept && !offer;
+        let reply: Vec<u8> = match verb.as_str() {
+            "EHLO" if offer => {
+                format!("250-{ehlo_name}\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n")
+                    .into_bytes()
+            }
+            "EHLO" => format!("250-{ehlo_name}\r\n250-PIPELINING\r\n250 8BITMIME\r\n").into_bytes(),
             "STARTTLS" if offer => {
                 s.get_mut()
                     .write_all(b"220 2.0.0 ready to start TLS\r\n")
                     .await?;
                 return Ok(true);
             }
+            "MAIL" | "RCPT" | "RSET" | "NOOP" if mail => b"250 2.0.0 ok\r\n".to_vec(),
+            "DATA" if mail => {
+                s.get_mut().write_all(b"354 go ahead\r\n").await?;
+                let mut text = String::new();
+                loop {
+                    let mut l = String::new();
+                    if s.read_line(&mut l).await? == 0 {
+                        return Ok(false);
+                    }
+                    if l == ".\r\n" || l == ".\n" {
+                        break;
+                    }
+                    text.push_str(&l);
+                }
+                lock(state).messages.push((!plain, text));
+                b"250 2.0.0 queued\r\n".to_vec()
+            }
             "QUIT" => {
                 s.get_mut().write_all(b"221 2.0.0 bye\r\n").await?;
                 return Ok(false);
             }
-            _ => b"502 5.5.2 not implemented\r\n",
+            _ => b"502 5.5.2 not implemented\r\n".to_vec(),
         };
-        s.get_mut().write_all(reply).await?;
+        s.get_mut().write_all(&reply).await?;
     }
 }

@@ -350,3 +350,26 @@ async fn shared_records_carry_wall_clock_times_between_nodes_spec_5_9_5_10() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+// SPEC 8.3 with SPEC 5.10: a node whose fetch failed keeps a finding for TLS-RPT;
+// another node's "no _mta-sts record" adopted on a miss ends it, as its own lookup
+// of a vanished record would.
+#[tokio::test]
+async fn an_adopted_shared_no_policy_ends_a_fetch_failure_finding_spec_8_3() {
+    let Cluster {
+        a,
+        sa,
+        shared,
+        clock,
+        ..
+    } = two_nodes();
+    sa.fetch_error("example.com");
+    assert_eq!(mode_of(&a.lookup("example.com").await), None);
+    assert!(a.finding("example.com").is_some());
+    // Past the back-off, another node publishes that the record is gone.
+    clock.advance(120);
+    let now = clock.now();
+    another_node_says_no_policy(&shared, now);
+    assert_eq!(mode_of(&a.lookup("example.com").await), None);
+    assert_eq!(a.finding("example.com"), None);
+}

@@ -171,6 +171,27 @@ fn bad_values_name_their_key() {
         ("delay = \"24h\"", "tlsrpt.delay", "at most \"23h\""),
         ("delay = 0", "tlsrpt.delay", "greater than 0"),
         ("keep_days = 2", "tlsrpt.keep_days", "from 3 to 366"),
+        (
+            "organization_name = \"Exämple Mail\"",
+            "tlsrpt.organization_name",
+            "only printable ASCII",
+        ),
+        (
+            "contact_info = \"tlsrpt@mail.example\\n\"",
+            "tlsrpt.contact_info",
+            "only printable ASCII",
+        ),
+        (
+            "from = \"-f@mail.example\"",
+            "tlsrpt.from",
+            "is not an email address",
+        ),
+        (
+            "from = \"a@mail.example,b@x.example\"",
+            "tlsrpt.from",
+            "is not an email address",
+        ),
+        ("http_timeout = \"11m\"", "tlsrpt.http_timeout", "at most"),
         ("keep_days = 367", "tlsrpt.keep_days", "from 3 to 366"),
         ("max_details = 0", "tlsrpt.max_details", "at least 1"),
         (

@@ -1,0 +1,545 @@
+//! TLS-RPT in a cluster (SPEC 8.2 and 8.4 with SPEC 5.10's Redis; the design is in
+//! src/tlsrpt/cluster.rs), on real parts: two nodes, each a real SQLite store and a
+//! report sender, share a real redis-server of the test's own and deliver to the
+//! in-process HTTPS server. Times of day are passed in (unix seconds); Redis runs on
+//! its own clock. Skipped with a visible message where redis-server is not
+//! installed; under CI=true a missing redis-server is a failure.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mtastsd::cache::redis::RedisCluster;
+use mtastsd::config::{RedisConfig, RedisKey};
+use mtastsd::tlsrpt::aggregate::Day;
+use mtastsd::tlsrpt::cluster::{TlsrptCluster, COMMIT_SLACK};
+use mtastsd::tlsrpt::deliver::https_client;
+use mtastsd::tlsrpt::sender::{Sender, Settings, SETTLE_SECS};
+use mtastsd::tlsrpt::store::TlsrptStore;
+use support::tlsrpt::{counts, datagrams, gunzip};
+use support::{CertKind, Reply, World};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+const HOST: &str = "localhost";
+const DOMAIN: &str = "rpt.example";
+const PREFIX: &str = "t:";
+
+fn redis_server_or_skip(test: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|d| d.join("redis-server"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("redis-server not found but CI=true: .ci/run must install redis-server");
+        }
+        eprintln!("SKIPPED {test}: redis-server is not installed");
+    }
+    found
+}
+
+/// One redis-server of our own (no persistence: a restart loses everything, the
+/// worst case), killed when dropped.
+struct Redis {
+    bin: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    async fn start(bin: &Path) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Redis {
+            bin: bin.to_path_buf(),
+            port,
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    async fn restart(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers_ping().await {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().await.unwrap();
+    }
+
+    async fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        if stream.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 7];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut buf)).await,
+            Ok(Ok(_)) if &buf == b"+PONG\r\n"
+        )
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// What mtastsd would never write, written anyway.
+    async fn raw(&self, args: &[&str]) {
+        let mut conn = redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async::<redis::Value>(&mut conn).await.unwrap();
+    }
+}
+
+fn redis_config(url: String, key: Option<&str>) -> RedisConfig {
+    RedisConfig {
+        url,
+        prefix: PREFIX.to_owned(),
+        timeout: Duration::from_millis(250),
+        ca_file: None,
+        key_file: None,
+        key: key.map(|k| RedisKey::new(k.as_bytes()).unwrap()),
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        send: true,
+        organization_name: "Example Mail".into(),
+        contact_info: "tlsrpt@mail.example".into(),
+        submitter: "mail.example".into(),
+        from: "tlsrpt-noreply@mail.example".into(),
+        sendmail: vec!["/bin/false".into()],
+        // Due at once: the test sees the delivery in the round that builds.
+        delay: Duration::ZERO,
+        max_details: 100,
+        keep_days: 14,
+        http_timeout: Duration::from_secs(10),
+        sendmail_timeout: Duration::from_secs(10),
+    }
+}
+
+/// One node: its state directory, and a sender joined to the cluster.
+struct Node {
+    dir: tempfile::TempDir,
+    sender: Sender,
+}
+
+struct Cluster {
+    world: World,
+    redis: Redis,
+    day: Day,
+    key: Option<&'static str>,
+}
+
+impl Cluster {
+    async fn start(test: &str, key: Option<&'static str>) -> Option<Cluster> {
+        let bin = redis_server_or_skip(test)?;
+        let world = World::start().await;
+        world.https.set(HOST, CertKind::Valid, Reply::status(200));
+        Some(Cluster {
+            world,
+            redis: Redis::start(&bin).await,
+            day: Day::parse("2026-11-30").unwrap(),
+            key,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("https://{HOST}:{}/v1/report", self.world.https_port())
+    }
+
+    async fn shared(&self) -> Arc<dyn TlsrptCluster> {
+        Arc::new(
+            RedisCluster::connect(&redis_config(self.redis.url(), self.key))
+                .await
+                .unwrap(),
+        )
+    }
+
+    async fn node(&self) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let sender = self.sender(dir.path()).await;
+        Node { dir, sender }
+    }
+
+    /// A sender on `dir`'s store, joined: what a (re)started daemon runs.
+    async fn sender(&self, dir: &Path) -> Sender {
+        let roots = mtastsd::resolver::https::trust_roots(Some(self.world.ca_file())).unwrap();
+        let mut sender = Sender::open(
+            &dir.join("tlsrpt.sqlite"),
+            https_client(roots).unwrap(),
+            settings(),
+        )
+        .unwrap();
+        sender.join(self.shared().await).unwrap();
+        sender
+    }
+
+    /// What the node's collector does: commit `ok` successful and `failed` failed
+    /// sessions to DOMAIN on the day.
+    fn collect(&self, node: &Node, ok: usize, failed: usize) {
+        TlsrptStore::open(&node.dir.path().join("tlsrpt.sqlite"))
+            .unwrap()
+            .add(&counts(
+                self.day,
+                &datagrams(DOMAIN, &self.url(), ok, failed),
+            ))
+            .unwrap();
+    }
+
+    /// During the day.
+    fn noon(&self) -> i64 {
+        self.day.start_unix() + 43_200
+    }
+
+    /// After the day, once every live node's final push can have happened.
+    fn after(&self) -> i64 {
+        self.day.end_unix() + 1 + COMMIT_SLACK.max(SETTLE_SECS)
+    }
+
+    /// The reports POSTed so far, as (successful, failed) totals.
+    fn posted(&self) -> (usize, Option<(u64, u64)>) {
+        let n = self.world.https.requests(HOST);
+        let totals = self.world.https.last_body(HOST).map(|gz| {
+            let report: serde_json::Value = serde_json::from_str(&gunzip(&gz)).unwrap();
+            let sum = |field: &str| -> u64 {
+                report["policies"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["summary"][field].as_u64().unwrap())
+                    .sum()
+            };
+            (
+                sum("total-successful-session-count"),
+                sum("total-failure-session-count"),
+            )
+        });
+        (n, totals)
+    }
+}
+
+/// Push until a push reaches Redis (the node retries Redis a second after a
+/// failure); the values pushed.
+async fn push_until_ok(node: &mut Node, now: i64) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = node.sender.node_id().unwrap().to_owned();
+        let n = node.sender.push(now).await.unwrap();
+        assert_eq!(node.sender.node_id().unwrap(), before);
+        if n > 0 {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "no push reached Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SPEC 8.4 in a cluster: the counts of both nodes in ONE report, sent once; the
+/// report waits until every node pushed the ended day; the other node never builds
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_counts_make_one_report_sent_once_spec_8_4() {
+    let Some(c) = Cluster::start("two_nodes_counts_make_one_report_sent_once_spec_8_4", None).await
+    else {
+        return;
+    };
+    let (mut a, mut b) = (c.node().await, c.node().await);
+    assert_ne!(a.sender.node_id(), b.sender.node_id());
+    c.collect(&a, 7, 3);
+    c.collect(&b, 5, 1);
+    assert_eq!(a.sender.push(c.noon()).await.unwrap(), 1);
+    assert_eq!(b.sender.push(c.noon()).await.unwrap(), 1);
+    // Pushed again unchanged: nothing new to push (and nothing doubled).
+    assert_eq!(a.sender.push(c.noon() + 10).await.unwrap(), 0);
+
+    // The day ended, but B has not said it pushed the whole day: A waits.
+    assert_eq!(a.sender.push(c.after()).await.unwrap(), 0);
+    let r = a.sender.round(c.after()).await;
+    assert_eq!((r.planned, r.sent), (0, 0), "{r:?}");
+    assert_eq!(c.posted().0, 0);
+
+    // B's last counts of the day come in, then its push after the day.
+    c.collect(&b, 1, 0);
+    assert_eq!(b.sender.push(c.after()).await.unwrap(), 1);
+    let r = a.sender.round(c.after() + 60).await;
+    let s = b.sender.round(c.after() + 60).await;
+    assert_eq!(r.planned + s.planned, 1, "{r:?} {s:?}");
+    assert_eq!(r.sent + s.sent, 1, "{r:?} {s:?}");
+    assert_eq!(c.posted(), (1, Some((7 + 5 + 1, 3 + 1))));
+
+    // Never again, on either node; the node that did not build it knows it was
+    // reported elsewhere.
+    for now in [c.after() + 120, c.after() + 86_400] {
+        let r = a.sender.round(now).await;
+        let s = b.sender.round(now).await;
+        assert_eq!((r.planned, r.sent, s.planned, s.sent), (0, 0, 0, 0));
+    }
+    assert_eq!(c.posted().0, 1);
+    let (builder, other) = if a.sender.store().report(c.day, DOMAIN).unwrap().is_some() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let id = builder
+        .sender
+        .store()
+        .report(c.day, DOMAIN)
+        .unwrap()
+        .unwrap()
+        .report_id;
+    assert_eq!(
+        other
+            .sender
+            .store()
+            .reported_elsewhere(c.day, DOMAIN)
+            .unwrap(),
+        Some(id)
+    );
+    assert!(other
+        .sender
+        .store()
+        .report(c.day, DOMAIN)
+        .unwrap()
+        .is_none());
+}
+
+/// Redis stops while B collects, and comes back empty (no persistence): B's counts
+/// wait in its store, nothing is sent meanwhile (never a partial report), and once
+/// Redis is back every count reaches the one report exactly once, also across a
+/// restart of B (its node id is kept in its store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_kept_while_redis_is_down_reach_the_report_once_spec_8_2() {
+    let Some(mut c) = Cluster::start(
+        "counts_kept_while_redis_is_down_reach_the_report_once_spec_8_2",
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    let (mut a, mut b) = (c.node().await, c.node().await);
+    c.collect(&a, 4, 0);
+    c.collect(&b, 2, 0);
+    a.sender.push(c.noon()).await.unwrap();
+    b.sender.push(c.noon()).await.unwrap();
+
+    c.redis.kill().await;
+    c.collect(&b, 3, 1);
+    assert_eq!(
+        b.sender.push(c.noon() + 10).await.unwrap(),
+        0,
+        "Redis is down"
+    );
+    assert_eq!(a.sender.push(c.after()).await.unwrap(), 0, "Redis is down");
+    for n in [&mut a, &mut b] {
+        let r = n.sender.round(c.after()).await;
+        assert_eq!((r.planned, r.sent), (0, 0), "{r:?}");
+    }
+    assert_eq!(c.posted().0, 0, "no report while Redis is down");
+
+    // B restarts (a new sender on its store), then Redis comes back with nothing.
+    let id_b = b.sender.node_id().unwrap().to_owned();
+    drop(b.sender);
+    b.sender = c.sender(b.dir.path()).await;
+    assert_eq!(
+        b.sender.node_id(),
+        Some(id_b.as_str()),
+        "the node id is kept"
+    );
+    c.redis.restart().await;
+    assert_eq!(push_until_ok(&mut b, c.after()).await, 1);
+    // A repushes its day too (Redis lost it): it sees its heartbeat is gone.
+    assert_eq!(push_until_ok(&mut a, c.after()).await, 1);
+    // And a push by the restarted B again after that doubles nothing.
+    b.sender.push(c.after() + 5).await.unwrap();
+
+    let r = a.sender.round(c.after() + 60).await;
+    let s = b.sender.round(c.after() + 60).await;
+    assert_eq!(r.sent + s.sent, 1, "{r:?} {s:?}");
+    assert_eq!(c.posted(), (1, Some((4 + 2 + 3, 1))));
+    let r = a.sender.round(c.after() + 120).await;
+    let s = b.sender.round(c.after() + 120).await;
+    assert_eq!(r.sent + s.sent, 0);
+    assert_eq!(c.posted().0, 1);
+}
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+/// SPEC 5.10's checks on what is read: with `[redis] key_file`, a value or a
+/// heartbeat that no node signed, a value moved from another domain, and garbage
+/// are ignored; the report holds the two nodes' counts only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_and_poisoned_values_are_ignored_spec_5_10() {
+    let Some(c) = Cluster::start(
+        "unsigned_and_poisoned_values_are_ignored_spec_5_10",
+        Some(KEY),
+    )
+    .await
+    else {
+        return;
+    };
+    let (mut a, mut b) = (c.node().await, c.node().await);
+    c.collect(&a, 1, 1);
+    c.collect(&b, 2, 0);
+    // A pushes counts of another domain too, to be copied under DOMAIN's key.
+    TlsrptStore::open(&a.dir.path().join("tlsrpt.sqlite"))
+        .unwrap()
+        .add(&counts(c.day, &datagrams("other.example", &c.url(), 50, 0)))
+        .unwrap();
+    a.sender.push(c.after()).await.unwrap();
+    b.sender.push(c.after()).await.unwrap();
+
+    let day = c.day.to_string();
+    let key = format!("{PREFIX}tlsrpt:{day}:{DOMAIN}");
+    // Unsigned counts, in the format a node writes.
+    let forged = r#"{"v":1,"entries":[{"record":"v=TLSRPTv1; rua=mailto:x@evil.example","type":"sts","policy_domain":"rpt.example","strings":[],"mx":[],"ok":1000,"failed":0,"details":[]}]}"#;
+    c.redis.raw(&["HSET", &key, "evil/1", forged]).await;
+    c.redis
+        .raw(&["HSET", &key, "evil/2", "hmac-sha256:00\n{}"])
+        .await;
+    // A's signed value of another domain, copied.
+    let mut conn = redis::Client::open(c.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let a_id = a.sender.node_id().unwrap().to_owned();
+    let copied: Vec<u8> = redis::cmd("HGET")
+        .arg(format!("{PREFIX}tlsrpt:{day}:other.example"))
+        .arg(&a_id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(copied.starts_with(b"hmac-sha256:"));
+    redis::cmd("HSET")
+        .arg(&key)
+        .arg("evil/3")
+        .arg(copied)
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap();
+    // An unsigned heartbeat of a node that would hold the report back.
+    let late = format!(r#"{{"seen":{},"through":0}}"#, c.after());
+    c.redis
+        .raw(&["HSET", &format!("{PREFIX}tlsrpt:nodes"), "evil/4", &late])
+        .await;
+
+    let r = a.sender.round(c.after() + 60).await;
+    let s = b.sender.round(c.after() + 60).await;
+    // DOMAIN's report from both nodes; other.example's from A alone.
+    assert_eq!(r.sent + s.sent, 2, "{r:?} {s:?}");
+    let stored = [&a, &b]
+        .iter()
+        .filter_map(|n| n.sender.store().report(c.day, DOMAIN).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(stored.len(), 1, "one report of {DOMAIN}");
+    let rpt: Vec<serde_json::Value> = vec![serde_json::from_str(&stored[0].json).unwrap()];
+    let summary = &rpt[0]["policies"][0]["summary"];
+    assert_eq!(summary["total-successful-session-count"], 1 + 2);
+    assert_eq!(summary["total-failure-session-count"], 1);
+}
+
+/// The lease and the claim: a node that does not hold the lease builds nothing; a
+/// report another node claimed is never built here, and only one of two claims
+/// holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_lease_or_the_claim_does_not_send_spec_8_4() {
+    let Some(c) = Cluster::start(
+        "a_node_without_the_lease_or_the_claim_does_not_send_spec_8_4",
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    let mut a = c.node().await;
+    c.collect(&a, 3, 0);
+    a.sender.push(c.after()).await.unwrap();
+    let day = c.day.to_string();
+    c.redis
+        .raw(&[
+            "SET",
+            &format!("{PREFIX}tlsrpt:lease:{day}:{DOMAIN}"),
+            "other/1",
+            "PX",
+            "3600000",
+        ])
+        .await;
+    let r = a.sender.round(c.after() + 60).await;
+    assert_eq!((r.planned, r.sent), (0, 0), "{r:?}");
+    assert!(a
+        .sender
+        .store()
+        .reported_elsewhere(c.day, DOMAIN)
+        .unwrap()
+        .is_none());
+
+    // The holder claims the report: A records it as reported elsewhere, for good.
+    let shared = c.shared().await;
+    assert_eq!(
+        shared
+            .claim(c.day, DOMAIN, "20261130.00000000000000aa")
+            .await
+            .unwrap(),
+        "20261130.00000000000000aa"
+    );
+    assert_eq!(
+        shared
+            .claim(c.day, DOMAIN, "20261130.00000000000000bb")
+            .await
+            .unwrap(),
+        "20261130.00000000000000aa",
+        "a second claim loses"
+    );
+    c.redis
+        .raw(&["DEL", &format!("{PREFIX}tlsrpt:lease:{day}:{DOMAIN}")])
+        .await;
+    let r = a.sender.round(c.after() + 120).await;
+    assert_eq!((r.planned, r.sent), (0, 0), "{r:?}");
+    assert_eq!(
+        a.sender
+            .store()
+            .reported_elsewhere(c.day, DOMAIN)
+            .unwrap()
+            .as_deref(),
+        Some("20261130.00000000000000aa")
+    );
+    assert_eq!(c.posted().0, 0);
+}

@@ -57,9 +57,20 @@ for f in ./usr/sbin/mtastsd ./etc/mtastsd/mtastsd.toml ./usr/lib/systemd/system/
     ./usr/share/man/man5/mtastsd.toml.5.gz ./usr/share/doc/mtastsd/README.Debian \
     ./usr/share/doc/mtastsd/copyright ./usr/share/doc/mtastsd/examples/main.cf \
     ./usr/share/doc/mtastsd/examples/chroot.conf ./usr/share/doc/mtastsd/CHECK.md \
-    ./usr/lib/sysctl.d/60-mtastsd.conf; do
+    ./usr/lib/sysctl.d/60-mtastsd.conf ./usr/share/doc/mtastsd/examples/tlsrpt-mail.conf \
+    ./usr/share/doc/mtastsd/examples/main.cf.tlsrpt ./usr/share/doc/mtastsd/examples/master.cf.tlsrpt; do
     grep -q " $f\$" <<<"$contents" || fail "$f missing from the package"
 done
+# The examples as shipped are the files in contrib/ (README "TLS-RPT" and
+# examples/tlsrpt-mail.conf name them by these paths).
+for pair in contrib/systemd/tlsrpt-mail.conf:tlsrpt-mail.conf contrib/postfix/main.cf.tlsrpt:main.cf.tlsrpt \
+    contrib/postfix/master.cf.tlsrpt:master.cf.tlsrpt contrib/systemd/chroot.conf:chroot.conf; do
+    dpkg-deb --fsys-tarfile "$deb" | tar -xO "./usr/share/doc/mtastsd/examples/${pair#*:}" | cmp -s - "${pair%%:*}" ||
+        fail "examples/${pair#*:} in the package differs from ${pair%%:*}"
+done
+# 60-mtastsd.conf sets the TLS-RPT socket's queue (SPEC 8.1).
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/lib/sysctl.d/60-mtastsd.conf | grep -qx 'net.unix.max_dgram_qlen = 1024' ||
+    fail "60-mtastsd.conf does not set net.unix.max_dgram_qlen = 1024"
 dpkg-deb -f "$deb" Depends | grep -q ca-certificates || fail "does not depend on ca-certificates"
 dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -qx /etc/mtastsd/mtastsd.toml ||
     fail "/etc/mtastsd/mtastsd.toml is not a conffile"

@@ -13,7 +13,10 @@
 //!   127.0.0.3:25 with a certificate for another name (`wrong.<host>`);
 //! - the domains: `good.test` (enforce, MX 127.0.0.2), `badcert.test` (enforce, MX
 //!   127.0.0.3: Postfix must defer), `testing.test` (testing, MX 127.0.0.3: Postfix
-//!   delivers, opportunistic TLS), `none.test` (no MTA-STS, MX 127.0.0.3).
+//!   delivers, opportunistic TLS), `none.test` (no MTA-STS, MX 127.0.0.3);
+//! - `good.test` and `badcert.test` publish a TLS-RPT record (RFC 8460 §3) whose
+//!   `rua` is [`RUA`], a mailbox of the container's own Postfix: its TLS-RPT
+//!   step collects their sessions and mails their reports there.
 //!
 //! Writes the test CA to `<dir>/ca.pem`, then `<dir>/ready`; logs each delivered
 //! message on stderr. Runs until killed.
@@ -36,6 +39,11 @@ use tokio_rustls::TlsAcceptor;
 const GOOD_MX: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const WRONG_CERT_MX: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
+/// Where `good.test` and `badcert.test` want their reports: `sender.test` is the
+/// container's own mail domain (Postfix's `mydestination`), so the report is
+/// delivered to a local mailbox, no TLS session of its own (SPEC 8.5).
+const RUA: &str = "mailto:reports@sender.test";
+
 fn policy(mode: &str, mx: &str) -> String {
     format!("version: STSv1\nmode: {mode}\nmx: {mx}\nmax_age: 86400\n")
 }
@@ -55,6 +63,12 @@ async fn main() {
         world.dns.set_a(&mx, ip);
         if let Some(mode) = mode {
             world.publish(domain, "1", &policy(mode, &mx));
+        }
+        if mode == Some("enforce") {
+            world.dns.set_txt1(
+                &format!("_smtp._tls.{domain}"),
+                &format!("v=TLSRPTv1; rua={RUA}"),
+            );
         }
     }
     let https = SocketAddr::from((Ipv4Addr::LOCALHOST, world.https_port()));

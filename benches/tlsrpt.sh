@@ -9,11 +9,12 @@
 #    collector drains; then the collector is stopped and its database must count
 #    every datagram sent.
 # 2. mtastsd's memory after MILLION datagrams over 10 000 domains (VmRSS, VmHWM).
-# 3. The socketmap's hot p99 (1 000 cached domains, 8 connections) without and with
-#    a flood at the same time (socketmap-load and tlsrpt-flood share SENDER_CPU,
-#    mtastsd's answers and collector share COLLECTOR_CPU).
+# 3. The socketmap's hot p99 (1 000 cached domains, 8 connections) without, with
+#    RATE datagrams a second, and with a flood as fast as mtastsd drains, at the same
+#    time (socketmap-load and tlsrpt-flood share SENDER_CPU, mtastsd's answers and
+#    collector share COLLECTOR_CPU; the collector runs at nice +10).
 #
-# Settings (environment): SECONDS_EACH (10), DOMAINS (100), MILLION (1000000),
+# Settings (environment): SECONDS_EACH (10), DOMAINS (100), MILLION (1000000), RATE (20000),
 # COLLECTOR_CPU (1), SENDER_CPU (0), VENV (/var/cache/mtastsd-bench/tlsrpt-venv:
 # created with pip when missing), OUT (target/bench-tlsrpt), PORT (18470).
 set -euo pipefail
@@ -133,12 +134,19 @@ load() {
         --warmup 2 --duration "$SECONDS_EACH" --server-pid "$MTASTSD_PID" --json "$1" >/dev/null
 }
 load "$OUT/p99-quiet.json"
+# A busy relay's rate (RATE, default 20 000 sessions a second: more than the
+# reference collector drains), then as fast as mtastsd drains.
+flood "$M3/tlsrpt" --seconds $((SECONDS_EACH + 4)) --domains "$DOMAINS" --rate "${RATE:-20000}" \
+    >"$OUT/p99-rate-sender.json" &
+FLOOD_PID=$!
+load "$OUT/p99-rate.json"
+wait "$FLOOD_PID"
 flood "$M3/tlsrpt" --seconds $((SECONDS_EACH + 4)) --domains "$DOMAINS" >"$OUT/p99-flood-sender.json" &
 FLOOD_PID=$!
 load "$OUT/p99-flood.json"
 wait "$FLOOD_PID"
 stop "$MTASTSD_PID"
-P99_SENT=$(sent_of "$OUT/p99-flood-sender.json")
+P99_SENT=$(( $(sent_of "$OUT/p99-rate-sender.json") + $(sent_of "$OUT/p99-flood-sender.json") ))
 P99_COUNTED=$(sql_sum "$M3/tlsrpt.sqlite" "select sum(successful + failed) from session")
 
 echo "# $(date -u +%FT%TZ) $(nproc) CPUs: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)"
@@ -148,4 +156,5 @@ printf '%-26s %10s %10s %10s %s\n' "tlsrpt-collectd 0.6.0" "$REF_SENT" "$REF_COU
 printf '%-26s %10s %10s %10s %s\n' "mtastsd" "$M_SENT" "$M_COUNTED" "$M_RATE" $((M_SENT - M_COUNTED))
 echo "# ratio mtastsd / reference: $(python3 -c "print(round($M_RATE / $REF_RATE, 1))")"
 echo "# $MILLION datagrams over 10 000 domains: counted $MIL_COUNTED; RSS idle ${RSS_IDLE} KiB, after ${RSS_AFTER} KiB, peak ${HWM} KiB; tlsrpt.sqlite ${DB_KIB} KiB"
-echo "# socketmap p99 (µs): quiet $(jget "$OUT/p99-quiet.json" p99), during a flood $(jget "$OUT/p99-flood.json" p99); throughput $(jget "$OUT/p99-quiet.json" throughput_rps) vs $(jget "$OUT/p99-flood.json" throughput_rps) rps; flood sent $P99_SENT, counted $P99_COUNTED"
+echo "# socketmap p99 (µs): quiet $(jget "$OUT/p99-quiet.json" p99); with ${RATE:-20000} datagrams/s $(jget "$OUT/p99-rate.json" p99); with a flood at full speed $(jget "$OUT/p99-flood.json" p99)"
+echo "# socketmap throughput (rps): quiet $(jget "$OUT/p99-quiet.json" throughput_rps); with ${RATE:-20000}/s $(jget "$OUT/p99-rate.json" throughput_rps); full flood $(jget "$OUT/p99-flood.json" throughput_rps); datagrams sent $P99_SENT, counted $P99_COUNTED"

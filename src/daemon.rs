@@ -76,19 +76,19 @@ pub enum StartError {
 pub struct ResolverThreads(Option<tokio::runtime::Runtime>);
 
 /// The nice value of the resolver threads, relative to the process's own.
-pub const RESOLVER_NICE: i32 = 10;
+pub const RESOLVER_NICE: i32 = crate::sys::BACKGROUND_NICE;
 
 impl ResolverThreads {
     pub fn start() -> Result<ResolverThreads, StartError> {
         // Fixed now, from the caller's priority: threads that a resolver thread starts
         // (tokio's blocking pool) inherit its nice value and must not lower it again.
-        let nice = current_nice().map(|n| (n + RESOLVER_NICE).min(19));
+        let nice = crate::sys::current_nice().map(|n| (n + RESOLVER_NICE).min(19));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("mtastsd-resolve")
             .on_thread_start(move || {
                 if let Some(nice) = nice {
-                    set_nice(nice);
+                    crate::sys::set_nice(nice);
                 }
             })
             .build()
@@ -114,34 +114,6 @@ impl Drop for ResolverThreads {
             runtime.shutdown_background();
         }
     }
-}
-
-/// The calling thread's nice value (on Linux the nice value is per thread).
-fn current_nice() -> Option<i32> {
-    #[cfg(target_os = "linux")]
-    unsafe {
-        // SAFETY: plain syscalls on the calling thread; errno is thread-local.
-        let tid = libc::gettid() as libc::id_t;
-        *libc::__errno_location() = 0;
-        let nice = libc::getpriority(libc::PRIO_PROCESS, tid);
-        // -1 is also a valid nice value: only errno tells a failure.
-        (*libc::__errno_location() == 0).then_some(nice)
-    }
-    #[cfg(not(target_os = "linux"))]
-    None
-}
-
-/// Sets the calling thread's nice value. Best effort: where it is not allowed (a
-/// seccomp filter without `setpriority`) the thread keeps its priority. Raising the
-/// value never needs a privilege.
-fn set_nice(nice: i32) {
-    #[cfg(target_os = "linux")]
-    unsafe {
-        // SAFETY: a plain syscall on the calling thread, no memory passed.
-        let _ = libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice);
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
 }
 
 /// The DNS and HTTPS edges for a configuration.

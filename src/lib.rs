@@ -124,3 +124,5 @@ pub mod metrics;
 pub mod mta_sts;
 // DANE's decision
 pub mod dane;
+// thread priorities (nice)
+pub mod sys;

@@ -168,7 +168,10 @@ impl Collector {
         let (tx, rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("mtastsd-tlsrpt-w".into())
-            .spawn(move || write_loop(&rx, &relabel, sink))
+            .spawn(move || {
+                crate::sys::lower_priority(crate::sys::BACKGROUND_NICE);
+                write_loop(&rx, &relabel, sink)
+            })
             .map_err(CollectorError::Thread)?;
         let receive = Receive {
             socket,
@@ -182,7 +185,13 @@ impl Collector {
         // If this fails, the sender is dropped with `receive` and the writer ends.
         let receiver = std::thread::Builder::new()
             .name("mtastsd-tlsrpt-r".into())
-            .spawn(move || receive.run())
+            .spawn(move || {
+                // Below the serving thread: under a flood of datagrams, Postfix's
+                // policy lookups are answered first (SPEC 1.5); the kernel queue
+                // (net.unix.max_dgram_qlen) holds what arrives meanwhile.
+                crate::sys::lower_priority(crate::sys::BACKGROUND_NICE);
+                receive.run()
+            })
             .map_err(CollectorError::Thread)?;
         Ok(Collector {
             path,

@@ -624,6 +624,7 @@ fn spawn_with(mut sender: Sender, connect: Option<Connect>) -> std::io::Result<S
     let thread = std::thread::Builder::new()
         .name("tlsrpt-sender".into())
         .spawn(move || {
+            crate::sys::lower_priority(crate::sys::BACKGROUND_NICE);
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -29,6 +29,9 @@ struct Args {
     /// Spread the datagrams over this many recipient domains (d0.flood.test ...).
     #[arg(long, default_value_t = 100)]
     domains: u64,
+    /// Send at most this many datagrams a second (0: as fast as the receiver drains).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// The directory of the datagram files (one JSON datagram each).
     #[arg(long, default_value = "tests/golden/tlsrpt")]
     datagrams: PathBuf,
@@ -63,6 +66,13 @@ fn main() {
         // Check the clock every 256 datagrams: cheap, and still exact enough.
         if sent.is_multiple_of(256) && started.elapsed() >= deadline && args.count == 0 {
             break;
+        }
+        if args.rate > 0 && sent.is_multiple_of(64) {
+            // Paced in steps of 64: wait until this many are due.
+            let due = Duration::from_secs_f64(sent as f64 / args.rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
         }
         match socket.send(&datagrams[i]) {
             Ok(_) => sent += 1,

@@ -2,9 +2,11 @@
 //! src/tlsrpt/cluster.rs), on real parts: two nodes, each a real SQLite store and a
 //! report sender, share a real redis-server of the test's own and deliver to the
 //! in-process HTTPS server. Times of day are passed in (unix seconds); Redis runs on
-//! its own clock. Skipped with a visible message where redis-server is not
+//! its own clock. The last test runs two real `mtastsd serve` processes on the real
+//! clock instead. Skipped with a visible message where redis-server is not
 //! installed; under CI=true a missing redis-server is a failure.
 
+mod child;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -15,9 +17,9 @@ use std::time::{Duration, Instant};
 use mtastsd::cache::redis::RedisCluster;
 use mtastsd::config::{RedisConfig, RedisKey};
 use mtastsd::tlsrpt::aggregate::Day;
-use mtastsd::tlsrpt::cluster::{TlsrptCluster, COMMIT_SLACK};
+use mtastsd::tlsrpt::cluster::{Heartbeat, TlsrptCluster, COMMIT_SLACK, PUSH_INTERVAL};
 use mtastsd::tlsrpt::deliver::https_client;
-use mtastsd::tlsrpt::sender::{Sender, Settings, SETTLE_SECS};
+use mtastsd::tlsrpt::sender::{Sender, Settings, ROUND_INTERVAL, SETTLE_SECS};
 use mtastsd::tlsrpt::store::TlsrptStore;
 use support::tlsrpt::{counts, datagrams, gunzip};
 use support::{CertKind, Reply, World};
@@ -542,4 +544,199 @@ async fn a_node_without_the_lease_or_the_claim_does_not_send_spec_8_4() {
         Some("20261130.00000000000000aa")
     );
     assert_eq!(c.posted().0, 0);
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// `mtastsd tlsrpt show --day DAY DOMAIN --json` on a node's configuration.
+async fn show(config: &Path, day: Day) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_mtastsd"))
+        .args([
+            "tlsrpt",
+            "show",
+            DOMAIN,
+            "--json",
+            "--day",
+            &day.to_string(),
+        ])
+        .arg("-c")
+        .arg(config)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Poll `done` every 100 ms until it holds, at most `within`; `what` and the
+/// daemons' logs otherwise.
+async fn until(
+    within: Duration,
+    what: &str,
+    nodes: &[&child::Daemon],
+    mut done: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        if Instant::now() > deadline {
+            let logs: Vec<Vec<String>> = nodes.iter().map(|d| d.log()).collect();
+            panic!("{what} within {within:?}; the nodes logged:\n{logs:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A node's configuration file in `dir` (its state directory): the cluster's
+/// Redis, and `[tlsrpt]` sending (`send`) or collecting only.
+fn node_config(c: &Cluster, dir: &Path, send: bool) -> PathBuf {
+    let text = child::config_text(
+        &c.world,
+        dir,
+        "",
+        &format!(
+            "[redis]\nurl = \"{url}\"\nprefix = \"{PREFIX}\"\n\
+             [tlsrpt]\nsocket = \"{socket}\"\nsend = {send}\ndelay = \"1s\"\n\
+             organization_name = \"Example Mail\"\ncontact_info = \"tlsrpt@mail.example\"\n",
+            url = c.redis.url(),
+            socket = dir.join("tlsrpt").display(),
+        ),
+    )
+    .replace("[cache]\n", "[cache]\nbackend = \"redis\"\n");
+    let config = dir.join("mtastsd.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// SPEC 8.2 and 8.4 on the real binary: two `mtastsd serve` nodes with
+/// `cache.backend = "redis"`, each with counts of the day that ended two days ago
+/// in its own store (its report due at once, still inside the days the sender
+/// plans), make ONE report holding both nodes' counts, POSTed once: the daemon's
+/// start, the clustered sender thread, push, heartbeat, lease, merge, claim,
+/// delivery. B starts collecting only (a `send = false` node still pushes), so
+/// that its counts are in Redis before A plans: a node that plans before another
+/// ever pushed cannot wait for it. B is then restarted with `send = true`, and
+/// records the report as sent elsewhere instead of building its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_send_one_report_of_both_nodes_counts_spec_8_4() {
+    let Some(c) = Cluster::start(
+        "two_daemons_send_one_report_of_both_nodes_counts_spec_8_4",
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    let started = Instant::now();
+    let day = Day(Day::from_unix(unix_now()).0 - 2);
+    let shared = c.shared().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ids = Vec::new();
+    for (dir, (ok, failed)) in [(&dir_a, (7, 2)), (&dir_b, (5, 1))] {
+        let mut store = TlsrptStore::open(&dir.path().join("tlsrpt.sqlite")).unwrap();
+        store
+            .add(&counts(day, &datagrams(DOMAIN, &c.url(), ok, failed)))
+            .unwrap();
+        // Made now, kept by the daemon: the test knows whose heartbeat is whose.
+        ids.push(store.node_id().unwrap());
+    }
+
+    let config_b = node_config(&c, dir_b.path(), false);
+    let mut b = child::Daemon::spawn(&config_b).await;
+    // B's heartbeat says it pushed every day through the one before today, the
+    // report's day with it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let beats = shared.heartbeats().await.unwrap();
+        let through = beats
+            .iter()
+            .filter(|(node, _)| *node == ids[1])
+            .map(|(_, raw)| serde_json::from_slice::<Heartbeat>(raw).unwrap().through)
+            .next();
+        if through.is_some_and(|t| t >= day.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never pushed: {:#?}", b.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let config_a = node_config(&c, dir_a.path(), true);
+    let a = child::Daemon::spawn(&config_a).await;
+    // One POST, with every count of both nodes.
+    until(
+        Duration::from_secs(60),
+        "no report POSTed",
+        &[&a, &b],
+        || c.posted().0 > 0,
+    )
+    .await;
+    assert_eq!(
+        c.posted(),
+        (1, Some((7 + 5, 2 + 1))),
+        "{:#?}",
+        (a.log(), b.log())
+    );
+    let posted_after = started.elapsed();
+    let (store_a, store_b) = (
+        TlsrptStore::open_read_only(&dir_a.path().join("tlsrpt.sqlite")).unwrap(),
+        TlsrptStore::open_read_only(&dir_b.path().join("tlsrpt.sqlite")).unwrap(),
+    );
+    let id = store_a.report(day, DOMAIN).unwrap().unwrap().report_id;
+
+    // B sends too from now on: its first round finds A's claim, and it builds
+    // nothing.
+    b.signal(libc::SIGTERM);
+    assert!(b.wait(Duration::from_secs(30)).await.success());
+    let config_b = node_config(&c, dir_b.path(), true);
+    let b = child::Daemon::spawn(&config_b).await;
+    until(
+        2 * ROUND_INTERVAL,
+        "B did not record the report as sent elsewhere",
+        &[&a, &b],
+        || store_b.reported_elsewhere(day, DOMAIN).unwrap().as_deref() == Some(id.as_str()),
+    )
+    .await;
+    // A push interval more: each node pushed again (B's restart pushed its day
+    // anew, under the same node id): still the one report.
+    tokio::time::sleep(PUSH_INTERVAL + Duration::from_secs(1)).await;
+    assert_eq!(c.posted().0, 1, "{:#?}", (a.log(), b.log()));
+    assert!(store_b.report(day, DOMAIN).unwrap().is_none());
+    let beats = shared.heartbeats().await.unwrap();
+    let mut nodes: Vec<&String> = beats.iter().map(|(n, _)| n).collect();
+    nodes.sort();
+    let mut want: Vec<&String> = ids.iter().collect();
+    want.sort();
+    assert_eq!(nodes, want, "two nodes, each under the id of its store");
+
+    // `tlsrpt show`: each node's own counts; A's report, sent (B's show has no
+    // view of a report sent elsewhere).
+    let shown_a = show(&config_a, day).await;
+    let shown_b = show(&config_b, day).await;
+    for (v, (ok, failed)) in [(&shown_a, (7, 2)), (&shown_b, (5, 1))] {
+        let p = &v["domains"][0]["policies"][0];
+        assert_eq!(
+            (p["successful"].as_u64(), p["failed"].as_u64()),
+            (Some(ok), Some(failed)),
+            "{v}"
+        );
+    }
+    let report = &shown_a["domains"][0]["report"];
+    assert_eq!(report["report-id"], id.as_str(), "{report}");
+    let deliveries = report["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 1, "{report}");
+    assert_eq!(deliveries[0]["state"], "sent", "{report}");
+    assert_eq!(deliveries[0]["uri"], c.url().as_str(), "{report}");
+    assert!(shown_b["domains"][0]["report"].is_null(), "{shown_b}");
+    println!(
+        "FIGURE cluster of two daemons: report POSTed {posted_after:?} after the start, test {:?}",
+        started.elapsed()
+    );
 }

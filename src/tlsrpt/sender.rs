@@ -132,7 +132,7 @@ struct Clustered {
     /// This store's node id.
     node: String,
     /// The store's `seen` as of the last push round that succeeded; 0 pushes every
-    /// count of today and yesterday.
+    /// count of the days reports are still built for, and of today.
     pushed: i64,
     /// Days whose wait for other nodes, the end of that wait, or whose loss, was
     /// logged (once each).

@@ -7,10 +7,10 @@ use super::*;
 /// The cluster's part (`cluster.rs`).
 impl Sender {
     /// Push this node's counts that changed since the last push that succeeded (all
-    /// of today and yesterday after a start, or when Redis lost them), then its
-    /// heartbeat; the number of (day, domain) values pushed. Nothing is marked
-    /// pushed unless all of it went through: a failed round is repeated whole, with
-    /// the newer totals.
+    /// of today and of the days reports are still built for, after a start or when
+    /// Redis lost them), then its heartbeat; the number of (day, domain) values
+    /// pushed. Nothing is marked pushed unless all of it went through: a failed
+    /// round is repeated whole, with the newer totals.
     pub async fn push(&mut self, now: i64) -> Result<usize, TlsrptStoreError> {
         if self.cluster.is_none() {
             return Ok(0);
@@ -41,7 +41,11 @@ impl Sender {
             // A first push, or a Redis that lost its data: everything recent again.
             c.pushed = 0;
         }
-        let from = Day(Day::from_unix(now).0 - 1);
+        // From the oldest day the planner still builds (`plan_cluster_days`): the
+        // heartbeat below says every day through yesterday is pushed in full, and
+        // a day left out would be reported (SPEC 8.4) by another node without
+        // this node's counts.
+        let from = Day(Day::from_unix(now - SETTLE_SECS).0 - PLAN_DAYS);
         let (changed, last) = self.store.changed_since(from, c.pushed)?;
         let mut by_day: BTreeMap<Day, Vec<String>> = BTreeMap::new();
         for (day, domain) in changed {

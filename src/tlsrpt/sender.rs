@@ -124,6 +124,8 @@ pub struct Sender {
     refused: HashSet<(Day, String)>,
     /// Set when the daemon stops: no further attempt starts.
     stopping: Option<Arc<AtomicBool>>,
+    /// The last push to the cluster went through.
+    pushed_ok: bool,
 }
 
 /// A node's part in the cluster's reports (`cluster.rs`).
@@ -169,6 +171,7 @@ impl Sender {
             build_none: false,
             refused: HashSet::new(),
             stopping: None,
+            pushed_ok: false,
         }
     }
 
@@ -655,14 +658,28 @@ fn spawn_with(mut sender: Sender, connect: Option<Connect>) -> std::io::Result<S
             };
             let mut last_round: Option<Instant> = None;
             let mut last_push: Option<Instant> = None;
+            // In a cluster, rounds (which plan reports) wait until pushes have gone
+            // through for two push intervals without a failure, after the start and
+            // after each outage: by then every live node has pushed its counts too,
+            // so a report is not built without them (SPEC 8.2: never a lost count).
+            let mut pushing_since: Option<Instant> = None;
             while !stopped.load(Ordering::Relaxed) {
                 if last_push.is_none_or(|t| t.elapsed() >= push_every) {
                     last_push = Some(Instant::now());
-                    if let Err(e) = rt.block_on(sender.push(unix_now())) {
-                        log::error!("TLS-RPT: reading the counts to push: {e}");
+                    match rt.block_on(sender.push(unix_now())) {
+                        Ok(_) if sender.pushed_ok() => {
+                            pushing_since.get_or_insert_with(Instant::now);
+                        }
+                        Ok(_) => pushing_since = None,
+                        Err(e) => {
+                            pushing_since = None;
+                            log::error!("TLS-RPT: reading the counts to push: {e}");
+                        }
                     }
                 }
-                if last_round.is_none_or(|t| t.elapsed() >= ROUND_INTERVAL) {
+                let settled = sender.cluster.is_none()
+                    || pushing_since.is_some_and(|t| t.elapsed() >= 2 * push_every);
+                if settled && last_round.is_none_or(|t| t.elapsed() >= ROUND_INTERVAL) {
                     last_round = Some(Instant::now());
                     rt.block_on(sender.round(unix_now()));
                 }

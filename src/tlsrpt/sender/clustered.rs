@@ -6,6 +6,11 @@ use super::*;
 
 /// The cluster's part (`cluster.rs`).
 impl Sender {
+    /// Whether the last [`Sender::push`] reached the shared cache.
+    pub fn pushed_ok(&self) -> bool {
+        self.pushed_ok
+    }
+
     /// Push this node's counts that changed since the last push that succeeded (all
     /// of today and of the days reports are still built for, after a start or when
     /// Redis lost them), then its heartbeat; the number of (day, domain) values
@@ -15,7 +20,9 @@ impl Sender {
         if self.cluster.is_none() {
             return Ok(0);
         }
-        match self.push_round(now).await {
+        let result = self.push_round(now).await;
+        self.pushed_ok = result.is_ok();
+        match result {
             Ok(n) => {
                 crate::metrics::tlsrpt_push(true);
                 Ok(n)

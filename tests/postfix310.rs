@@ -26,66 +26,11 @@ use std::time::Duration;
 use harness::TestClock;
 use mtastsd::config::Profile;
 use support::smtp::{Leaf, SmtpServer};
+use support::trixie::{in_root, trixie_root};
 use support::{CertKind, World};
 
 /// Serialises the tests: they rewrite the root's main.cf and run its Postfix.
 static ROOT_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn trixie_root() -> Option<PathBuf> {
-    let root = PathBuf::from(
-        std::env::var_os("MTASTSD_TRIXIE_ROOT")
-            .unwrap_or_else(|| "/var/cache/mtastsd-tests/trixie".into()),
-    );
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    if root.join("usr/sbin/postfix").exists() && is_root {
-        return Some(root);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "no Postfix 3.10 root at {} (or not running as root) but CI=true: \
-             .ci/run must run tests/postfix310/make-root.sh",
-            root.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: no Postfix 3.10 root at {} (make it with tests/postfix310/make-root.sh, as root)",
-        root.display()
-    );
-    None
-}
-
-/// Runs a command inside the root; its output, or a panic with it.
-fn in_root(root: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new("chroot")
-        .arg(root)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("chroot runs");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "chroot {} {args:?}: {:?}\n{stdout}\n{}",
-        root.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 fn tlsrpt_profile(c: &mut mtastsd::config::Config) {
     c.profiles.insert(

@@ -3,7 +3,7 @@
 //! Skipped with a visible message where redis-server is not installed; under CI=true
 //! a missing redis-server is a failure (.ci/run installs it).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,6 @@ use mtastsd::cache::redis::RedisCluster;
 use mtastsd::cache::{CachedPolicy, Clock};
 use mtastsd::config::RedisConfig;
 use mtastsd::mta_sts::policy::parse_policy;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
@@ -24,111 +23,7 @@ const SLACK: Duration = Duration::from_millis(200);
 mod harness;
 mod support;
 
-fn find_redis_server() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|d| d.join("redis-server"))
-        .find(|p| p.is_file())
-}
-
-/// The redis-server binary, or `None` (after saying so) when the test must be skipped.
-fn redis_server_or_skip(test: &str) -> Option<PathBuf> {
-    let found = find_redis_server();
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("redis-server not found but CI=true: .ci/run must install redis-server");
-        }
-        eprintln!("SKIPPED {test}: redis-server is not installed");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// One redis-server of our own, killed when dropped.
-struct Redis {
-    bin: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    async fn start(bin: &Path) -> Redis {
-        let mut redis = Redis {
-            bin: bin.to_path_buf(),
-            port: free_port(),
-            child: None,
-        };
-        redis.restart().await;
-        redis
-    }
-
-    /// Start (again) on the same port, and wait until it answers.
-    async fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new(&self.bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers_ping().await {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn kill(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().await.unwrap();
-    }
-
-    /// SIGSTOP / SIGCONT: a Redis that accepts connections (the kernel does) but
-    /// answers nothing, like one stuck on a slow command or swapping.
-    fn signal(&self, signal: libc::c_int) {
-        let pid = self.child.as_ref().and_then(Child::id).expect("running");
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
-    }
-
-    async fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await else {
-            return false;
-        };
-        if stream.write_all(b"PING\r\n").await.is_err() {
-            return false;
-        }
-        let mut buf = [0u8; 7];
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut buf)).await,
-            Ok(Ok(_)) if &buf == b"+PONG\r\n"
-        )
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// A raw connection, to put in Redis what mtastsd would not.
-    async fn raw(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
+use support::redis::{free_port, redis_server_or_skip, Redis};
 
 fn config(url: String, prefix: &str) -> RedisConfig {
     RedisConfig {
@@ -436,12 +331,7 @@ async fn redis_down_at_start_fails_fast_then_joins_when_it_comes() {
     let fail_took = all_fail_in_time(&shared).await;
 
     // Redis comes up: the same RedisCluster starts using it, by itself.
-    let mut redis = Redis {
-        bin,
-        port,
-        child: None,
-    };
-    redis.restart().await;
+    let _redis = Redis::start_on(&bin, port).await;
     let entry = policy_entry();
     let (recover_took, ()) = until_ok(Duration::from_secs(5), || {
         shared.put("example.com", &entry, HOUR)

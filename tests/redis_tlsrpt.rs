@@ -10,7 +10,6 @@ mod child;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,112 +20,14 @@ use mtastsd::tlsrpt::cluster::{Heartbeat, TlsrptCluster, COMMIT_SLACK, PUSH_INTE
 use mtastsd::tlsrpt::deliver::https_client;
 use mtastsd::tlsrpt::sender::{Sender, Settings, ROUND_INTERVAL, SETTLE_SECS};
 use mtastsd::tlsrpt::store::TlsrptStore;
+use support::redis::{redis_server_or_skip, Redis};
 use support::tlsrpt::{counts, datagrams, gunzip};
 use support::{CertKind, Reply, World};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const HOST: &str = "localhost";
 const DOMAIN: &str = "rpt.example";
 const PREFIX: &str = "t:";
-
-fn redis_server_or_skip(test: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|d| d.join("redis-server"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("redis-server not found but CI=true: .ci/run must install redis-server");
-        }
-        eprintln!("SKIPPED {test}: redis-server is not installed");
-    }
-    found
-}
-
-/// One redis-server of our own (no persistence: a restart loses everything, the
-/// worst case), killed when dropped.
-struct Redis {
-    bin: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    async fn start(bin: &Path) -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = Redis {
-            bin: bin.to_path_buf(),
-            port,
-            child: None,
-        };
-        redis.restart().await;
-        redis
-    }
-
-    async fn restart(&mut self) {
-        let child = Command::new(&self.bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers_ping().await {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn kill(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().await.unwrap();
-    }
-
-    async fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await else {
-            return false;
-        };
-        if stream.write_all(b"PING\r\n").await.is_err() {
-            return false;
-        }
-        let mut buf = [0u8; 7];
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut buf)).await,
-            Ok(Ok(_)) if &buf == b"+PONG\r\n"
-        )
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// What mtastsd would never write, written anyway.
-    async fn raw(&self, args: &[&str]) {
-        let mut conn = redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        cmd.query_async::<redis::Value>(&mut conn).await.unwrap();
-    }
-}
 
 fn redis_config(url: String, key: Option<&str>) -> RedisConfig {
     RedisConfig {
@@ -432,9 +333,9 @@ async fn unsigned_and_poisoned_values_are_ignored_spec_5_10() {
     let key = format!("{PREFIX}tlsrpt:{day}:{DOMAIN}");
     // Unsigned counts, in the format a node writes.
     let forged = r#"{"v":1,"entries":[{"record":"v=TLSRPTv1; rua=mailto:x@evil.example","type":"sts","policy_domain":"rpt.example","strings":[],"mx":[],"ok":1000,"failed":0,"details":[]}]}"#;
-    c.redis.raw(&["HSET", &key, "evil/1", forged]).await;
+    c.redis.command(&["HSET", &key, "evil/1", forged]).await;
     c.redis
-        .raw(&["HSET", &key, "evil/2", "hmac-sha256:00\n{}"])
+        .command(&["HSET", &key, "evil/2", "hmac-sha256:00\n{}"])
         .await;
     // A's signed value of another domain, copied.
     let mut conn = redis::Client::open(c.redis.url())
@@ -460,7 +361,7 @@ async fn unsigned_and_poisoned_values_are_ignored_spec_5_10() {
     // An unsigned heartbeat of a node that would hold the report back.
     let late = format!(r#"{{"seen":{},"through":0}}"#, c.after());
     c.redis
-        .raw(&["HSET", &format!("{PREFIX}tlsrpt:nodes"), "evil/4", &late])
+        .command(&["HSET", &format!("{PREFIX}tlsrpt:nodes"), "evil/4", &late])
         .await;
 
     let r = a.sender.round(c.after() + 60).await;
@@ -496,7 +397,7 @@ async fn a_node_without_the_lease_or_the_claim_does_not_send_spec_8_4() {
     a.sender.push(c.after()).await.unwrap();
     let day = c.day.to_string();
     c.redis
-        .raw(&[
+        .command(&[
             "SET",
             &format!("{PREFIX}tlsrpt:lease:{day}:{DOMAIN}"),
             "other/1",
@@ -531,7 +432,7 @@ async fn a_node_without_the_lease_or_the_claim_does_not_send_spec_8_4() {
         "a second claim loses"
     );
     c.redis
-        .raw(&["DEL", &format!("{PREFIX}tlsrpt:lease:{day}:{DOMAIN}")])
+        .command(&["DEL", &format!("{PREFIX}tlsrpt:lease:{day}:{DOMAIN}")])
         .await;
     let r = a.sender.round(c.after() + 120).await;
     assert_eq!((r.planned, r.sent), (0, 0), "{r:?}");

@@ -330,47 +330,12 @@ fn retries_end_within_a_day_rfc8460_5_5() {
 /// Serialises the Postfix tests: they rewrite the root's configuration.
 static ROOT_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn trixie_root() -> Option<PathBuf> {
-    let root = PathBuf::from(
-        std::env::var_os("MTASTSD_TRIXIE_ROOT")
-            .unwrap_or_else(|| "/var/cache/mtastsd-tests/trixie".into()),
-    );
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    if root.join("usr/sbin/postfix").exists() && is_root {
-        return Some(root);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "no Postfix 3.10 root at {} (or not running as root) but CI=true: \
-             .ci/run must run tests/postfix310/make-root.sh",
-            root.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: no Postfix 3.10 root at {} (make it with tests/postfix310/make-root.sh, as root)",
-        root.display()
-    );
-    None
-}
-
 /// Runs a command inside the root; its output, or a panic with it.
 fn in_root(root: &Path, args: &[&str]) -> String {
-    let out = Command::new("chroot")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("chroot runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "chroot {} {args:?}: {:?}\n{stdout}\n{}",
-        root.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    support::trixie::in_root(root, args, None)
 }
+
+use support::trixie::trixie_root;
 
 /// The local domain of the root's Postfix, and the mailbox user there.
 const LOCAL_DOMAIN: &str = "reports.postfix310.test";

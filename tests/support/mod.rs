@@ -21,8 +21,10 @@ pub mod ca;
 pub mod client;
 pub mod dns;
 pub mod https;
+pub mod redis;
 pub mod smtp;
 pub mod tlsrpt;
+pub mod trixie;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

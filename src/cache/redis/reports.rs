@@ -110,23 +110,30 @@ fn reject(key: &str, why: &'static str) {
     log::debug!("shared cache: {key}: a TLS-RPT value ignored ({why})");
 }
 
+impl RedisCluster {
+    /// One command through [`RedisCluster::call`] (its timeout, its retry on a
+    /// dropped connection), its reply as `T`.
+    async fn query<T: ::redis::FromRedisValue>(
+        &self,
+        cmd: &mut ::redis::Cmd,
+    ) -> Result<T, SharedError> {
+        let cmd = &*cmd;
+        self.call(|mut conn| async move {
+            cmd.query_async::<T>(&mut conn)
+                .await
+                .map_err(Failure::Redis)
+        })
+        .await
+        .map_err(shared)
+    }
+}
+
 impl TlsrptCluster for RedisCluster {
     fn has_heartbeat<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<bool, SharedError>> {
         async move {
             let key = self.tlsrpt_key(format_args!("nodes"));
-            self.call(|mut conn| {
-                let key = &key;
-                async move {
-                    ::redis::cmd("HEXISTS")
-                        .arg(key)
-                        .arg(node)
-                        .query_async::<bool>(&mut conn)
-                        .await
-                        .map_err(Failure::Redis)
-                }
-            })
-            .await
-            .map_err(shared)
+            self.query::<bool>(::redis::cmd("HEXISTS").arg(&key).arg(node))
+                .await
         }
         .boxed()
     }
@@ -221,18 +228,8 @@ impl TlsrptCluster for RedisCluster {
         async move {
             let key = self.tlsrpt_key(format_args!("domains:{day}"));
             let raw = self
-                .call(|mut conn| {
-                    let key = &key;
-                    async move {
-                        ::redis::cmd("SMEMBERS")
-                            .arg(key)
-                            .query_async::<Vec<Vec<u8>>>(&mut conn)
-                            .await
-                            .map_err(Failure::Redis)
-                    }
-                })
-                .await
-                .map_err(shared)?;
+                .query::<Vec<Vec<u8>>>(::redis::cmd("SMEMBERS").arg(&key))
+                .await?;
             // Checked by the caller (`cluster::is_domain`); not UTF-8 is not a name.
             Ok(raw
                 .into_iter()
@@ -265,22 +262,15 @@ impl TlsrptCluster for RedisCluster {
             let key = self.tlsrpt_key(format_args!("lease:{day}:{domain}"));
             let ms = ttl_ms(tlsrpt::LEASE_TTL);
             let answer = self
-                .call(|mut conn| {
-                    let key = &key;
-                    async move {
-                        ::redis::cmd("EVAL")
-                            .arg(TLSRPT_LEASE_SCRIPT)
-                            .arg(1)
-                            .arg(key)
-                            .arg(node)
-                            .arg(ms)
-                            .query_async::<i64>(&mut conn)
-                            .await
-                            .map_err(Failure::Redis)
-                    }
-                })
-                .await
-                .map_err(shared)?;
+                .query::<i64>(
+                    ::redis::cmd("EVAL")
+                        .arg(TLSRPT_LEASE_SCRIPT)
+                        .arg(1)
+                        .arg(&key)
+                        .arg(node)
+                        .arg(ms),
+                )
+                .await?;
             if answer == 2 {
                 reject(&key, "lease");
             }
@@ -297,22 +287,15 @@ impl TlsrptCluster for RedisCluster {
     ) -> BoxFuture<'a, Result<(), SharedError>> {
         async move {
             let key = self.tlsrpt_key(format_args!("lease:{day}:{domain}"));
-            self.call(|mut conn| {
-                let key = &key;
-                async move {
-                    ::redis::cmd("EVAL")
-                        .arg(RELEASE_SCRIPT)
-                        .arg(1)
-                        .arg(key)
-                        .arg(node)
-                        .query_async::<i64>(&mut conn)
-                        .await
-                        .map(|_| ())
-                        .map_err(Failure::Redis)
-                }
-            })
+            self.query::<i64>(
+                ::redis::cmd("EVAL")
+                    .arg(RELEASE_SCRIPT)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(node),
+            )
             .await
-            .map_err(shared)
+            .map(|_| ())
         }
         .boxed()
     }
@@ -325,18 +308,8 @@ impl TlsrptCluster for RedisCluster {
         async move {
             let key = self.tlsrpt_key(format_args!("sent:{day}:{domain}"));
             let raw = self
-                .call(|mut conn| {
-                    let key = &key;
-                    async move {
-                        ::redis::cmd("GET")
-                            .arg(key)
-                            .query_async::<Option<Vec<u8>>>(&mut conn)
-                            .await
-                            .map_err(Failure::Redis)
-                    }
-                })
-                .await
-                .map_err(shared)?;
+                .query::<Option<Vec<u8>>>(::redis::cmd("GET").arg(&key))
+                .await?;
             Ok(raw.and_then(|raw| self.marker(&key, &raw)))
         }
         .boxed()

@@ -128,6 +128,19 @@ impl RedisCluster {
     }
 }
 
+impl RedisCluster {
+    /// A pipeline through [`RedisCluster::call`], its replies ignored.
+    async fn run(&self, pipe: &::redis::Pipeline) -> Result<(), SharedError> {
+        self.call(|mut conn| async move {
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(Failure::Redis)
+        })
+        .await
+        .map_err(shared)
+    }
+}
+
 impl TlsrptCluster for RedisCluster {
     fn has_heartbeat<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<bool, SharedError>> {
         async move {
@@ -169,16 +182,7 @@ impl TlsrptCluster for RedisCluster {
                         .ignore();
                 }
                 // Repeating a chunk is harmless: the same totals, the same members.
-                self.call(|mut conn| {
-                    let pipe = &pipe;
-                    async move {
-                        pipe.query_async::<()>(&mut conn)
-                            .await
-                            .map_err(Failure::Redis)
-                    }
-                })
-                .await
-                .map_err(shared)?;
+                self.run(&pipe).await?;
             }
             Ok(())
         }
@@ -202,16 +206,7 @@ impl TlsrptCluster for RedisCluster {
                 .arg(&key)
                 .arg(ttl_ms(NODES_TTL))
                 .ignore();
-            self.call(|mut conn| {
-                let pipe = &pipe;
-                async move {
-                    pipe.query_async::<()>(&mut conn)
-                        .await
-                        .map_err(Failure::Redis)
-                }
-            })
-            .await
-            .map_err(shared)
+            self.run(&pipe).await
         }
         .boxed()
     }

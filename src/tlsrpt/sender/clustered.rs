@@ -184,6 +184,21 @@ impl Sender {
         }
     }
 
+    /// Whether a node claimed (day, domain)'s report; then it is recorded here as
+    /// reported elsewhere, never built here.
+    async fn sent_elsewhere(
+        &mut self,
+        shared: &dyn TlsrptCluster,
+        day: Day,
+        domain: &str,
+    ) -> Result<bool, ClusterRoundError> {
+        let Some(id) = shared.sent(day, domain).await? else {
+            return Ok(false);
+        };
+        self.store.mark_reported_elsewhere(day, domain, &id)?;
+        Ok(true)
+    }
+
     /// One (day, domain): reported elsewhere, or another node's to build, or built
     /// here from the merge and stored only once our claim holds.
     async fn plan_cluster_one(
@@ -194,8 +209,7 @@ impl Sender {
         domain: &str,
         now: i64,
     ) -> Result<bool, ClusterRoundError> {
-        if let Some(id) = shared.sent(day, domain).await? {
-            self.store.mark_reported_elsewhere(day, domain, &id)?;
+        if self.sent_elsewhere(shared, day, domain).await? {
             return Ok(false);
         }
         if !shared.lease(day, domain, me).await? {
@@ -217,8 +231,7 @@ impl Sender {
         now: i64,
     ) -> Result<bool, ClusterRoundError> {
         // The lease may have come free because its holder just built the report.
-        if let Some(id) = shared.sent(day, domain).await? {
-            self.store.mark_reported_elsewhere(day, domain, &id)?;
+        if self.sent_elsewhere(shared, day, domain).await? {
             return Ok(false);
         }
         let values = shared.values(day, domain).await?;
